@@ -1,0 +1,148 @@
+package io.moeprep.kernels.contract;
+
+import io.moeprep.kernels.DType;
+import sun.misc.Unsafe;
+
+/**
+ * The element conversions of the contract, bit for bit: widening BF16 and F16 to float32, and
+ * {@code round_D}, round-to-nearest-even from float32 to D. Every NaN becomes the canonical quiet
+ * NaN of D ({@code 0x7FC00000}, {@code 0x7FC0}, {@code 0x7E00}), because CPUs and GPUs disagree on
+ * NaN payloads and the backends must give the same bytes. The CUDA kernels implement the same
+ * integer algorithms.
+ */
+public final class Numerics {
+  /** Canonical quiet NaN bits per dtype. */
+  public static final int F32_NAN = 0x7FC00000;
+
+  public static final short BF16_NAN = 0x7FC0;
+  public static final short F16_NAN = 0x7E00;
+
+  private static final float[] F16_TO_FLOAT = new float[1 << 16];
+
+  static {
+    for (int h = 0; h < F16_TO_FLOAT.length; h++) {
+      F16_TO_FLOAT[h] = decodeF16((short) h);
+    }
+  }
+
+  private Numerics() {}
+
+  /** Widens BF16 bits to float32 (exact). */
+  public static float bf16ToFloat(short bits) {
+    return Float.intBitsToFloat((bits & 0xFFFF) << 16);
+  }
+
+  /** Widens F16 bits to float32 (exact). */
+  public static float f16ToFloat(short bits) {
+    return F16_TO_FLOAT[bits & 0xFFFF];
+  }
+
+  /** Rounds float32 to BF16 bits, nearest-even; NaN becomes {@link #BF16_NAN}. */
+  public static short floatToBf16(float f) {
+    int x = Float.floatToRawIntBits(f);
+    if ((x & 0x7FFFFFFF) > 0x7F800000) {
+      return BF16_NAN;
+    }
+    int lsb = (x >>> 16) & 1;
+    return (short) ((x + 0x7FFF + lsb) >>> 16);
+  }
+
+  /** Rounds float32 to F16 bits, nearest-even, with subnormals; NaN becomes {@link #F16_NAN}. */
+  public static short floatToF16(float f) {
+    int x = Float.floatToRawIntBits(f);
+    int sign = (x >>> 16) & 0x8000;
+    int abs = x & 0x7FFFFFFF;
+    if (abs > 0x7F800000) {
+      return F16_NAN;
+    }
+    if (abs >= 0x477FF000) { // 65520 and above round to infinity
+      return (short) (sign | 0x7C00);
+    }
+    if (abs >= 0x38800000) { // normal in F16: rebias the exponent by 112, round 13 mantissa bits
+      int m = abs - 0x38000000;
+      m += 0xFFF + ((m >>> 13) & 1);
+      return (short) (sign | (m >>> 13));
+    }
+    if (abs <= 0x33000000) { // at most half of the smallest subnormal: rounds to zero
+      return (short) sign;
+    }
+    int e = abs >>> 23;
+    int mant = (abs & 0x7FFFFF) | 0x800000;
+    int shift = 126 - e;
+    int q = mant >>> shift;
+    int rem = mant & ((1 << shift) - 1);
+    int half = 1 << (shift - 1);
+    if (rem > half || (rem == half && (q & 1) == 1)) {
+      q++;
+    }
+    return (short) (sign | q);
+  }
+
+  /** Canonicalises a float32 NaN; other values pass unchanged. */
+  public static int f32Bits(float f) {
+    return Float.isNaN(f) ? F32_NAN : Float.floatToRawIntBits(f);
+  }
+
+  private static float decodeF16(short bits) {
+    int h = bits & 0xFFFF;
+    int sign = (h & 0x8000) << 16;
+    int exp = (h >>> 10) & 0x1F;
+    int mant = h & 0x3FF;
+    if (exp == 0) {
+      float v = mant * 0x1p-24f;
+      return sign != 0 ? -v : v;
+    }
+    if (exp == 31) {
+      return Float.intBitsToFloat(sign | 0x7F800000 | (mant << 13));
+    }
+    return Float.intBitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
+  }
+
+  /**
+   * Widens {@code h} elements of dtype {@code d} at native address {@code src} into {@code dst}.
+   *
+   * @throws IllegalArgumentException for FP8, which is never converted
+   */
+  public static void decodeRow(DType d, Unsafe u, long src, float[] dst, int h) {
+    switch (d) {
+      case F32 -> {
+        for (int i = 0; i < h; i++) {
+          dst[i] = u.getFloat(src + 4L * i);
+        }
+      }
+      case BF16 -> {
+        for (int i = 0; i < h; i++) {
+          dst[i] = Float.intBitsToFloat((u.getShort(src + 2L * i) & 0xFFFF) << 16);
+        }
+      }
+      case F16 -> {
+        for (int i = 0; i < h; i++) {
+          dst[i] = F16_TO_FLOAT[u.getShort(src + 2L * i) & 0xFFFF];
+        }
+      }
+      default -> throw new IllegalArgumentException("dtype " + d + " cannot be converted");
+    }
+  }
+
+  /** Rounds {@code h} floats of {@code src} to dtype {@code d} at native address {@code dst}. */
+  public static void encodeRow(DType d, Unsafe u, float[] src, long dst, int h) {
+    switch (d) {
+      case F32 -> {
+        for (int i = 0; i < h; i++) {
+          u.putInt(dst + 4L * i, f32Bits(src[i]));
+        }
+      }
+      case BF16 -> {
+        for (int i = 0; i < h; i++) {
+          u.putShort(dst + 2L * i, floatToBf16(src[i]));
+        }
+      }
+      case F16 -> {
+        for (int i = 0; i < h; i++) {
+          u.putShort(dst + 2L * i, floatToF16(src[i]));
+        }
+      }
+      default -> throw new IllegalArgumentException("dtype " + d + " cannot be converted");
+    }
+  }
+}

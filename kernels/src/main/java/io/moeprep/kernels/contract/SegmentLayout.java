@@ -1,0 +1,105 @@
+package io.moeprep.kernels.contract;
+
+/**
+ * The output layout of one permute, derived from the per-expert counts of valid slots: how many
+ * slots each expert keeps, how many it drops, and where its (padded) segment starts. This is the
+ * capacity and alignment part of the contract in one place; every backend counts the valid slots
+ * its own way and then calls {@link #of}.
+ *
+ * <p>Expert {@code e}'s kept rows are output rows {@code [offset(e), offset(e) + kept(e))}, its
+ * zero padding rows follow up to {@code offset(e+1)}; under {@link CapacityPolicy.NumOut} the rows
+ * {@code [offset(E), numOut)} are zero padding.
+ */
+public final class SegmentLayout {
+  private final long[] kept;
+  private final long[] dropped;
+  private final long[] offsets;
+  private final long numOut;
+
+  private SegmentLayout(long[] kept, long[] dropped, long[] offsets, long numOut) {
+    this.kept = kept;
+    this.dropped = dropped;
+    this.offsets = offsets;
+    this.numOut = numOut;
+  }
+
+  /**
+   * Computes the layout.
+   *
+   * @param valid per expert, the number of valid (non-{@code -1}, local) slots
+   * @param local per expert, whether this permute owns it (padding applies to local experts only)
+   * @throws IllegalArgumentException when the output would have {@code 2^31} rows or more
+   */
+  public static SegmentLayout of(
+      long[] valid, boolean[] local, CapacityPolicy capacity, int align) {
+    int e = valid.length;
+    long[] kept = new long[e];
+    long[] dropped = new long[e];
+    long[] offsets = new long[e + 1];
+    long remaining = capacity instanceof CapacityPolicy.NumOut n ? n.numOut() : Long.MAX_VALUE;
+    for (int x = 0; x < e; x++) {
+      long k = valid[x];
+      if (capacity instanceof CapacityPolicy.PerExpert p) {
+        k = Math.min(k, p.capacity());
+      } else if (capacity instanceof CapacityPolicy.NumOut) {
+        k = Math.min(k, remaining);
+        remaining -= k;
+      }
+      kept[x] = k;
+      dropped[x] = valid[x] - k;
+      long rows = k;
+      if (local[x] && capacity instanceof CapacityPolicy.PerExpert p && p.padToCapacity()) {
+        rows = p.capacity();
+      }
+      if (local[x] && align > 1) {
+        rows = (rows + align - 1) / align * align;
+      }
+      offsets[x + 1] = offsets[x] + rows;
+    }
+    long numOut =
+        capacity instanceof CapacityPolicy.NumOut n ? Math.max(n.numOut(), offsets[e]) : offsets[e];
+    if (numOut > Integer.MAX_VALUE) {
+      throw new IllegalArgumentException(
+          "output rows = "
+              + numOut
+              + " is invalid: must be < 2^31 (row ids are int32); lower the capacity or split the"
+              + " batch");
+    }
+    return new SegmentLayout(kept, dropped, offsets, numOut);
+  }
+
+  /** Number of experts. */
+  public int numExperts() {
+    return kept.length;
+  }
+
+  /** Output rows, padding included. */
+  public long numOut() {
+    return numOut;
+  }
+
+  /** Kept slots of expert {@code e}. */
+  public long kept(int e) {
+    return kept[e];
+  }
+
+  /** First output row of expert {@code e}'s segment; {@code offset(E)} ends the last one. */
+  public long offset(int e) {
+    return offsets[e];
+  }
+
+  /** A copy of the kept counts per expert. */
+  public long[] keptPerExpert() {
+    return kept.clone();
+  }
+
+  /** A copy of the dropped counts per expert (valid slots beyond capacity). */
+  public long[] droppedPerExpert() {
+    return dropped.clone();
+  }
+
+  /** A copy of the segment offsets, {@code E + 1} entries. */
+  public long[] offsets() {
+    return offsets.clone();
+  }
+}

@@ -1,0 +1,238 @@
+package io.moeprep.kernels.memory;
+
+import java.lang.ref.Cleaner;
+import java.lang.reflect.Field;
+import java.nio.ByteOrder;
+import java.util.Objects;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.logging.Logger;
+import sun.misc.Unsafe;
+
+/**
+ * Off-heap host memory addressed with 64-bit byte offsets, so that one buffer can exceed 2 GiB.
+ *
+ * <p>A buffer has exactly one owner, which closes it (try-with-resources); {@link #close()} is
+ * idempotent. Every allocation is counted in {@link #bytesInUse()} and {@link #liveBuffers()}, so
+ * that tests can assert that nothing leaked. A {@link Cleaner} frees a buffer that became
+ * unreachable without being closed, and logs it as a leak: it is a backstop, not a way to manage
+ * memory.
+ *
+ * <p>Accessors take byte offsets and check bounds; bulk work uses {@link #address()} with {@link
+ * #unsafe()} directly. Multi-byte values are little-endian (the platform order, checked at class
+ * load).
+ */
+public final class HostBuffer implements AutoCloseable {
+  private static final Logger LOG = Logger.getLogger(HostBuffer.class.getName());
+  private static final Unsafe UNSAFE = loadUnsafe();
+  private static final Cleaner CLEANER = Cleaner.create();
+  private static final AtomicLong BYTES_IN_USE = new AtomicLong();
+  private static final AtomicLong LIVE = new AtomicLong();
+  private static final AtomicLong IDS = new AtomicLong();
+
+  static {
+    if (ByteOrder.nativeOrder() != ByteOrder.LITTLE_ENDIAN) {
+      throw new ExceptionInInitializerError("MoePrep needs a little-endian platform");
+    }
+  }
+
+  private final long id;
+  private final long address;
+  private final long size;
+  private final Release release;
+  private final Cleaner.Cleanable cleanable;
+
+  private HostBuffer(long size, boolean zero) {
+    if (size < 0) {
+      throw new IllegalArgumentException("buffer size " + size + " is invalid: must be >= 0");
+    }
+    this.id = IDS.incrementAndGet();
+    this.size = size;
+    this.address = size == 0 ? 0 : UNSAFE.allocateMemory(size);
+    if (zero && size > 0) {
+      UNSAFE.setMemory(address, size, (byte) 0);
+    }
+    BYTES_IN_USE.addAndGet(size);
+    LIVE.incrementAndGet();
+    this.release = new Release(id, address, size);
+    this.cleanable = CLEANER.register(this, release);
+  }
+
+  /** Allocates {@code bytes} of uninitialised memory. */
+  public static HostBuffer allocate(long bytes) {
+    return new HostBuffer(bytes, false);
+  }
+
+  /** Allocates {@code bytes} of memory set to zero. */
+  public static HostBuffer allocateZeroed(long bytes) {
+    return new HostBuffer(bytes, true);
+  }
+
+  /** Bytes currently allocated by all open host buffers of this process. */
+  public static long bytesInUse() {
+    return BYTES_IN_USE.get();
+  }
+
+  /** Number of host buffers allocated and not yet closed. */
+  public static long liveBuffers() {
+    return LIVE.get();
+  }
+
+  /** The raw {@link Unsafe}, for bulk copies by the backends over {@link #address()}. */
+  public static Unsafe unsafe() {
+    return UNSAFE;
+  }
+
+  /** Size in bytes. */
+  public long size() {
+    return size;
+  }
+
+  /** Native address of byte 0; valid until {@link #close()}. */
+  public long address() {
+    checkOpen();
+    return address;
+  }
+
+  /** True once closed. */
+  public boolean isClosed() {
+    return release.closed.get();
+  }
+
+  public byte getByte(long offset) {
+    return UNSAFE.getByte(at(offset, 1));
+  }
+
+  public void putByte(long offset, byte v) {
+    UNSAFE.putByte(at(offset, 1), v);
+  }
+
+  public short getShort(long offset) {
+    return UNSAFE.getShort(at(offset, 2));
+  }
+
+  public void putShort(long offset, short v) {
+    UNSAFE.putShort(at(offset, 2), v);
+  }
+
+  public int getInt(long offset) {
+    return UNSAFE.getInt(at(offset, 4));
+  }
+
+  public void putInt(long offset, int v) {
+    UNSAFE.putInt(at(offset, 4), v);
+  }
+
+  public long getLong(long offset) {
+    return UNSAFE.getLong(at(offset, 8));
+  }
+
+  public void putLong(long offset, long v) {
+    UNSAFE.putLong(at(offset, 8), v);
+  }
+
+  public float getFloat(long offset) {
+    return UNSAFE.getFloat(at(offset, 4));
+  }
+
+  public void putFloat(long offset, float v) {
+    UNSAFE.putFloat(at(offset, 4), v);
+  }
+
+  /** Sets {@code length} bytes from {@code offset} to {@code value}. */
+  public void fill(long offset, long length, byte value) {
+    if (length > 0) {
+      UNSAFE.setMemory(at(offset, length), length, value);
+    }
+  }
+
+  /**
+   * Copies {@code length} bytes from {@code src} at {@code srcOffset} to this at {@code offset}.
+   */
+  public void copyFrom(long offset, HostBuffer src, long srcOffset, long length) {
+    if (length > 0) {
+      UNSAFE.copyMemory(src.at(srcOffset, length), at(offset, length), length);
+    }
+  }
+
+  /** True when {@code length} bytes from the two offsets are equal. */
+  public boolean contentEquals(long offset, HostBuffer other, long otherOffset, long length) {
+    long a = at(offset, length);
+    long b = other.at(otherOffset, length);
+    long i = 0;
+    for (; i + 8 <= length; i += 8) {
+      if (UNSAFE.getLong(a + i) != UNSAFE.getLong(b + i)) {
+        return false;
+      }
+    }
+    for (; i < length; i++) {
+      if (UNSAFE.getByte(a + i) != UNSAFE.getByte(b + i)) {
+        return false;
+      }
+    }
+    return true;
+  }
+
+  private long at(long offset, long length) {
+    checkOpen();
+    Objects.checkFromIndexSize(offset, length, size);
+    return address + offset;
+  }
+
+  private void checkOpen() {
+    if (release.closed.get()) {
+      throw new IllegalStateException(this + " is closed");
+    }
+  }
+
+  /** Frees the memory; later calls do nothing. */
+  @Override
+  public void close() {
+    release.explicit = true;
+    cleanable.clean();
+  }
+
+  @Override
+  public String toString() {
+    return "HostBuffer#" + id + "[" + size + " bytes]";
+  }
+
+  private static final class Release implements Runnable {
+    final long id;
+    final long address;
+    final long size;
+    final AtomicBoolean closed = new AtomicBoolean();
+    volatile boolean explicit;
+
+    Release(long id, long address, long size) {
+      this.id = id;
+      this.address = address;
+      this.size = size;
+    }
+
+    @Override
+    public void run() {
+      if (!closed.compareAndSet(false, true)) {
+        return;
+      }
+      if (!explicit) {
+        LOG.warning("leak: HostBuffer#" + id + " of " + size + " bytes was never closed");
+      }
+      if (address != 0) {
+        UNSAFE.freeMemory(address);
+      }
+      BYTES_IN_USE.addAndGet(-size);
+      LIVE.decrementAndGet();
+    }
+  }
+
+  private static Unsafe loadUnsafe() {
+    try {
+      Field f = Unsafe.class.getDeclaredField("theUnsafe");
+      f.setAccessible(true);
+      return (Unsafe) f.get(null);
+    } catch (ReflectiveOperationException e) {
+      throw new ExceptionInInitializerError(e);
+    }
+  }
+}
