@@ -1,8 +1,13 @@
 package io.moeprep.kernels.memory;
 
+import java.io.EOFException;
+import java.io.IOException;
 import java.lang.ref.Cleaner;
 import java.lang.reflect.Field;
+import java.nio.Buffer;
+import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
+import java.nio.channels.FileChannel;
 import java.util.Objects;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
@@ -29,6 +34,8 @@ public final class HostBuffer implements AutoCloseable {
   private static final AtomicLong BYTES_IN_USE = new AtomicLong();
   private static final AtomicLong LIVE = new AtomicLong();
   private static final AtomicLong IDS = new AtomicLong();
+  private static final long STAGE_BYTES = 16L << 20;
+  private static final long BUFFER_ADDRESS = bufferAddressOffset();
 
   static {
     if (ByteOrder.nativeOrder() != ByteOrder.LITTLE_ENDIAN) {
@@ -173,6 +180,47 @@ public final class HostBuffer implements AutoCloseable {
     return true;
   }
 
+  /**
+   * Reads {@code length} bytes of {@code channel} from {@code position} into this buffer at {@code
+   * offset}, through a bounded staging buffer (any length, 64-bit).
+   *
+   * @throws EOFException when the channel ends first
+   */
+  public void readFrom(FileChannel channel, long position, long offset, long length)
+      throws IOException {
+    long dst = length == 0 ? 0 : at(offset, length);
+    ByteBuffer stage = ByteBuffer.allocateDirect((int) Math.min(length, STAGE_BYTES) + 1);
+    long stageAddr = UNSAFE.getLong(stage, BUFFER_ADDRESS);
+    long done = 0;
+    while (done < length) {
+      stage.clear().limit((int) Math.min(length - done, STAGE_BYTES));
+      int n = channel.read(stage, position + done);
+      if (n < 0) {
+        throw new EOFException(
+            "file ends after " + (position + done) + " bytes: " + length + " data bytes expected");
+      }
+      UNSAFE.copyMemory(stageAddr, dst + done, n);
+      done += n;
+    }
+  }
+
+  /** Writes {@code length} bytes from {@code offset} to the end of {@code channel}. */
+  public void writeTo(FileChannel channel, long offset, long length) throws IOException {
+    long src = length == 0 ? 0 : at(offset, length);
+    ByteBuffer stage = ByteBuffer.allocateDirect((int) Math.min(length, STAGE_BYTES) + 1);
+    long stageAddr = UNSAFE.getLong(stage, BUFFER_ADDRESS);
+    long done = 0;
+    while (done < length) {
+      int n = (int) Math.min(length - done, STAGE_BYTES);
+      UNSAFE.copyMemory(src + done, stageAddr, n);
+      stage.clear().limit(n);
+      while (stage.hasRemaining()) {
+        channel.write(stage);
+      }
+      done += n;
+    }
+  }
+
   private long at(long offset, long length) {
     checkOpen();
     Objects.checkFromIndexSize(offset, length, size);
@@ -223,6 +271,14 @@ public final class HostBuffer implements AutoCloseable {
       }
       BYTES_IN_USE.addAndGet(-size);
       LIVE.decrementAndGet();
+    }
+  }
+
+  private static long bufferAddressOffset() {
+    try {
+      return UNSAFE.objectFieldOffset(Buffer.class.getDeclaredField("address"));
+    } catch (NoSuchFieldException e) {
+      throw new ExceptionInInitializerError(e);
     }
   }
 
