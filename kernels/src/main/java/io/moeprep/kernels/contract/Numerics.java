@@ -99,25 +99,40 @@ public final class Numerics {
   }
 
   /**
+   * Per-thread scratch for the row conversions: the raw elements of one row on the heap, where the
+   * JIT can vectorise the conversion loops.
+   */
+  public static final class RowScratch {
+    final short[] halves;
+    final int[] words;
+
+    /** Scratch for rows of up to {@code h} elements. */
+    public RowScratch(int h) {
+      halves = new short[h];
+      words = new int[h];
+    }
+  }
+
+  /**
    * Widens {@code h} elements of dtype {@code d} at native address {@code src} into {@code dst}.
    *
    * @throws IllegalArgumentException for FP8, which is never converted
    */
-  public static void decodeRow(DType d, Unsafe u, long src, float[] dst, int h) {
+  public static void decodeRow(DType d, Unsafe u, long src, float[] dst, int h, RowScratch s) {
     switch (d) {
-      case F32 -> {
-        for (int i = 0; i < h; i++) {
-          dst[i] = u.getFloat(src + 4L * i);
-        }
-      }
+      case F32 -> u.copyMemory(null, src, dst, Unsafe.ARRAY_FLOAT_BASE_OFFSET, 4L * h);
       case BF16 -> {
+        short[] raw = s.halves;
+        u.copyMemory(null, src, raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, 2L * h);
         for (int i = 0; i < h; i++) {
-          dst[i] = Float.intBitsToFloat((u.getShort(src + 2L * i) & 0xFFFF) << 16);
+          dst[i] = Float.intBitsToFloat(raw[i] << 16);
         }
       }
       case F16 -> {
+        short[] raw = s.halves;
+        u.copyMemory(null, src, raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, 2L * h);
         for (int i = 0; i < h; i++) {
-          dst[i] = F16_TO_FLOAT[u.getShort(src + 2L * i) & 0xFFFF];
+          dst[i] = F16_TO_FLOAT[raw[i] & 0xFFFF];
         }
       }
       default -> throw new IllegalArgumentException("dtype " + d + " cannot be converted");
@@ -125,22 +140,28 @@ public final class Numerics {
   }
 
   /** Rounds {@code h} floats of {@code src} to dtype {@code d} at native address {@code dst}. */
-  public static void encodeRow(DType d, Unsafe u, float[] src, long dst, int h) {
+  public static void encodeRow(DType d, Unsafe u, float[] src, long dst, int h, RowScratch s) {
     switch (d) {
       case F32 -> {
+        int[] w = s.words;
         for (int i = 0; i < h; i++) {
-          u.putInt(dst + 4L * i, f32Bits(src[i]));
+          w[i] = f32Bits(src[i]);
         }
+        u.copyMemory(w, Unsafe.ARRAY_INT_BASE_OFFSET, null, dst, 4L * h);
       }
       case BF16 -> {
+        short[] raw = s.halves;
         for (int i = 0; i < h; i++) {
-          u.putShort(dst + 2L * i, floatToBf16(src[i]));
+          raw[i] = floatToBf16(src[i]);
         }
+        u.copyMemory(raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, null, dst, 2L * h);
       }
       case F16 -> {
+        short[] raw = s.halves;
         for (int i = 0; i < h; i++) {
-          u.putShort(dst + 2L * i, floatToF16(src[i]));
+          raw[i] = floatToF16(src[i]);
         }
+        u.copyMemory(raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, null, dst, 2L * h);
       }
       default -> throw new IllegalArgumentException("dtype " + d + " cannot be converted");
     }

@@ -171,6 +171,8 @@ public final class CpuBackend implements KernelBackend {
       boolean withProbs = in.probs() != null;
       var dtype = in.dtype();
       ThreadLocal<float[][]> scratch = ThreadLocal.withInitial(() -> new float[2][h]);
+      ThreadLocal<Numerics.RowScratch> raw =
+          ThreadLocal.withInitial(() -> new Numerics.RowScratch(h));
       CpuPool.forRange(
           n,
           Math.max(1, (1 << 16) / h),
@@ -178,6 +180,7 @@ public final class CpuBackend implements KernelBackend {
             float[][] bufs = scratch.get();
             float[] acc = bufs[0];
             float[] x = bufs[1];
+            Numerics.RowScratch rs = raw.get();
             for (long t = from; t < to; t++) {
               Arrays.fill(acc, 0f);
               for (int j = 0; j < k; j++) {
@@ -187,13 +190,13 @@ public final class CpuBackend implements KernelBackend {
                   continue;
                 }
                 float p = withProbs ? U.getFloat(probs + 4 * s) : 1f;
-                Numerics.decodeRow(dtype, U, src + row * rowBytes, x, h);
+                Numerics.decodeRow(dtype, U, src + row * rowBytes, x, h, rs);
                 for (int i = 0; i < h; i++) {
                   float prod = p * x[i];
                   acc[i] = acc[i] + prod;
                 }
               }
-              Numerics.encodeRow(dtype, U, acc, dst + t * rowBytes, h);
+              Numerics.encodeRow(dtype, U, acc, dst + t * rowBytes, h, rs);
             }
           });
       return out;

@@ -9,6 +9,8 @@ import java.nio.ByteBuffer;
 import java.nio.ByteOrder;
 import java.nio.channels.FileChannel;
 import java.util.Objects;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.ConcurrentLinkedDeque;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.logging.Logger;
@@ -23,6 +25,12 @@ import sun.misc.Unsafe;
  * unreachable without being closed, and logs it as a leak: it is a backstop, not a way to manage
  * memory.
  *
+ * <p>Large blocks (1 MiB and up) are recycled: a closed buffer's memory goes to a size-class cache
+ * (at most {@code -Dmoeprep.host.cacheBytes}, default 2 GiB) from which later allocations of the
+ * same class are served, so that batch after batch writes into memory whose pages are already
+ * mapped, instead of paying the kernel's page faults for every fresh block. {@link #trimCache()}
+ * returns the cache to the system.
+ *
  * <p>Accessors take byte offsets and check bounds; bulk work uses {@link #address()} with {@link
  * #unsafe()} directly. Multi-byte values are little-endian (the platform order, checked at class
  * load).
@@ -36,6 +44,11 @@ public final class HostBuffer implements AutoCloseable {
   private static final AtomicLong IDS = new AtomicLong();
   private static final long STAGE_BYTES = 16L << 20;
   private static final long BUFFER_ADDRESS = bufferAddressOffset();
+  private static final long POOL_MIN = 1L << 20;
+  private static final long CACHE_LIMIT = Long.getLong("moeprep.host.cacheBytes", 2L << 30);
+  private static final ConcurrentHashMap<Long, ConcurrentLinkedDeque<Long>> CACHE =
+      new ConcurrentHashMap<>();
+  private static final AtomicLong CACHED_BYTES = new AtomicLong();
 
   static {
     if (ByteOrder.nativeOrder() != ByteOrder.LITTLE_ENDIAN) {
@@ -55,13 +68,14 @@ public final class HostBuffer implements AutoCloseable {
     }
     this.id = IDS.incrementAndGet();
     this.size = size;
-    this.address = size == 0 ? 0 : UNSAFE.allocateMemory(size);
+    long block = blockSize(size);
+    this.address = size == 0 ? 0 : obtain(block);
     if (zero && size > 0) {
       UNSAFE.setMemory(address, size, (byte) 0);
     }
     BYTES_IN_USE.addAndGet(size);
     LIVE.incrementAndGet();
-    this.release = new Release(id, address, size);
+    this.release = new Release(id, address, size, block);
     this.cleanable = CLEANER.register(this, release);
   }
 
@@ -78,6 +92,59 @@ public final class HostBuffer implements AutoCloseable {
   /** Bytes currently allocated by all open host buffers of this process. */
   public static long bytesInUse() {
     return BYTES_IN_USE.get();
+  }
+
+  /** Bytes of closed buffers kept for reuse (not counted in {@link #bytesInUse()}). */
+  public static long cachedBytes() {
+    return CACHED_BYTES.get();
+  }
+
+  /** Frees every cached block. */
+  public static void trimCache() {
+    CACHE.forEach(
+        (block, q) -> {
+          for (Long a = q.poll(); a != null; a = q.poll()) {
+            UNSAFE.freeMemory(a);
+            CACHED_BYTES.addAndGet(-block);
+          }
+        });
+  }
+
+  /** Size class of a request: 1 MiB and up rounds up to an eighth of its power of two. */
+  private static long blockSize(long size) {
+    if (size < POOL_MIN) {
+      return size;
+    }
+    long step = Long.highestOneBit(size) >>> 3;
+    return (size + step - 1) / step * step;
+  }
+
+  private static long obtain(long block) {
+    if (block >= POOL_MIN) {
+      ConcurrentLinkedDeque<Long> q = CACHE.get(block);
+      Long a = q == null ? null : q.poll();
+      if (a != null) {
+        CACHED_BYTES.addAndGet(-block);
+        return a;
+      }
+    }
+    try {
+      return UNSAFE.allocateMemory(block);
+    } catch (OutOfMemoryError e) {
+      trimCache();
+      return UNSAFE.allocateMemory(block);
+    }
+  }
+
+  private static void recycle(long address, long block) {
+    if (block >= POOL_MIN && CACHED_BYTES.addAndGet(block) <= CACHE_LIMIT) {
+      CACHE.computeIfAbsent(block, b -> new ConcurrentLinkedDeque<>()).push(address);
+      return;
+    }
+    if (block >= POOL_MIN) {
+      CACHED_BYTES.addAndGet(-block);
+    }
+    UNSAFE.freeMemory(address);
   }
 
   /** Number of host buffers allocated and not yet closed. */
@@ -249,13 +316,15 @@ public final class HostBuffer implements AutoCloseable {
     final long id;
     final long address;
     final long size;
+    final long block;
     final AtomicBoolean closed = new AtomicBoolean();
     volatile boolean explicit;
 
-    Release(long id, long address, long size) {
+    Release(long id, long address, long size, long block) {
       this.id = id;
       this.address = address;
       this.size = size;
+      this.block = block;
     }
 
     @Override
@@ -267,7 +336,7 @@ public final class HostBuffer implements AutoCloseable {
         LOG.warning("leak: HostBuffer#" + id + " of " + size + " bytes was never closed");
       }
       if (address != 0) {
-        UNSAFE.freeMemory(address);
+        recycle(address, block);
       }
       BYTES_IN_USE.addAndGet(-size);
       LIVE.decrementAndGet();

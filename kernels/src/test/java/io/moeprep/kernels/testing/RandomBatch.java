@@ -1,6 +1,7 @@
 package io.moeprep.kernels.testing;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.bench.SyntheticRouting;
 import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.memory.HostBuffer;
 import java.util.SplittableRandom;
@@ -42,28 +43,7 @@ public final class RandomBatch implements AutoCloseable {
     HostBuffer r = HostBuffer.allocate(n * k * 4);
     HostBuffer p = HostBuffer.allocate(n * k * 4);
     fillRandom(rnd, t);
-    int[] perm = new int[e];
-    for (long tok = 0; tok < n; tok++) {
-      for (int i = 0; i < e; i++) {
-        perm[i] = i;
-      }
-      for (int j = 0; j < k; j++) {
-        int id;
-        if (j < e) {
-          int pick = j + rnd.nextInt(e - j);
-          id = perm[pick];
-          perm[pick] = perm[j];
-          perm[j] = id;
-        } else {
-          id = rnd.nextInt(e);
-        }
-        if (rnd.nextDouble() < minusOneDensity) {
-          id = -1;
-        }
-        r.putInt(4 * (tok * k + j), id);
-        p.putFloat(4 * (tok * k + j), (float) rnd.nextDouble());
-      }
-    }
+    SyntheticRouting.fill(rnd, r, p, n, k, e, minusOneDensity);
     return new RandomBatch(n, h, k, e, dtype, t, r, p);
   }
 

@@ -1,0 +1,57 @@
+package io.moeprep.kernels;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.kernels.testing.LeakCheck;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.extension.ExtendWith;
+
+/** Ownership, bounds, accounting and block recycling of host buffers. */
+@ExtendWith(LeakCheck.class)
+class HostBufferTest {
+
+  @Test
+  void closeIsIdempotentAndAccountingReturnsToItsStart() {
+    long live = HostBuffer.liveBuffers();
+    long bytes = HostBuffer.bytesInUse();
+    HostBuffer b = HostBuffer.allocate(1000);
+    assertEquals(live + 1, HostBuffer.liveBuffers());
+    assertEquals(bytes + 1000, HostBuffer.bytesInUse());
+    b.close();
+    b.close();
+    assertEquals(live, HostBuffer.liveBuffers());
+    assertEquals(bytes, HostBuffer.bytesInUse());
+    assertThrows(IllegalStateException.class, () -> b.getInt(0));
+    assertTrue(b.toString().startsWith("HostBuffer#"));
+  }
+
+  @Test
+  void accessOutsideTheBufferIsRefused() {
+    try (HostBuffer b = HostBuffer.allocateZeroed(16)) {
+      assertThrows(IndexOutOfBoundsException.class, () -> b.getLong(9));
+      assertThrows(IndexOutOfBoundsException.class, () -> b.putInt(-1, 0));
+      b.putLong(8, -1L);
+      assertEquals(-1, b.getInt(12));
+    }
+  }
+
+  @Test
+  void largeBlocksAreRecycledAndZeroedOnRequest() {
+    long size = 3L << 20;
+    long addr;
+    try (HostBuffer a = HostBuffer.allocate(size)) {
+      a.fill(0, size, (byte) 7);
+      addr = a.address();
+    }
+    assertTrue(HostBuffer.cachedBytes() >= size);
+    try (HostBuffer again = HostBuffer.allocateZeroed(size)) {
+      assertEquals(addr, again.address(), "the closed block is reused");
+      assertEquals(0, again.getByte(size - 1));
+    }
+    HostBuffer.trimCache();
+    assertEquals(0, HostBuffer.cachedBytes());
+  }
+}
