@@ -23,6 +23,13 @@ __device__ void permute_rows(const void* __restrict__ tokens, const int32_t* __r
   for (int64_t t = tile.first_row(); t < n; t += tile.row_stride()) {
     const U* src = src_base + t * units;
     const int32_t* rows = row_id_map + t * k;
+    bool kept = false;
+    for (int32_t s = 0; s < k && !kept; s++) {
+      kept = rows[s] >= 0;
+    }
+    if (!kept) {
+      continue;  // masked or dropped everywhere: the row is not read
+    }
     for (int64_t u0 = tile.lane; u0 < units; u0 += static_cast<int64_t>(lanes) * kPermuteUnroll) {
       U v[kPermuteUnroll];
 #pragma unroll
