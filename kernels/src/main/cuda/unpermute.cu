@@ -5,14 +5,17 @@
 
 namespace moeprep {
 
-constexpr int kUnpermuteUnroll = 2;
+// Slots whose rows are loaded together before they are accumulated (in slot order).
+constexpr int kSlotBatch = 4;
 
-// Thread mapping: `lanes` threads per token (RowTile), grid-stride over tokens; each thread owns
-// up to kUnpermuteUnroll units (units lane, lane + lanes) of V bytes = V / sizeof(D::storage)
-// elements each, accumulates them over the token's K slots in order and stores the rounded sums.
+// Thread mapping: `lanes` threads per token (RowTile), contiguous tokens per block; each thread
+// owns up to kUnroll units (units lane, lane + lanes, ...) of V bytes = V / sizeof(D::storage)
+// elements each. It walks the token's K slots in batches of kSlotBatch: loads the batch's rows
+// first (memory-level parallelism), then accumulates them in slot order, and finally stores the
+// rounded sums.
 // Shapes: expert_out [numOut][units]; row_id_map int32 [n][k] (-1: skipped); probs float32 [n][k]
-// or null (p = 1); out [n][units].
-template <typename D, int V>
+// or null (p = 1); out [n][units]. 64-bit row and unit indices.
+template <typename D, int V, int kUnroll>
 __device__ void unpermute_rows(const void* __restrict__ expert_out,
                                const int32_t* __restrict__ row_id_map,
                                const float* __restrict__ probs, void* __restrict__ out, int64_t n,
@@ -25,44 +28,64 @@ __device__ void unpermute_rows(const void* __restrict__ expert_out,
     U unit;
     S elems[kElems];
   };
-  const RowTile tile(lanes);
+  const RowTile tile(lanes, n);
   const U* src_base = static_cast<const U*>(expert_out);
   U* dst_base = static_cast<U*>(out);
-  for (int64_t t = tile.first_row(); t < n; t += tile.row_stride()) {
+  for (int64_t g = tile.group_begin; g < tile.group_end; g++) {
+    const int64_t t = tile.row(g);
+    if (t >= n) {
+      break;
+    }
     const int32_t* rows = row_id_map + t * k;
-    for (int64_t u0 = tile.lane; u0 < units;
-         u0 += static_cast<int64_t>(lanes) * kUnpermuteUnroll) {
-      float acc[kUnpermuteUnroll][kElems];
+    for (int64_t u0 = tile.lane; u0 < units; u0 += static_cast<int64_t>(lanes) * kUnroll) {
+      float acc[kUnroll][kElems];
 #pragma unroll
-      for (int j = 0; j < kUnpermuteUnroll; j++) {
+      for (int j = 0; j < kUnroll; j++) {
 #pragma unroll
         for (int i = 0; i < kElems; i++) {
           acc[j][i] = 0.0f;
         }
       }
-      for (int32_t s = 0; s < k; s++) {
-        const int32_t row = rows[s];
-        if (row < 0) {
-          continue;
+      for (int32_t s0 = 0; s0 < k; s0 += kSlotBatch) {
+        int32_t row[kSlotBatch];
+        float p[kSlotBatch];
+#pragma unroll
+        for (int b = 0; b < kSlotBatch; b++) {
+          const int32_t s = s0 + b;
+          row[b] = s < k ? rows[s] : -1;
+          p[b] = row[b] >= 0 && probs != nullptr ? probs[t * k + s] : 1.0f;
         }
-        const float p = probs != nullptr ? probs[t * k + s] : 1.0f;
-        const U* src = src_base + static_cast<int64_t>(row) * units;
+        Packed x[kSlotBatch][kUnroll];
 #pragma unroll
-        for (int j = 0; j < kUnpermuteUnroll; j++) {
-          const int64_t u = u0 + static_cast<int64_t>(j) * lanes;
-          if (u < units) {
-            Packed x;
-            x.unit = src[u];
+        for (int b = 0; b < kSlotBatch; b++) {
 #pragma unroll
-            for (int i = 0; i < kElems; i++) {
-              acc[j][i] = __fadd_rn(acc[j][i], __fmul_rn(p, D::decode(x.elems[i])));
+          for (int j = 0; j < kUnroll; j++) {
+            const int64_t u = u0 + static_cast<int64_t>(j) * lanes;
+            if (row[b] >= 0 && u < units) {
+              x[b][j].unit = src_base[static_cast<int64_t>(row[b]) * units + u];
+            }
+          }
+        }
+#pragma unroll
+        for (int b = 0; b < kSlotBatch; b++) {
+          if (row[b] < 0) {
+            continue;
+          }
+#pragma unroll
+          for (int j = 0; j < kUnroll; j++) {
+            const int64_t u = u0 + static_cast<int64_t>(j) * lanes;
+            if (u < units) {
+#pragma unroll
+              for (int i = 0; i < kElems; i++) {
+                acc[j][i] = __fadd_rn(acc[j][i], __fmul_rn(p[b], D::decode(x[b][j].elems[i])));
+              }
             }
           }
         }
       }
       U* dst = dst_base + t * units;
 #pragma unroll
-      for (int j = 0; j < kUnpermuteUnroll; j++) {
+      for (int j = 0; j < kUnroll; j++) {
         const int64_t u = u0 + static_cast<int64_t>(j) * lanes;
         if (u < units) {
           Packed y;
@@ -81,21 +104,22 @@ __device__ void unpermute_rows(const void* __restrict__ expert_out,
 
 using namespace moeprep;
 
-#define MOEPREP_UNPERMUTE(DT, NAME, V)                                                           \
+#define MOEPREP_UNPERMUTE(DT, NAME, V, UNROLL, SUFFIX)                                           \
   extern "C" __global__ void __launch_bounds__(kBlockThreads)                                    \
-      moeprep_unpermute_##NAME##_v##V(const void* expert_out, const int32_t* row_id_map,         \
-                                      const float* probs, void* out, int64_t n, int32_t k,       \
-                                      int64_t units, int32_t lanes) {                            \
-    unpermute_rows<DT, V>(expert_out, row_id_map, probs, out, n, k, units, lanes);               \
+      moeprep_unpermute_##NAME##_v##V##SUFFIX(const void* expert_out, const int32_t* row_id_map, \
+                                              const float* probs, void* out, int64_t n,          \
+                                              int32_t k, int64_t units, int32_t lanes) {         \
+    unpermute_rows<DT, V, UNROLL>(expert_out, row_id_map, probs, out, n, k, units, lanes);       \
   }
-MOEPREP_UNPERMUTE(F32, f32, 16)
-MOEPREP_UNPERMUTE(F32, f32, 8)
-MOEPREP_UNPERMUTE(F32, f32, 4)
-MOEPREP_UNPERMUTE(BF16, bf16, 16)
-MOEPREP_UNPERMUTE(BF16, bf16, 8)
-MOEPREP_UNPERMUTE(BF16, bf16, 4)
-MOEPREP_UNPERMUTE(BF16, bf16, 2)
-MOEPREP_UNPERMUTE(F16, f16, 16)
-MOEPREP_UNPERMUTE(F16, f16, 8)
-MOEPREP_UNPERMUTE(F16, f16, 4)
-MOEPREP_UNPERMUTE(F16, f16, 2)
+MOEPREP_UNPERMUTE(F32, f32, 16, 2, )
+MOEPREP_UNPERMUTE(F32, f32, 8, 2, )
+MOEPREP_UNPERMUTE(F32, f32, 4, 2, )
+MOEPREP_UNPERMUTE(BF16, bf16, 16, 2, )
+MOEPREP_UNPERMUTE(BF16, bf16, 16, 1, _u1)
+MOEPREP_UNPERMUTE(BF16, bf16, 8, 2, )
+MOEPREP_UNPERMUTE(BF16, bf16, 4, 2, )
+MOEPREP_UNPERMUTE(BF16, bf16, 2, 2, )
+MOEPREP_UNPERMUTE(F16, f16, 16, 2, )
+MOEPREP_UNPERMUTE(F16, f16, 8, 2, )
+MOEPREP_UNPERMUTE(F16, f16, 4, 2, )
+MOEPREP_UNPERMUTE(F16, f16, 2, 2, )

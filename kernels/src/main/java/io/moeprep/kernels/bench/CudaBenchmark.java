@@ -161,7 +161,8 @@ public final class CudaBenchmark {
           DeviceBuffer dPermProbs = DeviceBuffer.allocate(dev, keptRows * 4);
           DeviceBuffer dPermuted = DeviceBuffer.allocate(dev, keptRows * rowBytes);
           DeviceBuffer dOut = DeviceBuffer.allocate(dev, n * rowBytes);
-          DeviceBuffer dCopy = DeviceBuffer.allocate(dev, copyBytes)) {
+          DeviceBuffer dCopy = DeviceBuffer.allocate(dev, copyBytes);
+          DeviceKernels.RoutingScratch scratch = k.scratch(n, kk, c.e)) {
         k.copyToDevice(dRouting.address(), routing.address(), slots * 4, s);
         k.copyToDevice(dProbs.address(), probs.address(), slots * 4, s);
         // bf16 1.0 in every element: the content does not change the timing
@@ -174,7 +175,8 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
-                  try (DeviceKernels.RoutingPlan p = k.plan(dRouting.address(), n, kk, o, s)) {
+                  try (DeviceKernels.RoutingPlan p =
+                      k.plan(dRouting.address(), n, kk, o, scratch, s)) {
                     numOut[0] = p.numOut();
                   }
                 });
@@ -185,7 +187,8 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
-                  try (DeviceKernels.RoutingPlan p = k.plan(dRouting.address(), n, kk, o, s)) {
+                  try (DeviceKernels.RoutingPlan p =
+                      k.plan(dRouting.address(), n, kk, o, scratch, s)) {
                     k.buildMaps(
                         p,
                         dRowId.address(),
@@ -226,6 +229,50 @@ public final class CudaBenchmark {
                         c.h,
                         DType.BF16,
                         s));
+        // kernel variants (unroll), for tuning; the rows above use the defaults
+        List<String> variants = new ArrayList<>();
+        for (String[] v :
+            new String[][] {
+              {"moeprep.cuda.permuteUnroll", "2", "permute u2"},
+              {"moeprep.cuda.permuteUnroll", "8", "permute u8"},
+              {"moeprep.cuda.unpermuteUnroll", "1", "unperm u1"}
+            }) {
+          System.setProperty(v[0], v[1]);
+          try {
+            boolean isPermute = v[2].startsWith("permute");
+            double ms =
+                timer.median(
+                    iters,
+                    isPermute
+                        ? () ->
+                            k.permuteRows(
+                                dTokens.address(),
+                                dRowId.address(),
+                                n,
+                                kk,
+                                dSrcToken.address(),
+                                dPermuted.address(),
+                                kept,
+                                false,
+                                c.h,
+                                DType.BF16,
+                                s)
+                        : () ->
+                            k.unpermute(
+                                dPermuted.address(),
+                                dRowId.address(),
+                                dProbs.address(),
+                                dOut.address(),
+                                n,
+                                kk,
+                                c.h,
+                                DType.BF16,
+                                s));
+            variants.add(v[2] + "=" + String.format(Locale.ROOT, "%.4f", ms));
+          } finally {
+            System.clearProperty(v[0]);
+          }
+        }
         long permCopy = permBytes / 2;
         long unpermCopy = unpermBytes / 2;
         DeviceBuffer src = dPermuted.size() >= copyBytes ? dPermuted : dOut;
@@ -241,11 +288,12 @@ public final class CudaBenchmark {
         out.add(
             String.format(
                 Locale.ROOT,
-                "| %-36s | map/permute = %.1f%% (numOut %d, tokens read %d)",
+                "| %-36s | map/permute = %.1f%% (numOut %d, tokens read %d) variants ms: %s",
                 c.label(),
                 100 * mapMs / permMs,
                 keptRows,
-                readRows));
+                readRows,
+                String.join(", ", variants)));
       }
     }
     return out;

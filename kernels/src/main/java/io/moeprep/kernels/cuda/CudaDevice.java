@@ -12,7 +12,6 @@ import jcuda.driver.CUdevice;
 import jcuda.driver.CUdevice_attribute;
 import jcuda.driver.CUfunction;
 import jcuda.driver.CUmodule;
-import jcuda.driver.CUresult;
 import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
@@ -164,14 +163,32 @@ public final class CudaDevice {
     if (f != null) {
       return f;
     }
-    for (CUmodule m : modules) {
-      CUfunction g = new CUfunction();
-      if (JCudaDriver.cuModuleGetFunction(g, m, name) == CUresult.CUDA_SUCCESS) {
-        functions.put(name, g);
-        return g;
-      }
+    String module = moduleOf(name);
+    CUfunction g = new CUfunction();
+    check(
+        JCudaDriver.cuModuleGetFunction(g, modules.get(Fatbins.MODULES.indexOf(module)), name),
+        "cuModuleGetFunction(" + module + ", " + name + ")");
+    functions.put(name, g);
+    return g;
+  }
+
+  /** The module that defines a kernel, from its name. */
+  private static String moduleOf(String kernel) {
+    if (kernel.startsWith("moeprep_count_")
+        || kernel.startsWith("moeprep_scan_")
+        || kernel.startsWith("moeprep_scatter_")) {
+      return "routing_map";
     }
-    throw new IllegalStateException("no kernel " + name + " in the modules " + Fatbins.MODULES);
+    if (kernel.startsWith("moeprep_permute_") || kernel.startsWith("moeprep_zero_")) {
+      return "permute";
+    }
+    if (kernel.startsWith("moeprep_unpermute_")) {
+      return "unpermute";
+    }
+    if (kernel.startsWith("moeprep_chunk_sort_")) {
+      return "chunk_sort";
+    }
+    throw new IllegalStateException("no module defines kernel " + kernel);
   }
 
   private void loadModule(String module) {
