@@ -52,6 +52,11 @@ struct RowTile {
   }
 };
 
+// Asks for the cache line at p in L1, without waiting (the row map of the next row).
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
+
 // ---- element conversions (contract, Numerics.java) ----
 
 struct F32 {

@@ -25,6 +25,9 @@ __device__ void permute_rows(const void* __restrict__ tokens, const int32_t* __r
     }
     const U* src = src_base + t * units;
     const int32_t* rows = row_id_map + t * k;
+    if (g + 1 < tile.group_end && tile.lane == 0) {
+      prefetch_l1(row_id_map + tile.row(g + 1) * k);
+    }
     bool kept = false;
     for (int32_t s = 0; s < k && !kept; s++) {
       kept = rows[s] >= 0;
@@ -89,8 +92,8 @@ __device__ void zero_padding_rows(const long long* __restrict__ src_token, void*
 
 using namespace moeprep;
 
-#define MOEPREP_PERMUTE(V, UNROLL, SUFFIX)                                                        \
-  extern "C" __global__ void __launch_bounds__(kBlockThreads)                                    \
+#define MOEPREP_PERMUTE(V, UNROLL, MINB, SUFFIX)                                                  \
+  extern "C" __global__ void __launch_bounds__(kBlockThreads, MINB)                              \
       moeprep_permute_rows_v##V##SUFFIX(const void* tokens, const int32_t* row_id_map,          \
                                         void* out, int64_t n, int32_t k, int64_t units,          \
                                         int32_t lanes) {                                         \
@@ -102,13 +105,14 @@ using namespace moeprep;
                                      int64_t units, int32_t lanes) {                             \
     zero_padding_rows<V>(src_token, out, num_out, units, lanes);                                 \
   }
-MOEPREP_PERMUTE(16, 4, )
-MOEPREP_PERMUTE(16, 8, _u8)
-MOEPREP_PERMUTE(16, 2, _u2)
-MOEPREP_PERMUTE(8, 4, )
-MOEPREP_PERMUTE(4, 4, )
-MOEPREP_PERMUTE(2, 4, )
-MOEPREP_PERMUTE(1, 4, )
+MOEPREP_PERMUTE(16, 8, 1, )
+MOEPREP_PERMUTE(8, 4, 1, )
+MOEPREP_PERMUTE(4, 4, 1, )
+MOEPREP_PERMUTE(2, 4, 1, )
+MOEPREP_PERMUTE(1, 4, 1, )
+// tuning variants, chosen with -Dmoeprep.cuda.permuteVariant (benchmarks)
+MOEPREP_PERMUTE(16, 4, 1, _u4)
+MOEPREP_PERMUTE(16, 8, 4, _u8m4)
 MOEPREP_ZERO(16)
 MOEPREP_ZERO(8)
 MOEPREP_ZERO(4)

@@ -147,9 +147,11 @@ __device__ void scan_chunks(unsigned long long* __restrict__ table, int64_t chun
 // expert are ranked by lane (__match_any_sync), so ranks follow (token, slot) order.
 // Shapes: ids int32 [slots], slots = n*k; local uint8 [E]; table uint64 [E][chunks] (exclusive
 // ranks from scan_chunks; advanced in place when kSharedRanks is false); kept int64 [E];
-// offsets int64 [E+1]; row_id_map int32 [slots]; src_token, src_slot int64 [numOut] (pre-filled
-// with -1 by the host); probs float [slots] or null; permuted_probs float [numOut] (pre-zeroed) or
-// null. Writes every row_id_map entry and the source of every kept row.
+// offsets int64 [E+1]; row_id_map int32 [slots]; src_token, src_slot int64 [num_out]; probs float
+// [slots] or null; permuted_probs float [num_out] or null. Writes every row_id_map entry and the
+// source of every kept row; then warp w of the grid fills the padding rows of experts w, w + warps,
+// ... ([offset(e) + kept(e), offset(e+1)), and [offset(E), num_out) for e = E) with source -1 and
+// prob 0. Kept and padding rows are disjoint, so no row is written twice.
 template <bool kSharedRanks>
 __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __restrict__ local,
                              int64_t slots, int32_t k, int64_t chunk_slots, int64_t chunks,
@@ -158,7 +160,7 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
                              const long long* __restrict__ offsets,
                              int32_t* __restrict__ row_id_map, long long* __restrict__ src_token,
                              long long* __restrict__ src_slot, const float* __restrict__ probs,
-                             float* __restrict__ permuted_probs) {
+                             float* __restrict__ permuted_probs, int64_t num_out) {
   extern __shared__ unsigned long long shared_ranks[];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
@@ -216,6 +218,19 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
     }
     __syncwarp();
   }
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kScatterWarps;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * kScatterWarps + warp; e <= num_experts;
+       e += warps) {
+    const int64_t from = e < num_experts ? offsets[e] + kept[e] : offsets[num_experts];
+    const int64_t to = e < num_experts ? offsets[e + 1] : num_out;
+    for (int64_t i = from + lane; i < to; i += 32) {
+      src_token[i] = -1;
+      src_slot[i] = -1;
+      if (permuted_probs != nullptr) {
+        permuted_probs[i] = 0.0f;
+      }
+    }
+  }
 }
 
 }  // namespace moeprep
@@ -242,10 +257,11 @@ extern "C" __global__ void __launch_bounds__(kBlockThreads)
       NAME(const int32_t* ids, const uint8_t* local, int64_t slots, int32_t k,                   \
            int64_t chunk_slots, int64_t chunks, int32_t num_experts, unsigned long long* table,  \
            const long long* kept, const long long* offsets, int32_t* row_id_map,                 \
-           long long* src_token, long long* src_slot, const float* probs,                        \
-           float* permuted_probs) {                                                              \
+           long long* src_token, long long* src_slot, const float* probs, float* permuted_probs,  \
+           int64_t num_out) {                                                                    \
     scatter_rows<SHARED>(ids, local, slots, k, chunk_slots, chunks, num_experts, table, kept,    \
-                         offsets, row_id_map, src_token, src_slot, probs, permuted_probs);       \
+                         offsets, row_id_map, src_token, src_slot, probs, permuted_probs,        \
+                         num_out);                                                               \
   }
 MOEPREP_SCATTER(moeprep_scatter_rows_shared, true)
 MOEPREP_SCATTER(moeprep_scatter_rows_global, false)

@@ -5,17 +5,14 @@
 
 namespace moeprep {
 
-// Slots whose rows are loaded together before they are accumulated (in slot order).
-constexpr int kSlotBatch = 4;
-
 // Thread mapping: `lanes` threads per token (RowTile), contiguous tokens per block; each thread
 // owns up to kUnroll units (units lane, lane + lanes, ...) of V bytes = V / sizeof(D::storage)
-// elements each. It walks the token's K slots in batches of kSlotBatch: loads the batch's rows
-// first (memory-level parallelism), then accumulates them in slot order, and finally stores the
-// rounded sums.
+// elements each. It walks the token's K slots in order, gathering the next kBatch slots that have
+// a row (-1 slots are skipped), loads those rows' units first (memory-level parallelism), then
+// accumulates them in slot order, and finally stores the rounded sums.
 // Shapes: expert_out [numOut][units]; row_id_map int32 [n][k] (-1: skipped); probs float32 [n][k]
 // or null (p = 1); out [n][units]. 64-bit row and unit indices.
-template <typename D, int V, int kUnroll>
+template <typename D, int V, int kBatch, int kUnroll>
 __device__ void unpermute_rows(const void* __restrict__ expert_out,
                                const int32_t* __restrict__ row_id_map,
                                const float* __restrict__ probs, void* __restrict__ out, int64_t n,
@@ -37,6 +34,9 @@ __device__ void unpermute_rows(const void* __restrict__ expert_out,
       break;
     }
     const int32_t* rows = row_id_map + t * k;
+    if (g + 1 < tile.group_end && tile.lane == 0) {
+      prefetch_l1(row_id_map + tile.row(g + 1) * k);
+    }
     for (int64_t u0 = tile.lane; u0 < units; u0 += static_cast<int64_t>(lanes) * kUnroll) {
       float acc[kUnroll][kElems];
 #pragma unroll
@@ -46,18 +46,33 @@ __device__ void unpermute_rows(const void* __restrict__ expert_out,
           acc[j][i] = 0.0f;
         }
       }
-      for (int32_t s0 = 0; s0 < k; s0 += kSlotBatch) {
-        int32_t row[kSlotBatch];
-        float p[kSlotBatch];
+      int32_t s = 0;
+      while (s < k) {
+        // the next kBatch slots with a row, in slot order
+        int32_t row[kBatch];
+        int32_t slot[kBatch];
 #pragma unroll
-        for (int b = 0; b < kSlotBatch; b++) {
-          const int32_t s = s0 + b;
-          row[b] = s < k ? rows[s] : -1;
-          p[b] = row[b] >= 0 && probs != nullptr ? probs[t * k + s] : 1.0f;
+        for (int b = 0; b < kBatch; b++) {
+          row[b] = -1;
+          slot[b] = 0;
         }
-        Packed x[kSlotBatch][kUnroll];
+        int cnt = 0;
+        for (; s < k && cnt < kBatch; s++) {
+          const int32_t r = rows[s];
+          if (r >= 0) {
 #pragma unroll
-        for (int b = 0; b < kSlotBatch; b++) {
+            for (int b = 0; b < kBatch; b++) {
+              if (b == cnt) {
+                row[b] = r;
+                slot[b] = s;
+              }
+            }
+            cnt++;
+          }
+        }
+        Packed x[kBatch][kUnroll];
+#pragma unroll
+        for (int b = 0; b < kBatch; b++) {
 #pragma unroll
           for (int j = 0; j < kUnroll; j++) {
             const int64_t u = u0 + static_cast<int64_t>(j) * lanes;
@@ -66,8 +81,13 @@ __device__ void unpermute_rows(const void* __restrict__ expert_out,
             }
           }
         }
+        float p[kBatch];
 #pragma unroll
-        for (int b = 0; b < kSlotBatch; b++) {
+        for (int b = 0; b < kBatch; b++) {
+          p[b] = row[b] >= 0 && probs != nullptr ? probs[t * k + slot[b]] : 1.0f;
+        }
+#pragma unroll
+        for (int b = 0; b < kBatch; b++) {
           if (row[b] < 0) {
             continue;
           }
@@ -104,22 +124,28 @@ __device__ void unpermute_rows(const void* __restrict__ expert_out,
 
 using namespace moeprep;
 
-#define MOEPREP_UNPERMUTE(DT, NAME, V, UNROLL, SUFFIX)                                           \
-  extern "C" __global__ void __launch_bounds__(kBlockThreads)                                    \
+// Instantiations: kBatch = 2 rows of kUnroll = 4 units in flight by default; kBatch = 1 for
+// batches with about one kept slot per token (K = 1, or masked to a rank), where occupancy matters
+// more than rows in flight. MINB: the blocks per SM to fit (caps registers), 1 = no cap.
+#define MOEPREP_UNPERMUTE(DT, NAME, V, BATCH, UNROLL, MINB, SUFFIX)                              \
+  extern "C" __global__ void __launch_bounds__(kBlockThreads, MINB)                              \
       moeprep_unpermute_##NAME##_v##V##SUFFIX(const void* expert_out, const int32_t* row_id_map, \
                                               const float* probs, void* out, int64_t n,          \
                                               int32_t k, int64_t units, int32_t lanes) {         \
-    unpermute_rows<DT, V, UNROLL>(expert_out, row_id_map, probs, out, n, k, units, lanes);       \
+    unpermute_rows<DT, V, BATCH, UNROLL>(expert_out, row_id_map, probs, out, n, k, units,        \
+                                         lanes);                                                 \
   }
-MOEPREP_UNPERMUTE(F32, f32, 16, 2, )
-MOEPREP_UNPERMUTE(F32, f32, 8, 2, )
-MOEPREP_UNPERMUTE(F32, f32, 4, 2, )
-MOEPREP_UNPERMUTE(BF16, bf16, 16, 2, )
-MOEPREP_UNPERMUTE(BF16, bf16, 16, 1, _u1)
-MOEPREP_UNPERMUTE(BF16, bf16, 8, 2, )
-MOEPREP_UNPERMUTE(BF16, bf16, 4, 2, )
-MOEPREP_UNPERMUTE(BF16, bf16, 2, 2, )
-MOEPREP_UNPERMUTE(F16, f16, 16, 2, )
-MOEPREP_UNPERMUTE(F16, f16, 8, 2, )
-MOEPREP_UNPERMUTE(F16, f16, 4, 2, )
-MOEPREP_UNPERMUTE(F16, f16, 2, 2, )
+#define MOEPREP_UNPERMUTE_DTYPE(DT, NAME)                   \
+  MOEPREP_UNPERMUTE(DT, NAME, 16, 2, 4, 1, )                \
+  MOEPREP_UNPERMUTE(DT, NAME, 16, 1, 4, 1, _b1u4)           \
+  MOEPREP_UNPERMUTE(DT, NAME, 8, 2, 4, 1, )                 \
+  MOEPREP_UNPERMUTE(DT, NAME, 4, 2, 4, 1, )
+MOEPREP_UNPERMUTE_DTYPE(F32, f32)
+MOEPREP_UNPERMUTE_DTYPE(BF16, bf16)
+MOEPREP_UNPERMUTE_DTYPE(F16, f16)
+MOEPREP_UNPERMUTE(BF16, bf16, 2, 2, 4, 1, )
+MOEPREP_UNPERMUTE(F16, f16, 2, 2, 4, 1, )
+// tuning variants, chosen with -Dmoeprep.cuda.unpermuteVariant (benchmarks)
+MOEPREP_UNPERMUTE(BF16, bf16, 16, 4, 2, 1, _b4u2)
+MOEPREP_UNPERMUTE(BF16, bf16, 16, 2, 4, 3, _b2u4m3)
+MOEPREP_UNPERMUTE(BF16, bf16, 16, 1, 4, 4, _b1u4m4)

@@ -90,6 +90,12 @@ public final class CudaBenchmark {
             + "|"
             + "-".repeat(8)
             + "|");
+    // warm-up pass: JIT-compiled host code and clocks, before anything is reported
+    try {
+      run(dev, new Case(4096, 256, 7168, 8, 1, -1), 200);
+    } catch (RuntimeException e) {
+      System.out.println("warm-up failed: " + e);
+    }
     for (Case c : cases) {
       try {
         rows.addAll(run(dev, c, iters));
@@ -221,6 +227,7 @@ public final class CudaBenchmark {
                 () ->
                     k.unpermute(
                         dPermuted.address(),
+                        kept,
                         dRowId.address(),
                         dProbs.address(),
                         dOut.address(),
@@ -233,9 +240,13 @@ public final class CudaBenchmark {
         List<String> variants = new ArrayList<>();
         for (String[] v :
             new String[][] {
-              {"moeprep.cuda.permuteUnroll", "2", "permute u2"},
-              {"moeprep.cuda.permuteUnroll", "8", "permute u8"},
-              {"moeprep.cuda.unpermuteUnroll", "1", "unperm u1"}
+              {"moeprep.cuda.permuteVariant", "_u4", "permute u4"},
+              {"moeprep.cuda.permuteVariant", "_u8m4", "permute u8m4"},
+              {"moeprep.cuda.unpermuteVariant", "", "unperm b2u4"},
+              {"moeprep.cuda.unpermuteVariant", "_b1u4", "unperm b1u4"},
+              {"moeprep.cuda.unpermuteVariant", "_b4u2", "unperm b4u2"},
+              {"moeprep.cuda.unpermuteVariant", "_b2u4m3", "unperm b2u4m3"},
+              {"moeprep.cuda.unpermuteVariant", "_b1u4m4", "unperm b1u4m4"}
             }) {
           System.setProperty(v[0], v[1]);
           try {
@@ -260,6 +271,7 @@ public final class CudaBenchmark {
                         : () ->
                             k.unpermute(
                                 dPermuted.address(),
+                                kept,
                                 dRowId.address(),
                                 dProbs.address(),
                                 dOut.address(),
@@ -350,7 +362,8 @@ public final class CudaBenchmark {
     }
 
     double median(int iters, Runnable op) {
-      for (int i = 0; i < 3; i++) {
+      // warm-up: JIT-compiled host code, clocks up
+      for (int i = 0; i < 20; i++) {
         op.run();
       }
       check(JCudaDriver.cuStreamSynchronize(stream));

@@ -120,6 +120,7 @@ public final class CudaBackend implements KernelBackend {
         DeviceBuffer dResult = DeviceBuffer.allocate(dev, n * rowBytes)) {
       kernels.unpermute(
           dOut.address(),
+          in.numOut(),
           dMap.address(),
           withProbs ? dProbs.address() : 0,
           dResult.address(),

@@ -94,14 +94,18 @@ public final class DeviceKernels {
       long dev = sc.device.address();
       long[] valid = new long[numExperts];
       if (sc.chunks > 0) {
-        for (int e = 0; e < numExperts; e++) {
-          u.putByte(host + RoutingScratch.maskAt(numExperts) + e, (byte) (local[e] ? 1 : 0));
+        if (!java.util.Arrays.equals(sc.uploadedMask, local)) {
+          // the mask region is not in flight: the previous plan waited for its counts after it
+          for (int e = 0; e < numExperts; e++) {
+            u.putByte(host + RoutingScratch.maskAt(numExperts) + e, (byte) (local[e] ? 1 : 0));
+          }
+          copyToDevice(
+              dev + RoutingScratch.maskAt(numExperts),
+              host + RoutingScratch.maskAt(numExperts),
+              numExperts,
+              s);
+          sc.uploadedMask = local.clone();
         }
-        copyToDevice(
-            dev + RoutingScratch.maskAt(numExperts),
-            host + RoutingScratch.maskAt(numExperts),
-            numExperts,
-            s);
         boolean sharedHist = numExperts * 4L <= SHARED_LIMIT;
         long table = dev + RoutingScratch.tableAt(numExperts);
         if (!sharedHist) {
@@ -150,7 +154,7 @@ public final class DeviceKernels {
         u.putLong(at + 8L * (numExperts + e), plan.layout.offset(e));
       }
       plan.keptTotal = keptTotal;
-      if (sc.chunks > 0) {
+      if (sc.chunks > 0 || plan.layout.numOut() > 0) {
         copyToDevice(dev + RoutingScratch.keptAt(numExperts), at, 8L * (2L * numExperts + 1), s);
       }
       return plan;
@@ -183,21 +187,8 @@ public final class DeviceKernels {
     CUstream s = orDefault(stream);
     device.makeCurrent();
     long numOut = plan.layout.numOut();
-    if (numOut > 0) {
-      check(
-          JCudaDriver.cuMemsetD8Async(Driver.device(srcToken), (byte) 0xFF, numOut * 8, s),
-          "cuMemsetD8Async(sourceToken)");
-      check(
-          JCudaDriver.cuMemsetD8Async(Driver.device(srcSlot), (byte) 0xFF, numOut * 8, s),
-          "cuMemsetD8Async(sourceSlot)");
-      if (probs != 0) {
-        check(
-            JCudaDriver.cuMemsetD32Async(Driver.device(permutedProbs), 0, numOut, s),
-            "cuMemsetD32Async(permutedProbs)");
-      }
-    }
     RoutingScratch sc = plan.scratch;
-    if (sc.chunks == 0) {
+    if (sc.chunks == 0 && numOut == 0) {
       return;
     }
     int numExperts = plan.local.length;
@@ -205,7 +196,11 @@ public final class DeviceKernels {
     boolean sharedRanks = (long) SCATTER_WARPS * numExperts * 8 <= SHARED_LIMIT;
     device.launch(
         sharedRanks ? "moeprep_scatter_rows_shared" : "moeprep_scatter_rows_global",
-        Math.min(ceilDiv(sc.chunks, SCATTER_WARPS), device.multiprocessors() * 16L),
+        Math.max(
+            1,
+            Math.min(
+                ceilDiv(Math.max(sc.chunks, numExperts + 1), SCATTER_WARPS),
+                device.multiprocessors() * 16L)),
         SCATTER_WARPS * 32,
         sharedRanks ? SCATTER_WARPS * numExperts * 8 : 0,
         s,
@@ -223,7 +218,8 @@ public final class DeviceKernels {
         srcToken,
         srcSlot,
         probs,
-        probs == 0 ? 0L : permutedProbs);
+        probs == 0 ? 0L : permutedProbs,
+        numOut);
   }
 
   /**
@@ -252,10 +248,11 @@ public final class DeviceKernels {
     long rowBytes = (long) hidden * dtype.bytes();
     int v = unitBytes(rowBytes, 1, tokens, permuted);
     long units = rowBytes / v;
-    int unroll = v == 16 ? Integer.getInteger("moeprep.cuda.permuteUnroll", 4) : 4;
-    int lanes = lanes(units, unroll);
+    // 8 units per thread when rows allow 16-byte units; a tuning variant by property
+    String variant = v == 16 ? System.getProperty("moeprep.cuda.permuteVariant", "") : "";
+    int lanes = lanes(units, v == 16 && !variant.equals("_u4") ? 8 : 4);
     device.launch(
-        "moeprep_permute_rows_v" + v + (unroll == 4 ? "" : "_u" + unroll),
+        "moeprep_permute_rows_v" + v + variant,
         rowBlocks(numTokens, lanes),
         BLOCK,
         0,
@@ -288,12 +285,14 @@ public final class DeviceKernels {
    * float32, in slot order, without fused multiply-add.
    *
    * @param expertOut {@code numOut x hidden} elements of {@code dtype} (not FP8)
+   * @param numOut rows of {@code expertOut}
    * @param rowIdMap int32 {@code numTokens x topK}
    * @param probs float32 {@code numTokens x topK}, or 0 for weight 1
    * @param out {@code numTokens x hidden} elements, the output
    */
   public void unpermute(
       long expertOut,
+      long numOut,
       long rowIdMap,
       long probs,
       long out,
@@ -316,11 +315,15 @@ public final class DeviceKernels {
     long rowBytes = (long) hidden * dtype.bytes();
     int v = unitBytes(rowBytes, dtype.bytes(), expertOut, out);
     long units = rowBytes / v;
-    int unroll =
-        v == 16 && dtype == DType.BF16 ? Integer.getInteger("moeprep.cuda.unpermuteUnroll", 2) : 2;
-    int lanes = lanes(units, unroll);
+    // about one kept slot per token (K = 1, masked to a rank): one row in flight per batch and
+    // higher occupancy; a tuning variant by property
+    String variant = v == 16 && numOut <= numTokens + numTokens / 2 ? "_b1u4" : "";
+    if (v == 16 && dtype == DType.BF16) {
+      variant = System.getProperty("moeprep.cuda.unpermuteVariant", variant);
+    }
+    int lanes = lanes(units, variant.equals("_b4u2") ? 2 : 4);
     device.launch(
-        "moeprep_unpermute_" + name + "_v" + v + (unroll == 2 ? "" : "_u" + unroll),
+        "moeprep_unpermute_" + name + "_v" + v + variant,
         rowBlocks(numTokens, lanes),
         BLOCK,
         0,
@@ -492,6 +495,7 @@ public final class DeviceKernels {
     final long chunks;
     final DeviceBuffer device;
     final PinnedBuffer host;
+    boolean[] uploadedMask;
 
     RoutingScratch(CudaDevice dev, long slots, int numExperts) {
       this.slots = slots;
