@@ -243,10 +243,10 @@ public final class CudaBenchmark {
               {"moeprep.cuda.permuteVariant", "_u4", "permute u4"},
               {"moeprep.cuda.permuteVariant", "_u8m4", "permute u8m4"},
               {"moeprep.cuda.unpermuteVariant", "", "unperm b2u4"},
-              {"moeprep.cuda.unpermuteVariant", "_b1u4", "unperm b1u4"},
-              {"moeprep.cuda.unpermuteVariant", "_b4u2", "unperm b4u2"},
-              {"moeprep.cuda.unpermuteVariant", "_b2u4m3", "unperm b2u4m3"},
-              {"moeprep.cuda.unpermuteVariant", "_b1u4m4", "unperm b1u4m4"}
+              {"moeprep.cuda.unpermuteVariant", "_sparse", "unperm s2u4"},
+              {"moeprep.cuda.unpermuteVariant", "_s4u2", "unperm s4u2"},
+              {"moeprep.cuda.unpermuteVariant", "_s4u4", "unperm s4u4"},
+              {"moeprep.cuda.unpermuteVariant", "_b1u4", "unperm b1u4"}
             }) {
           System.setProperty(v[0], v[1]);
           try {

@@ -193,7 +193,9 @@ public final class DeviceKernels {
     }
     int numExperts = plan.local.length;
     long dev = sc.device.address();
-    boolean sharedRanks = (long) SCATTER_WARPS * numExperts * 8 <= SHARED_LIMIT;
+    // per-warp ranks, kept counts, offsets and the mask of the block in shared memory
+    long sharedBytes = 8L * SCATTER_WARPS * numExperts + 16L * numExperts + 8 + numExperts;
+    boolean sharedRanks = sharedBytes <= SHARED_LIMIT;
     device.launch(
         sharedRanks ? "moeprep_scatter_rows_shared" : "moeprep_scatter_rows_global",
         Math.max(
@@ -202,7 +204,7 @@ public final class DeviceKernels {
                 ceilDiv(Math.max(sc.chunks, numExperts + 1), SCATTER_WARPS),
                 device.multiprocessors() * 16L)),
         SCATTER_WARPS * 32,
-        sharedRanks ? SCATTER_WARPS * numExperts * 8 : 0,
+        sharedRanks ? (int) sharedBytes : 0,
         s,
         plan.routing,
         dev + RoutingScratch.maskAt(numExperts),
@@ -315,13 +317,13 @@ public final class DeviceKernels {
     long rowBytes = (long) hidden * dtype.bytes();
     int v = unitBytes(rowBytes, dtype.bytes(), expertOut, out);
     long units = rowBytes / v;
-    // about one kept slot per token (K = 1, masked to a rank): one row in flight per batch and
-    // higher occupancy; a tuning variant by property
-    String variant = v == 16 && numOut <= numTokens + numTokens / 2 ? "_b1u4" : "";
+    // about one kept slot per token (K = 1, masked to a rank): batches across tokens; a tuning
+    // variant by property
+    String variant = v == 16 && numOut <= numTokens + numTokens / 2 ? "_sparse" : "";
     if (v == 16 && dtype == DType.BF16) {
       variant = System.getProperty("moeprep.cuda.unpermuteVariant", variant);
     }
-    int lanes = lanes(units, variant.equals("_b4u2") ? 2 : 4);
+    int lanes = lanes(units, variant.equals("_s4u2") ? 2 : 4);
     device.launch(
         "moeprep_unpermute_" + name + "_v" + v + variant,
         rowBlocks(numTokens, lanes),
@@ -500,8 +502,8 @@ public final class DeviceKernels {
     RoutingScratch(CudaDevice dev, long slots, int numExperts) {
       this.slots = slots;
       this.numExperts = numExperts;
-      // about 2048 chunks of at least 256 slots, the table at most 2^22 entries
-      long cs = Math.max(256, ceilDiv(slots, 2048));
+      // about 4096 chunks of at least 256 slots, the table at most 2^22 entries
+      long cs = Math.max(256, ceilDiv(slots, 4096));
       cs = Math.max(cs, ceilDiv(slots, Math.max(1, MAX_TABLE_ENTRIES / numExperts)));
       this.chunkSlots = ceilDiv(cs, 32) * 32;
       this.chunks = ceilDiv(slots, chunkSlots);
