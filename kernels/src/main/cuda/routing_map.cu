@@ -203,14 +203,17 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
     }
     const int64_t start = c * chunk_slots;
     const int64_t end = min(slots, start + chunk_slots);
-    // kTiles tiles of 32 slots per step, their ids loaded together (one memory latency per step)
+    // kTiles tiles of 32 slots per step, their ids and probs loaded together (one memory latency
+    // per step)
     constexpr int kTiles = 8;
     for (int64_t step = start; step < end; step += 32 * kTiles) {
       int32_t id[kTiles];
+      float prob[kTiles];
 #pragma unroll
       for (int j = 0; j < kTiles; j++) {
         const int64_t s = step + j * 32 + lane;
         id[j] = s < end ? ids[s] : -1;
+        prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
       }
 #pragma unroll
       for (int j = 0; j < kTiles; j++) {
@@ -235,7 +238,7 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
           src_token[out] = t;
           src_slot[out] = s - t * k;
           if (probs != nullptr) {
-            permuted_probs[out] = probs[s];
+            permuted_probs[out] = prob[j];
           }
         }
         if (in) {

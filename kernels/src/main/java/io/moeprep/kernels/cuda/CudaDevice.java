@@ -12,6 +12,7 @@ import jcuda.driver.CUdevice;
 import jcuda.driver.CUdevice_attribute;
 import jcuda.driver.CUfunction;
 import jcuda.driver.CUmodule;
+import jcuda.driver.CUresult;
 import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
@@ -138,24 +139,30 @@ public final class CudaDevice {
         throw new IllegalArgumentException(name + ": kernel argument " + i + " is " + a);
       }
     }
-    String what =
-        "kernel "
-            + name
-            + " <<<"
-            + blocks
-            + ", "
-            + threads
-            + ", "
-            + sharedBytes
-            + " B shared>>> on device "
-            + ordinal;
-    check(
+    int rc =
         JCudaDriver.cuLaunchKernel(
-            f, (int) blocks, 1, 1, threads, 1, 1, sharedBytes, stream, Pointer.to(params), null),
-        what);
-    if (SYNC_LAUNCHES) {
-      check(JCudaDriver.cuStreamSynchronize(stream), what + " (synchronised)");
+            f, (int) blocks, 1, 1, threads, 1, 1, sharedBytes, stream, Pointer.to(params), null);
+    if (rc != CUresult.CUDA_SUCCESS) {
+      check(rc, describe(name, blocks, threads, sharedBytes));
     }
+    if (SYNC_LAUNCHES) {
+      check(
+          JCudaDriver.cuStreamSynchronize(stream),
+          describe(name, blocks, threads, sharedBytes) + " (synchronised)");
+    }
+  }
+
+  private String describe(String name, long blocks, int threads, int sharedBytes) {
+    return "kernel "
+        + name
+        + " <<<"
+        + blocks
+        + ", "
+        + threads
+        + ", "
+        + sharedBytes
+        + " B shared>>> on device "
+        + ordinal;
   }
 
   private CUfunction function(String name) {
