@@ -403,9 +403,13 @@ public final class CudaBenchmark {
     }
 
     double median(int iters, Runnable op) {
-      // warm-up: JIT-compiled host code, clocks up
-      for (int i = 0; i < 20; i++) {
+      // warm-up: JIT-compiled host code, clocks up; at least 20 runs and 50 ms
+      long until = System.nanoTime() + 50_000_000L;
+      for (int i = 0; i < 20 || System.nanoTime() < until; i++) {
         op.run();
+        if (i % 8 == 7) {
+          check(JCudaDriver.cuStreamSynchronize(stream));
+        }
       }
       check(JCudaDriver.cuStreamSynchronize(stream));
       double[] ms = new double[iters];
