@@ -84,11 +84,11 @@ public final class MoePrep {
     int[] keys = RankPartitioning.keys(ranks);
     Dataset<Row> dispatched =
         selected
-            .flatMap(
+            .mapPartitions(
                 new DispatchMapper(s, hasProbs, hasBatch, keys), Encoders.row(Schemas.DISPATCH))
             .repartition(ranks, col("pkey"))
             .sortWithinPartitions(col("batch"), col("token_id"));
-    return new PermuteOutput(dispatched, s);
+    return new PermuteOutput(dispatched, s, hasProbs);
   }
 
   /**

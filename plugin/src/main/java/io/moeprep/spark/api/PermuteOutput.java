@@ -16,10 +16,12 @@ import org.apache.spark.sql.types.StructType;
 public final class PermuteOutput {
   private final Dataset<Row> dispatched;
   private final PermuteSpec spec;
+  private final boolean hasProbs;
 
-  PermuteOutput(Dataset<Row> dispatched, PermuteSpec spec) {
+  PermuteOutput(Dataset<Row> dispatched, PermuteSpec spec, boolean hasProbs) {
     this.dispatched = dispatched;
     this.spec = spec;
+    this.hasProbs = hasProbs;
   }
 
   /** The permuted data in the spec's layout ({@link #rows()} or {@link #packed()}). */
@@ -58,6 +60,6 @@ public final class PermuteOutput {
   }
 
   private Dataset<Row> run(RankOutput out, StructType schema) {
-    return dispatched.mapPartitions(new RankBatchRunner(spec, out), Encoders.row(schema));
+    return dispatched.mapPartitions(new RankBatchRunner(spec, out, hasProbs), Encoders.row(schema));
   }
 }

@@ -38,14 +38,22 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
 
   private final PermuteSpec spec;
   private final RankOutput output;
+  private final boolean hasProbs;
 
-  public RankBatchRunner(PermuteSpec spec, RankOutput output) {
+  /**
+   * @param hasProbs whether the input has probs (then every output carries them, 0 on padding)
+   */
+  public RankBatchRunner(PermuteSpec spec, RankOutput output, boolean hasProbs) {
     this.spec = spec;
     this.output = output;
+    this.hasProbs = hasProbs;
   }
 
   @Override
   public Iterator<Row> call(Iterator<Row> in) {
+    if (!in.hasNext()) {
+      return java.util.Collections.emptyIterator();
+    }
     RankIterator it = new RankIterator(in);
     TaskContext ctx = TaskContext.get();
     if (ctx != null) {
@@ -271,16 +279,17 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     }
 
     private BatchOutput permute(List<Row> rows) {
-      int n = rows.size();
-      int k = spec.topK();
-      long rowBytes = spec.rowBytes();
       Row first = rows.get(0);
       int r = first.getInt(RANK);
       if (rank < 0) {
         rank = r;
       }
       long batch = first.getLong(BATCH);
-      boolean withProbs = !first.isNullAt(PROBS);
+      rows.removeIf(row -> row.getLong(TOKEN) < 0); // batch markers: the batch exists, no token
+      int n = rows.size();
+      int k = spec.topK();
+      long rowBytes = spec.rowBytes();
+      boolean withProbs = hasProbs;
       long[] tokenIds = new long[n];
       try (HostBuffer tokens = HostBuffer.allocate(n * rowBytes);
           HostBuffer routing = HostBuffer.allocate(4L * n * k);
