@@ -11,7 +11,8 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Executor start-up: probes the GPU once, loads the CUDA kernels when it can run them, records the
- * GPU Spark assigned to this executor, and registers the metrics. Every step catches everything: a CPU-only executor always starts.
+ * GPU Spark assigned to this executor, and registers the metrics. Every step catches everything: a
+ * CPU-only executor always starts.
  */
 final class MoePrepExecutorPlugin implements ExecutorPlugin {
   private static final Logger LOG = LoggerFactory.getLogger(MoePrepExecutorPlugin.class);
