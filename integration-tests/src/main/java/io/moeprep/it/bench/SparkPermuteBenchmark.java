@@ -30,8 +30,9 @@ import org.apache.spark.sql.SparkSession;
  * ratios.
  *
  * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
- * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu}. Run it
- * with the module's classpath and Spark's {@code --add-opens} flags, e.g.
+ * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu
+ * only=plain,rows,packed format=parquet chunkBytes=8388608 maxBlockBytes=1073741824}. Run it with
+ * the module's classpath and Spark's {@code --add-opens} flags, e.g.
  *
  * <pre>
  * mvn -q -pl integration-tests dependency:build-classpath -Dmdep.outputFile=cp.txt
@@ -65,7 +66,14 @@ public final class SparkPermuteBenchmark {
     }
   }
 
-  record Result(String name, double seconds, long shuffled, long written, long rows) {}
+  record Result(
+      String name, double seconds, double cpuSeconds, long shuffled, long written, long rows) {}
+
+  /** CPU time of this whole JVM (every thread: tasks, kernel pools, GC), in seconds. */
+  static double processCpuSeconds() {
+    var os = java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+    return ((com.sun.management.OperatingSystemMXBean) os).getProcessCpuTime() / 1e9;
+  }
 
   public static void main(String[] args) throws Exception {
     Map<String, String> a = new LinkedHashMap<>();
@@ -81,6 +89,8 @@ public final class SparkPermuteBenchmark {
     a.put("backend", "cpu");
     a.put("only", "plain,rows,packed");
     a.put("format", "parquet");
+    a.put("chunkBytes", Long.toString(8L << 20));
+    a.put("maxBlockBytes", Long.toString(1L << 30));
     for (String s : args) {
       String[] kv = s.split("=", 2);
       if (kv.length != 2 || !a.containsKey(kv[0])) {
@@ -132,7 +142,9 @@ public final class SparkPermuteBenchmark {
             .hidden(h, DType.BF16)
             .topK(k)
             .tokensPerBatch(tpb)
-            .backend(BackendChoice.parse(a.get("backend")));
+            .backend(BackendChoice.parse(a.get("backend")))
+            .chunkBytes(Long.parseLong(a.get("chunkBytes")))
+            .maxBlockBytes(Long.parseLong(a.get("maxBlockBytes")));
     Map<String, Result> best = new LinkedHashMap<>();
     for (int run = 0; run < runs; run++) {
       for (String which : a.get("only").split(",")) {
@@ -147,6 +159,7 @@ public final class SparkPermuteBenchmark {
         waitForListeners(spark);
         bytes.reset();
         long start = System.nanoTime();
+        double cpuStart = processCpuSeconds();
         // the same writer options for every variant (they suit large binary values)
         out.write()
             .mode(SaveMode.Overwrite)
@@ -154,20 +167,23 @@ public final class SparkPermuteBenchmark {
             .format(a.get("format"))
             .save(dir + "/out-" + which);
         double s = (System.nanoTime() - start) / 1e9;
+        double cpu = processCpuSeconds() - cpuStart;
         waitForListeners(spark);
         Result res =
             new Result(
                 which,
                 s,
+                cpu,
                 bytes.shuffleWritten.get(),
                 bytes.outputWritten.get(),
                 bytes.outputRows.get());
         System.out.printf(
             Locale.ROOT,
-            "run %d %-7s %8.1f s  shuffled %9.1f MiB  written %9.1f MiB  rows %,d%n",
+            "run %d %-7s %8.1f s  cpu %8.1f s  shuffled %9.1f MiB  written %9.1f MiB  rows %,d%n",
             run,
             which,
             s,
+            cpu,
             res.shuffled / 1048576.0,
             res.written / 1048576.0,
             res.rows);
@@ -185,13 +201,17 @@ public final class SparkPermuteBenchmark {
     for (Result res : best.values()) {
       System.out.printf(
           Locale.ROOT,
-          "| %s | %.1f | %.1f | %.1f | %,d | %s |%n",
+          "| %s | %.1f | %.1f | %.1f | %.1f | %,d | %s | %s |%n",
           res.name,
           res.seconds,
+          res.cpuSeconds,
           res.shuffled / 1048576.0,
           res.written / 1048576.0,
           res.rows,
-          plain == null ? "-" : String.format(Locale.ROOT, "%.2fx", plain.seconds / res.seconds));
+          plain == null ? "-" : String.format(Locale.ROOT, "%.2fx", plain.seconds / res.seconds),
+          plain == null
+              ? "-"
+              : String.format(Locale.ROOT, "%.2fx", plain.cpuSeconds / res.cpuSeconds));
     }
     spark.stop();
   }
