@@ -1,0 +1,50 @@
+package io.moeprep.spark;
+
+import io.moeprep.kernels.cuda.CudaSupport;
+import io.moeprep.spark.exec.ExecutorRuntime;
+import java.util.Map;
+import org.apache.spark.api.plugin.ExecutorPlugin;
+import org.apache.spark.api.plugin.PluginContext;
+import org.apache.spark.resource.ResourceInformation;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Executor start-up: probes the GPU once, loads the CUDA kernels when it can run them, records the
+ * GPU Spark assigned to this executor, and registers the metrics. Every step catches everything: a
+ * CPU-only executor always starts.
+ */
+final class MoePrepExecutorPlugin implements ExecutorPlugin {
+  private static final Logger LOG = LoggerFactory.getLogger(MoePrepExecutorPlugin.class);
+
+  @Override
+  public void init(PluginContext ctx, Map<String, String> extraConf) {
+    try {
+      ExecutorRuntime.registerMetrics(ctx.metricRegistry());
+    } catch (Throwable t) { // metrics are optional; the executor must start
+      LOG.warn("moeprep: could not register metrics", t);
+    }
+    try {
+      ResourceInformation gpu = ctx.resources().get("gpu");
+      if (gpu != null && gpu.addresses().length > 0) {
+        ExecutorRuntime.useDevice(Integer.parseInt(gpu.addresses()[0].trim()));
+      }
+    } catch (Throwable t) {
+      LOG.warn("moeprep: could not read the executor's gpu resource", t);
+    }
+    try {
+      CudaSupport.Probe p = ExecutorRuntime.probe();
+      if (p.available()) {
+        ExecutorRuntime.kernels(io.moeprep.kernels.BackendChoice.AUTO); // loads the module once
+      }
+      LOG.info(
+          "moeprep: executor {}: GPU {} ({}), device {}",
+          ctx.executorID(),
+          p.available() ? "available" : "unavailable",
+          p.reason(),
+          ExecutorRuntime.device());
+    } catch (Throwable t) {
+      LOG.warn("moeprep: the GPU probe failed; tasks run on the CPU", t);
+    }
+  }
+}

@@ -1,0 +1,28 @@
+package io.moeprep.spark.api;
+
+import java.util.Locale;
+
+/** The layout of permuted data. */
+public enum Layout {
+  /**
+   * One row per output row of the kernel, padding rows included ({@code token_id = -1}): {@code
+   * ep_rank, batch, row, expert, local_expert, token_id, slot, prob, hidden}.
+   */
+  ROWS,
+  /**
+   * One row per (rank, batch, expert segment, part): {@code ep_rank, batch, expert, local_expert,
+   * part, row_offset, rows, token_ids, slots, probs, hidden}, where {@code hidden} holds {@code
+   * rows x H} elements in permuted order.
+   */
+  PACKED;
+
+  /** Parses {@code rows | packed}, ignoring case. */
+  public static Layout parse(String s) {
+    try {
+      return valueOf(s.trim().toUpperCase(Locale.ROOT));
+    } catch (IllegalArgumentException e) {
+      throw new IllegalArgumentException(
+          "layout '" + s + "' is invalid: must be one of rows, packed", e);
+    }
+  }
+}

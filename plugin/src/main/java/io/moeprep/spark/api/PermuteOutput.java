@@ -1,0 +1,65 @@
+package io.moeprep.spark.api;
+
+import io.moeprep.spark.exec.RankBatchRunner;
+import io.moeprep.spark.exec.RankOutput;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Encoders;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.types.StructType;
+
+/**
+ * The outputs of one permute, each a lazy {@link Dataset} with one partition per EP rank (partition
+ * {@code r} holds rank {@code r}), batch by batch in permuted order. Each output is computed by its
+ * own Spark job over the same dispatch plan: persist or checkpoint the input when several are
+ * needed.
+ */
+public final class PermuteOutput {
+  private final Dataset<Row> dispatched;
+  private final PermuteSpec spec;
+  private final boolean hasProbs;
+
+  PermuteOutput(Dataset<Row> dispatched, PermuteSpec spec, boolean hasProbs) {
+    this.dispatched = dispatched;
+    this.spec = spec;
+    this.hasProbs = hasProbs;
+  }
+
+  /** The permuted data in the spec's layout ({@link #rows()} or {@link #packed()}). */
+  public Dataset<Row> data() {
+    return spec.layout() == Layout.PACKED ? packed() : rows();
+  }
+
+  /** {@link Schemas#ROWS}: one row per output row of each (rank, batch). */
+  public Dataset<Row> rows() {
+    return run(RankOutput.ROWS, Schemas.ROWS);
+  }
+
+  /** {@link Schemas#PACKED}: one row per (rank, batch, expert segment, part). */
+  public Dataset<Row> packed() {
+    return run(RankOutput.PACKED, Schemas.PACKED);
+  }
+
+  /** {@link Schemas#ROW_MAP}: the output row of every slot, per (rank, batch, token). */
+  public Dataset<Row> rowMap() {
+    return run(RankOutput.ROW_MAP, Schemas.ROW_MAP);
+  }
+
+  /** {@link Schemas#TOKENS_PER_EXPERT}: kept, dropped and segment per (rank, batch, expert). */
+  public Dataset<Row> tokensPerExpert() {
+    return run(RankOutput.TOKENS_PER_EXPERT, Schemas.TOKENS_PER_EXPERT);
+  }
+
+  /** The dispatched records ({@link Schemas#DISPATCH}), partitioned by rank, sorted by batch. */
+  public Dataset<Row> dispatched() {
+    return dispatched;
+  }
+
+  /** The resolved spec this output was planned with. */
+  public PermuteSpec spec() {
+    return spec;
+  }
+
+  private Dataset<Row> run(RankOutput out, StructType schema) {
+    return dispatched.mapPartitions(new RankBatchRunner(spec, out, hasProbs), Encoders.row(schema));
+  }
+}

@@ -1,0 +1,164 @@
+package io.moeprep.spark.conf;
+
+import java.util.List;
+import java.util.Locale;
+import java.util.Set;
+import java.util.function.Function;
+
+/**
+ * Every {@code spark.moeprep.*} setting, typed. Read them from a Spark session with {@code
+ * entry.readFrom(k -> spark.conf().get(k, null))}; options given in code ({@link
+ * io.moeprep.spark.api.PermuteSpec}) take precedence.
+ */
+public final class MoePrepConf {
+  private MoePrepConf() {}
+
+  private static final String PREFIX = "spark.moeprep.";
+
+  /** Which kernel backend the tasks use. */
+  public static final ConfigEntry<String> BACKEND =
+      choice(
+          "backend",
+          "Kernel backend of the permute and unpermute tasks: auto (the GPU when a driver, a"
+              + " device and the kernels are present, else the CPU, saying why once), cpu, or cuda"
+              + " (fails with the reason when the GPU cannot run).",
+          "auto",
+          Set.of("auto", "cpu", "cuda"),
+          true);
+
+  /** Tokens per batch when the input has no batch column. */
+  public static final ConfigEntry<Integer> TOKENS_PER_BATCH =
+      intRange(
+          "tokensPerBatch",
+          "Tokens per batch when the input has no batch column: token t belongs to batch"
+              + " t / tokensPerBatch. A rank task holds one batch in memory at a time.",
+          8192,
+          1,
+          Integer.MAX_VALUE,
+          true);
+
+  /** Dispatch mode. */
+  public static final ConfigEntry<String> DISPATCH =
+      choice(
+          "dispatch",
+          "all_to_all: each token goes through the shuffle only to the ranks owning one of its"
+              + " experts, with its routing masked to that rank. all_gather: every rank receives"
+              + " the whole batch and masks it itself.",
+          "all_to_all",
+          Set.of("all_to_all", "all_gather"),
+          true);
+
+  /** Output layout. */
+  public static final ConfigEntry<String> LAYOUT =
+      choice(
+          "layout",
+          "rows: one output row per permuted row (convenient for SQL). packed: one row per (rank,"
+              + " batch, expert) holding the expert's contiguous [rows, hidden] block.",
+          "rows",
+          Set.of("rows", "packed"),
+          true);
+
+  /** Largest PACKED block. */
+  public static final ConfigEntry<Long> PACKED_MAX_BLOCK_BYTES =
+      longRange(
+          "packed.maxBlockBytes",
+          "Largest hidden block of one PACKED row, in bytes; a larger expert segment is split"
+              + " into several rows numbered by part.",
+          1L << 30,
+          1,
+          Integer.MAX_VALUE,
+          true);
+
+  /** Size of the dispatch chunks. */
+  public static final ConfigEntry<Long> DISPATCH_CHUNK_BYTES =
+      longRange(
+          "dispatch.chunkBytes",
+          "Hidden bytes per dispatch chunk: the map side packs the tokens of one (rank, batch)"
+              + " into chunks of about this size, so the all-to-all shuffle moves few large"
+              + " records. A map task buffers at most 8 chunks' worth before flushing.",
+          8L << 20,
+          1,
+          1L << 30,
+          false);
+
+  /** Whether the executor plugin fails when the GPU was asked for and cannot run. */
+  public static final ConfigEntry<Boolean> GPU_REQUIRED =
+      bool(
+          "gpu.required",
+          "When true, backend auto fails instead of falling back to the CPU when the GPU cannot"
+              + " run (the reason is in the error). When false, the fallback is logged once and"
+              + " counted in the fallbacks metric.",
+          false,
+          true);
+
+  /** Shuffle partitions of the combine (unpermute) stage. */
+  public static final ConfigEntry<Integer> COMBINE_PARTITIONS =
+      intRange(
+          "combine.partitions",
+          "Partitions of the combine stage, which routes expert outputs back by batch; 0 uses"
+              + " spark.sql.shuffle.partitions.",
+          0,
+          0,
+          Integer.MAX_VALUE,
+          false);
+
+  /** All entries, in documentation order. */
+  public static final List<ConfigEntry<?>> ALL =
+      List.of(
+          BACKEND,
+          DISPATCH,
+          LAYOUT,
+          TOKENS_PER_BATCH,
+          PACKED_MAX_BLOCK_BYTES,
+          DISPATCH_CHUNK_BYTES,
+          GPU_REQUIRED,
+          COMBINE_PARTITIONS);
+
+  private static ConfigEntry<String> choice(
+      String name, String doc, String def, Set<String> values, boolean user) {
+    List<String> sorted = values.stream().sorted().toList();
+    return new ConfigEntry<>(
+        PREFIX + name,
+        doc,
+        def,
+        s -> s.toLowerCase(Locale.ROOT),
+        values::contains,
+        "must be one of " + String.join(", ", sorted),
+        user);
+  }
+
+  private static ConfigEntry<Integer> intRange(
+      String name, String doc, int def, int min, int max, boolean user) {
+    return new ConfigEntry<>(
+        PREFIX + name,
+        doc,
+        def,
+        Integer::parseInt,
+        v -> v >= min && v <= max,
+        "must be in [" + min + ", " + max + "]",
+        user);
+  }
+
+  private static ConfigEntry<Long> longRange(
+      String name, String doc, long def, long min, long max, boolean user) {
+    return new ConfigEntry<>(
+        PREFIX + name,
+        doc,
+        def,
+        Long::parseLong,
+        v -> v >= min && v <= max,
+        "must be in [" + min + ", " + max + "]",
+        user);
+  }
+
+  private static ConfigEntry<Boolean> bool(String name, String doc, boolean def, boolean user) {
+    Function<String, Boolean> p =
+        s -> {
+          if (s.equalsIgnoreCase("true") || s.equalsIgnoreCase("false")) {
+            return Boolean.parseBoolean(s);
+          }
+          throw new IllegalArgumentException(s);
+        };
+    return new ConfigEntry<>(PREFIX + name, doc, def, p, v -> true, "must be true or false", user);
+  }
+}
