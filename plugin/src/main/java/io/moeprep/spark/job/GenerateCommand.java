@@ -132,7 +132,7 @@ final class GenerateCommand implements Command.Runner {
       Dataset<Row> table =
           ctx.spark.range(0, p, 1, p).mapPartitions(gen, Encoders.row(TokenGenerator.SCHEMA));
       table.write().parquet(dir.path(""));
-      step.close();
+      step.done();
       ObjectNode m = manifest(p, (System.nanoTime() - start) / 1e9);
       dir.writeText(MANIFEST, Json.write(m));
       dir.commit();

@@ -243,11 +243,11 @@ final class PermuteCommand implements Command.Runner {
       try (Progress.Step s =
           ctx.progress.step("data (" + spec.layout().name().toLowerCase(Locale.ROOT) + ")")) {
         perm.data().write().partitionBy("ep_rank").parquet(dir.path("data"));
-        timings.put("data", s.seconds());
+        timings.put("data", s.done());
       }
       try (Progress.Step s = ctx.progress.step("row map")) {
         perm.rowMap().write().partitionBy("ep_rank").parquet(dir.path("row_map"));
-        timings.put("row_map", s.seconds());
+        timings.put("row_map", s.done());
       }
       try (Progress.Step s = ctx.progress.step("tokens per expert")) {
         perm.tokensPerExpert()
@@ -257,12 +257,12 @@ final class PermuteCommand implements Command.Runner {
             .write()
             .partitionBy("ep_rank")
             .parquet(dir.path("tokens_per_expert"));
-        timings.put("tokens_per_expert", s.seconds());
+        timings.put("tokens_per_expert", s.done());
       }
       ObjectNode m;
       try (Progress.Step s = ctx.progress.step("manifest")) {
         m = manifest(ctx, dir, spec, options, gen, backends.value());
-        timings.put("manifest", s.seconds());
+        timings.put("manifest", s.done());
       }
       timings.put("total", (System.nanoTime() - start) / 1e9);
       m.set("timings_s", timings);
@@ -284,6 +284,15 @@ final class PermuteCommand implements Command.Runner {
           slots,
           slots == 0 ? 0.0 : 100.0 * dropped / slots,
           out);
+    } catch (Exception ex) {
+      IllegalArgumentException bad = JobMain.badInput(ex);
+      if (bad != null && !(ex instanceof IllegalArgumentException)) {
+        throw new IllegalArgumentException(
+            JobMain.oneLine(bad)
+                + " (check --hidden, --dtype, --top-k and --experts against the table in --input)",
+            ex);
+      }
+      throw ex;
     } finally {
       dispatched.unpersist();
     }

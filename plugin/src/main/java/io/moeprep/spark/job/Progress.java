@@ -77,8 +77,19 @@ final class Progress extends SparkListener {
       return seconds >= 0 ? seconds : (System.nanoTime() - start) / 1e9;
     }
 
+    /** Ends the step successfully: prints its line; returns its seconds. */
+    double done() {
+      end("done in");
+      return seconds;
+    }
+
+    /** Ends the step; without {@link #done()} first, it stopped (an error follows). */
     @Override
     public void close() {
+      end("stopped after");
+    }
+
+    private void end(String what) {
       if (seconds >= 0) {
         return;
       }
@@ -86,9 +97,10 @@ final class Progress extends SparkListener {
       int tasks = finished.get() - tasksBefore;
       err.printf(
           Locale.ROOT,
-          "  %s %s: done in %.2f s%s%n",
+          "  %s %s: %s %.2f s%s%n",
           command,
           name,
+          what,
           seconds,
           tasks > 0 ? " (" + tasks + " Spark tasks)" : "");
     }

@@ -82,6 +82,7 @@ final class StatsCommand implements Command.Runner {
               .collectAsList()) {
         load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));
       }
+      s.done();
     }
     LoadChart chart = new LoadChart(width, height, true);
     String title =

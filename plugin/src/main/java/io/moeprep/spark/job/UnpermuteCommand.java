@@ -94,7 +94,7 @@ final class UnpermuteCommand implements Command.Runner {
         Dataset<Row> experts = ctx.spark.read().parquet(x);
         Dataset<Row> rowMap = ctx.spark.read().parquet(permuted + "/row_map");
         MoePrep.unpermute(experts, rowMap, spec).write().parquet(dir.path("combined"));
-        timings.put("combine", s.seconds());
+        timings.put("combine", s.done());
       }
       tokens = ctx.spark.read().parquet(dir.path("combined")).count();
       ObjectNode m = Json.object();

@@ -103,7 +103,7 @@ final class VerifyCommand implements Command.Runner {
     boolean checkCombined = cm != null && cm.get("input").get("identity_experts").asBoolean();
     try (Progress.Step step = ctx.progress.step("recompute and compare")) {
       String result = verify(ctx, spec, in, checkCombined);
-      step.close();
+      step.done();
       ctx.out.println("verify: OK: " + result);
       if (cm != null && !checkCombined) {
         ctx.out.println(
