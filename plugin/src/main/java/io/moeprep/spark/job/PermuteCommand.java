@@ -64,6 +64,8 @@ final class PermuteCommand implements Command.Runner {
             --dispatch D           all_to_all or all_gather (default: spark.moeprep.dispatch)
             --backend B            auto, cpu or cuda (default: spark.moeprep.backend, auto)
             --max-block-bytes B    largest packed block (default: spark.moeprep.packed.maxBlockBytes)
+            --chunk-bytes B        hidden bytes per dispatch chunk (default:
+                                   spark.moeprep.dispatch.chunkBytes)
             --force                replace DIR if it exists
           """,
           Set.of(
@@ -83,7 +85,8 @@ final class PermuteCommand implements Command.Runner {
               "layout",
               "dispatch",
               "backend",
-              "max-block-bytes"),
+              "max-block-bytes",
+              "chunk-bytes"),
           Set.of("pad-to-capacity", "force"),
           PermuteCommand::new);
 
@@ -178,7 +181,8 @@ final class PermuteCommand implements Command.Runner {
           {"layout", "layout"},
           {"dispatch", "dispatch"},
           {"backend", "backend"},
-          {"max-block-bytes", "maxBlockBytes"}
+          {"max-block-bytes", "maxBlockBytes"},
+          {"chunk-bytes", "chunkBytes"}
         }) {
       if (args.has(kv[0])) {
         o.put(kv[1], args.str(kv[0], ""));
@@ -218,6 +222,7 @@ final class PermuteCommand implements Command.Runner {
     o.put("layout", s.layout().name().toLowerCase(Locale.ROOT));
     o.put("backend", s.backend().name().toLowerCase(Locale.ROOT));
     o.put("maxBlockBytes", Long.toString(s.maxBlockBytes()));
+    o.put("chunkBytes", Long.toString(s.chunkBytes()));
     return o;
   }
 

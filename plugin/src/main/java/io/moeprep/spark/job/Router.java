@@ -15,7 +15,8 @@ import java.util.SplittableRandom;
  *
  * <p>Skew: the bias {@code b[e] = -skew * ln(1 + popularity rank of e)} (a seeded permutation of
  * the experts) makes expert load Zipf-like with exponent {@code skew}; 0 gives a balanced router.
- * Everything is a pure function of the seed and {@code x}.
+ * Everything is a pure function of the seed and {@code x}, with {@link StrictMath}, so the same on
+ * every machine.
  */
 public final class Router implements Serializable {
   private static final long serialVersionUID = 1L;
@@ -94,7 +95,7 @@ public final class Router implements Serializable {
     weights = new float[FEATURES * numExperts];
     double scale = 1.0 / Math.sqrt(FEATURES);
     for (int i = 0; i < weights.length; i++) {
-      weights[i] = (float) (rnd.nextGaussian() * scale);
+      weights[i] = (float) (TokenGenerator.gaussian(rnd) * scale);
     }
     int[] popularity = new int[numExperts];
     for (int e = 0; e < numExperts; e++) {
@@ -108,7 +109,7 @@ public final class Router implements Serializable {
     }
     bias = new double[numExperts];
     for (int r = 0; r < numExperts; r++) {
-      bias[popularity[r]] = -skew * Math.log(1 + r);
+      bias[popularity[r]] = -skew * StrictMath.log(1 + r);
     }
   }
 
@@ -140,7 +141,7 @@ public final class Router implements Serializable {
     }
     if (scoring == Scoring.SIGMOID) {
       for (int e = 0; e < numExperts; e++) {
-        z[e] = 1.0 / (1.0 + Math.exp(-z[e]));
+        z[e] = 1.0 / (1.0 + StrictMath.exp(-z[e]));
       }
       return z;
     }
@@ -150,7 +151,7 @@ public final class Router implements Serializable {
     }
     double sum = 0;
     for (int e = 0; e < numExperts; e++) {
-      z[e] = Math.exp(z[e] - max);
+      z[e] = StrictMath.exp(z[e] - max);
       sum += z[e];
     }
     for (int e = 0; e < numExperts; e++) {

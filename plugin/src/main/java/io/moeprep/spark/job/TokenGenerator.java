@@ -102,7 +102,7 @@ public final class TokenGenerator implements MapPartitionsFunction<Long, Row> {
     float[] features = new float[Router.FEATURES];
     byte[] bytes = new byte[hidden * dtype.bytes()];
     for (int i = 0; i < Math.max(hidden, Router.FEATURES); i++) {
-      float v = (float) rnd.nextGaussian();
+      float v = (float) gaussian(rnd);
       if (i < Router.FEATURES) {
         features[i] = v;
       }
@@ -139,6 +139,16 @@ public final class TokenGenerator implements MapPartitionsFunction<Long, Row> {
         b[i] = (byte) ((x & 0x7C) == 0x7C ? x & ~0x40 : x); // exponent all ones: inf or NaN
       }
     }
+  }
+
+  /**
+   * A standard normal value (Box-Muller with {@link StrictMath}: the same bits on every machine and
+   * Java version, unlike {@code nextGaussian}'s unspecified algorithm).
+   */
+  static double gaussian(SplittableRandom rnd) {
+    double u1 = 1.0 - rnd.nextDouble(); // (0, 1]
+    double u2 = rnd.nextDouble();
+    return StrictMath.sqrt(-2.0 * StrictMath.log(u1)) * StrictMath.cos(2.0 * Math.PI * u2);
   }
 
   /** A 64-bit finaliser (SplitMix64), so that nearby seeds and ids give unrelated streams. */
