@@ -1,5 +1,11 @@
 package io.moeprep.spark.job;
 
+import static org.apache.spark.sql.functions.col;
+import static org.apache.spark.sql.functions.count;
+import static org.apache.spark.sql.functions.floor;
+import static org.apache.spark.sql.functions.lit;
+import static org.apache.spark.sql.functions.row_number;
+
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.api.MoePrep;
@@ -9,6 +15,8 @@ import java.util.Map;
 import java.util.Set;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
+import org.apache.spark.sql.expressions.Window;
+import org.apache.spark.sql.expressions.WindowSpec;
 
 /** {@code moeprep unpermute}: expert outputs back to tokens (combine). */
 final class UnpermuteCommand implements Command.Runner {
@@ -24,9 +32,10 @@ final class UnpermuteCommand implements Command.Runner {
           Combines expert outputs into one row per token (batch, token_id, hidden), equal bit for
           bit to a single-device unpermute: out[t] = sum over kept slots k of prob * expert_out.
           The spec (experts, ranks, hidden, dtype, K, layout) comes from DIR/manifest.json of
-          moeprep permute, and the row map from DIR/row_map. Writes OUT/combined (Parquet; a
-          combined token belongs to no rank, so it is not partitioned by ep_rank) and
-          OUT/manifest.json. OUT appears only when complete.
+          moeprep permute, and the row map from DIR/row_map. Writes OUT/combined, partitioned by
+          ep_rank: the rank a token returns to after the combine, when each of the R ranks holds
+          an equal contiguous share of every batch (in token_id order), as in expert-parallel
+          training; and OUT/manifest.json. OUT appears only when complete.
 
           options:
             --permuted DIR         output directory of moeprep permute (required)
@@ -67,6 +76,19 @@ final class UnpermuteCommand implements Command.Runner {
     return PermuteSpec.fromOptions(o).resolve(k -> ctx.spark.conf().get(k, null));
   }
 
+  /**
+   * Adds {@code ep_rank}: the rank holding the token when each of {@code ranks} ranks holds an
+   * equal contiguous share of its batch in token_id order ({@code floor(position * R / n)}).
+   */
+  static Dataset<Row> withSourceRank(Dataset<Row> combined, int ranks) {
+    WindowSpec byBatch = Window.partitionBy("batch");
+    return combined
+        .withColumn("__pos", row_number().over(byBatch.orderBy("token_id")).minus(1))
+        .withColumn("__n", count(lit(1)).over(byBatch))
+        .withColumn("ep_rank", floor(col("__pos").multiply(ranks).divide(col("__n"))).cast("int"))
+        .drop("__pos", "__n");
+  }
+
   @Override
   public int run(JobContext ctx) throws Exception {
     long start = System.nanoTime();
@@ -93,7 +115,10 @@ final class UnpermuteCommand implements Command.Runner {
       try (Progress.Step s = ctx.progress.step("combine")) {
         Dataset<Row> experts = ctx.spark.read().parquet(x);
         Dataset<Row> rowMap = ctx.spark.read().parquet(permuted + "/row_map");
-        MoePrep.unpermute(experts, rowMap, spec).write().parquet(dir.path("combined"));
+        withSourceRank(MoePrep.unpermute(experts, rowMap, spec), spec.expertPlacement().numRanks())
+            .write()
+            .partitionBy("ep_rank")
+            .parquet(dir.path("combined"));
         timings.put("combine", s.done());
       }
       tokens = ctx.spark.read().parquet(dir.path("combined")).count();
@@ -113,7 +138,9 @@ final class UnpermuteCommand implements Command.Runner {
         m.put("backend_note", "auto: the GPU where the executor has one, else the CPU");
       }
       m.put("combined_tokens", tokens);
-      m.putObject("outputs").put("combined", "combined");
+      ObjectNode outs = m.putObject("outputs");
+      outs.put("combined", "combined");
+      outs.put("partitioned_by", "ep_rank");
       timings.put("total", (System.nanoTime() - start) / 1e9);
       m.set("timings_s", timings);
       dir.writeText(MANIFEST, Json.write(m));

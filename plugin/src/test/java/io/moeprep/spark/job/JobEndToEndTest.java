@@ -307,6 +307,19 @@ class JobEndToEndTest {
         ok("unpermute", "--permuted", out.toString(), "--out", comb.toString(), "--backend", "cpu");
     assertTrue(u.out().startsWith("unpermute: " + N + " tokens combined"), u.out());
     assertEquals(N, spark.read().parquet(comb.resolve("combined").toString()).count());
+    // each rank gets back its contiguous quarter of every batch
+    for (int rank = 0; rank < R; rank++) {
+      Dataset<Row> mine =
+          spark.read().parquet(comb.resolve("combined").resolve("ep_rank=" + rank).toString());
+      assertEquals(N / R, mine.count());
+      Row range =
+          mine.agg(
+                  org.apache.spark.sql.functions.min(col("token_id").mod(T)),
+                  org.apache.spark.sql.functions.max(col("token_id").mod(T)))
+              .first();
+      assertEquals(rank * T / R, range.getLong(0));
+      assertEquals((rank + 1) * T / R - 1, range.getLong(1));
+    }
     JsonNode um = manifest(comb.resolve("manifest.json"));
     assertTrue(um.get("input").get("identity_experts").asBoolean());
     assertEquals(N, um.get("combined_tokens").asLong());
@@ -457,6 +470,51 @@ class JobEndToEndTest {
           "cpu");
     }
     return shared;
+  }
+
+  @Test
+  void unpermuteCombinesOtherExpertOutputs() throws IOException {
+    Path perm = permuteOnce();
+    // expert outputs: the permuted rows with every hidden value zero
+    Path zeros = tmp.resolve("expert-zeros");
+    Dataset<Row> data = spark.read().parquet(perm.resolve("data").toString());
+    int hiddenAt = data.schema().fieldIndex("hidden");
+    data.map(
+            (MapFunction<Row, Row>)
+                row -> {
+                  Object[] v = new Object[row.size()];
+                  for (int i = 0; i < v.length; i++) {
+                    v[i] = row.get(i);
+                  }
+                  v[hiddenAt] = new byte[((byte[]) v[hiddenAt]).length];
+                  return RowFactory.create(v);
+                },
+            Encoders.row(data.schema()))
+        .write()
+        .parquet(zeros.toString());
+    Path comb = tmp.resolve("comb-zeros");
+    JobCliTest.Result u =
+        ok(
+            "unpermute",
+            "--permuted",
+            perm.toString(),
+            "--expert-out",
+            zeros.toString(),
+            "--out",
+            comb.toString());
+    assertTrue(u.out().contains("combined from " + zeros), u.out());
+    List<Row> rows = spark.read().parquet(comb.resolve("combined").toString()).collectAsList();
+    assertEquals(N, rows.size());
+    for (Row r : rows) {
+      for (byte b : (byte[]) r.get(r.fieldIndex("hidden"))) {
+        assertEquals(0, b);
+      }
+    }
+    assertFalse(
+        manifest(comb.resolve("manifest.json")).get("input").get("identity_experts").asBoolean());
+    JobCliTest.Result v =
+        ok("verify", "--permuted", perm.toString(), "--combined", comb.toString());
+    assertTrue(v.out().contains("--combined was not checked"), v.out());
   }
 
   // ---------------------------------------------------------------- stats
