@@ -20,7 +20,7 @@ final class DemoCommand implements Command.Runner {
 
           Runs the whole job on generated data and prints a summary and where the chart is:
             DIR/tokens     generate: N tokens, DeepSeek-V3-style routing (sigmoid scores, top-2
-                           of 4 expert groups, top-4 of 16 experts), Zipf skew 1.0
+                           of 4 expert groups, top-4 of 16 experts), Zipf skew 0.5
             DIR/permuted   permute over 4 EP ranks, capacity factor 1.25 (drops hot experts' excess)
             DIR/combined   unpermute with identity experts
                            verify: every batch recomputed with the kernels and compared
@@ -32,7 +32,7 @@ final class DemoCommand implements Command.Runner {
             --dtype D [bf16]          --top-k K [4]            --experts E [16]
             --ep-size R [4]           --tokens-per-batch T [1024]
             --score S [sigmoid]       --groups G [4]           --topk-groups TG [2]
-            --skew S [1.0]            --capacity-factor F [1.25, 0 = no capacity]
+            --skew S [0.5]            --capacity-factor F [1.25, 0 = no capacity]
             --layout L [rows]         --backend B [auto]       --seed S [42]
           """,
           Set.of(
@@ -76,7 +76,7 @@ final class DemoCommand implements Command.Runner {
     String groups = a.str("groups", a.has("experts") ? "1" : "4");
     g.addAll(List.of("--groups", groups));
     g.addAll(List.of("--topk-groups", a.str("topk-groups", groups.equals("4") ? "2" : groups)));
-    opt(a, g, "skew", "1.0");
+    opt(a, g, "skew", "0.5");
     opt(a, g, "seed", "42");
     generate = new GenerateCommand(parse(GenerateCommand.COMMAND, g));
     List<String> p =

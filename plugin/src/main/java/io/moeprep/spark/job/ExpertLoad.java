@@ -62,6 +62,15 @@ final class ExpertLoad {
     return kept + dropped == 0 ? 0 : (double) dropped / (kept + dropped);
   }
 
+  /** Element-wise {@code a + b}. */
+  static long[] add(long[] a, long[] b) {
+    long[] s = new long[a.length];
+    for (int i = 0; i < a.length; i++) {
+      s[i] = a[i] + b[i];
+    }
+    return s;
+  }
+
   static long sum(long[] v) {
     long s = 0;
     for (long x : v) {

@@ -40,7 +40,7 @@ final class GenerateCommand implements Command.Runner {
             --score S              softmax or sigmoid (default softmax)
             --groups G             expert groups for group-limited top-k (default 1: off)
             --topk-groups TG       groups kept per token (default: all G)
-            --skew S               Zipf exponent of expert popularity, 0 = balanced (default 1.0)
+            --skew S               Zipf exponent of expert popularity, 0 = balanced (default 0.5)
             --no-normalize         keep the raw scores as probs (default: normalised over K)
             --seed S               random seed (default 42)
             --partitions P         Spark partitions (default: from N and the cores)
@@ -82,7 +82,7 @@ final class GenerateCommand implements Command.Runner {
 
   GenerateCommand(Args a) {
     out = a.required("out", "DIR");
-    tokens = a.longValue("tokens", 4096, 0, Long.MAX_VALUE / 2);
+    tokens = a.longValue("tokens", 4096, 0, 1L << 40);
     hidden = a.integer("hidden", 256, 1, Integer.MAX_VALUE);
     try {
       dtype = DType.parse(a.str("dtype", "bf16"));
@@ -95,7 +95,7 @@ final class GenerateCommand implements Command.Runner {
     score = a.choice("score", "softmax", "softmax", "sigmoid");
     groups = a.integer("groups", 1, 1, experts);
     topkGroups = a.integer("topk-groups", groups, 1, groups);
-    skew = a.real("skew", 1.0, 0, 100);
+    skew = a.real("skew", 0.5, 0, 100);
     normalize = !a.flag("no-normalize");
     seed = a.longValue("seed", 42, Long.MIN_VALUE, Long.MAX_VALUE);
     partitions = a.integer("partitions", 0, 1, 1 << 20);

@@ -85,7 +85,8 @@ final class LoadChart {
       g.fillRect(0, 0, width, height);
       int left = 80;
       int right = 20;
-      int top = 50;
+      int legendRows = (Math.min(load.numRanks(), 16) + 7) / 8 + 1;
+      int top = 36 + 18 * legendRows + 10;
       int bottom = 60;
       int pw = Math.max(1, width - left - right);
       int ph = Math.max(1, height - top - bottom);
@@ -94,15 +95,17 @@ final class LoadChart {
       for (int x = 0; x < e; x++) {
         max = Math.max(max, load.kept[x] + load.dropped[x]);
       }
-      long yMax = niceCeil(max);
+      long tick = niceCeil((max + 4) / 5);
+      long ticks = (max + tick - 1) / tick;
+      long yMax = tick * ticks;
       // grid and y ticks
       g.setStroke(new BasicStroke(1f));
-      for (int i = 0; i <= 5; i++) {
-        int y = top + ph - (int) Math.round(ph * i / 5.0);
+      for (int i = 0; i <= ticks; i++) {
+        int y = top + ph - (int) Math.round((double) ph * i / ticks);
         g.setColor(new Color(0xE6E6E6));
         g.drawLine(left, y, left + pw, y);
         g.setColor(Color.DARK_GRAY);
-        drawText(g, Long.toString(yMax * i / 5), left - 8, y + 4, 1.0f, 12);
+        drawText(g, Long.toString(tick * i), left - 8, y + 4, 1.0f, 12);
       }
       double slot = (double) pw / e;
       double bar = Math.max(1, slot * 0.8);
@@ -141,13 +144,8 @@ final class LoadChart {
           g, "expert (slots kept, dropped stacked on top)", left + pw / 2, height - 14, 0.5f, 13);
       drawText(g, title, left, 22, 0f, 16);
       drawText(
-          g,
-          String.format(java.util.Locale.ROOT, "mean %.1f", mean),
-          left + pw - 4,
-          ym - 6,
-          1f,
-          12);
-      legend(g, load, left + 10, top + 8);
+          g, String.format(java.util.Locale.ROOT, "mean %.1f", mean), left + 4, ym - 5, 0f, 12);
+      legend(g, load, left, 34);
     } finally {
       g.dispose();
     }

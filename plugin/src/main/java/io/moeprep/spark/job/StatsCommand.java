@@ -26,9 +26,10 @@ final class StatsCommand implements Command.Runner {
             expert_load.png  tokens per expert (kept, dropped stacked lighter), coloured by rank
             report.md        load per rank and per batch: imbalance (max/mean) and drop rates
             stats.json       the same numbers, every batch
-          Imbalance is max/mean: over the E experts (expert imbalance) or the R ranks (rank
-          imbalance) of kept slots; 1.0 is perfectly balanced. Drop rate: dropped/(kept+dropped)
-          slots, dropped = over the capacity of the permute.
+          Imbalance is max/mean over the E experts (expert imbalance) or the R ranks (rank
+          imbalance), 1.0 being perfectly balanced: of the routed slots (kept + dropped, what the
+          router asked for) and of the kept slots (the work each expert or rank does once the
+          capacity has dropped the excess). Drop rate: dropped/(kept+dropped) slots.
 
           options:
             --permuted DIR   output directory of moeprep permute (required)
@@ -114,8 +115,8 @@ final class StatsCommand implements Command.Runner {
             out + "/" + REPORT);
     ctx.out.printf(
         Locale.ROOT,
-        "stats: expert imbalance (max/mean) %.2f, worst batch %.2f; rank imbalance %.2f; %.1f%% of"
-            + " slots dropped%n",
+        "stats: load imbalance (max/mean) over experts %.2f (worst batch %.2f), over ranks %.2f;"
+            + " %.1f%% of slots dropped%n",
         last.expertImbalance(),
         last.worstBatchExpertImbalance(),
         last.rankImbalance(),
@@ -135,8 +136,11 @@ final class StatsCommand implements Command.Runner {
     j.put("kept_slots", kept);
     j.put("dropped_slots", dropped);
     j.put("drop_rate", ExpertLoad.dropRate(kept, dropped));
-    j.put("expert_imbalance", ExpertLoad.imbalance(load.kept));
-    j.put("rank_imbalance", ExpertLoad.imbalance(load.perRank(load.kept)));
+    long[] routed = ExpertLoad.add(load.kept, load.dropped);
+    j.put("expert_imbalance", ExpertLoad.imbalance(routed));
+    j.put("rank_imbalance", ExpertLoad.imbalance(load.perRank(routed)));
+    j.put("expert_imbalance_kept", ExpertLoad.imbalance(load.kept));
+    j.put("rank_imbalance_kept", ExpertLoad.imbalance(load.perRank(load.kept)));
     ArrayNode te = j.putArray("tokens_per_expert");
     ArrayNode de = j.putArray("dropped_per_expert");
     for (int e = 0; e < load.kept.length; e++) {
@@ -152,7 +156,7 @@ final class StatsCommand implements Command.Runner {
       int[] ex = load.placement.expertsOf(r);
       long[] mine = new long[ex.length];
       for (int i = 0; i < ex.length; i++) {
-        mine[i] = load.kept[ex[i]];
+        mine[i] = load.kept[ex[i]] + load.dropped[ex[i]];
       }
       n.put("kept_slots", rk[r]);
       n.put("dropped_slots", rd[r]);
@@ -171,10 +175,13 @@ final class StatsCommand implements Command.Runner {
       for (long x : load.perRank(k)) {
         pr.add(x);
       }
-      double ei = ExpertLoad.imbalance(k);
+      long[] rt = ExpertLoad.add(k, d);
+      double ei = ExpertLoad.imbalance(rt);
       worst = Math.max(worst, ei);
       n.put("expert_imbalance", ei);
-      n.put("rank_imbalance", ExpertLoad.imbalance(load.perRank(k)));
+      n.put("rank_imbalance", ExpertLoad.imbalance(load.perRank(rt)));
+      n.put("expert_imbalance_kept", ExpertLoad.imbalance(k));
+      n.put("rank_imbalance_kept", ExpertLoad.imbalance(load.perRank(k)));
       n.put("drop_rate", ExpertLoad.dropRate(ExpertLoad.sum(k), ExpertLoad.sum(d)));
     }
     j.put("worst_batch_expert_imbalance", worst);
@@ -200,17 +207,22 @@ final class StatsCommand implements Command.Runner {
     b.append(
         String.format(
             Locale.ROOT,
-            "- expert imbalance (max/mean of kept slots over experts): **%.2f** (worst batch %.2f)%n"
-                + "- rank imbalance (max/mean over ranks): **%.2f**%n"
+            "- expert imbalance (max/mean of routed slots over experts): **%.2f** (worst batch"
+                + " %.2f); of kept slots: %.2f%n"
+                + "- rank imbalance (max/mean of routed slots over ranks): **%.2f**; of kept slots:"
+                + " %.2f%n"
                 + "- dropped slots: %d of %d (**%.2f%%**)%n%n",
             j.get("expert_imbalance").asDouble(),
             j.get("worst_batch_expert_imbalance").asDouble(),
+            j.get("expert_imbalance_kept").asDouble(),
             j.get("rank_imbalance").asDouble(),
+            j.get("rank_imbalance_kept").asDouble(),
             j.get("dropped_slots").asLong(),
             j.get("dropped_slots").asLong() + j.get("kept_slots").asLong(),
             100 * j.get("drop_rate").asDouble()));
     b.append(
-        "## Per rank\n\n| rank | experts | kept | dropped | drop rate | share | expert imbalance |\n");
+        "## Per rank\n\n| rank | experts | kept | dropped | drop rate | share of kept | expert imbalance"
+            + " (routed) |\n");
     b.append("|---:|---|---:|---:|---:|---:|---:|\n");
     for (var n : j.get("per_rank")) {
       int r = n.get("rank").asInt();
@@ -236,6 +248,7 @@ final class StatsCommand implements Command.Runner {
       b.append(" rank ").append(r).append(" |");
     }
     b.append(" rank imbalance | expert imbalance | drop rate |\n|---:|");
+    // per rank: kept slots; imbalances: of routed slots
     b.append("---:|".repeat(load.numRanks()));
     b.append("---:|---:|---:|\n");
     int shown = 0;

@@ -548,16 +548,23 @@ class JobEndToEndTest {
       assertTrue(colours.contains(LoadChart.rankColor(rank).getRGB() & 0xFFFFFF), "rank " + rank);
     }
     JsonNode pm = manifest(perm.resolve("manifest.json"));
-    long[] kept = new long[E];
     long max = 0;
+    long maxKept = 0;
     long sum = 0;
+    long routed = 0;
     for (int e = 0; e < E; e++) {
-      kept[e] = pm.get("tokens_per_expert").get(e).asLong();
-      max = Math.max(max, kept[e]);
-      sum += kept[e];
+      long k = pm.get("tokens_per_expert").get(e).asLong();
+      long d = pm.get("dropped_per_expert").get(e).asLong();
+      max = Math.max(max, k + d);
+      maxKept = Math.max(maxKept, k);
+      sum += k;
+      routed += k + d;
     }
+    assertEquals((long) N * K, routed, "every slot is valid: kept or dropped");
     JsonNode s = manifest(out.resolve(StatsCommand.JSON));
-    assertEquals(max / (sum / (double) E), s.get("expert_imbalance").asDouble(), 1e-12);
+    assertEquals(max / (routed / (double) E), s.get("expert_imbalance").asDouble(), 1e-12);
+    assertEquals(maxKept / (sum / (double) E), s.get("expert_imbalance_kept").asDouble(), 1e-12);
+    assertTrue(s.get("expert_imbalance").asDouble() > s.get("expert_imbalance_kept").asDouble());
     long dropped = pm.get("dropped_slots").asLong();
     assertEquals(dropped / (double) (dropped + sum), s.get("drop_rate").asDouble(), 1e-12);
     assertEquals(4, s.get("per_batch").size());
