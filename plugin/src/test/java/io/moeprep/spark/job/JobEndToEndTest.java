@@ -605,7 +605,7 @@ class JobEndToEndTest {
             "permute: 4096 tokens -> ",
             "unpermute: 4096 tokens",
             "verify: OK: 4 of 4 batches x 4 ranks",
-            "stats: expert imbalance",
+            "stats: load imbalance (max/mean) over experts",
             "demo: done in ")) {
       assertTrue(lines.stream().anyMatch(l -> l.startsWith(p)), p + " in\n" + r.out());
     }
