@@ -35,6 +35,7 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
   private final boolean hasProbs;
   private final boolean hasBatch;
   private final int[] partitionKeys;
+  private final int chunkTokens;
 
   /**
    * @param partitionKeys per rank, a key that Spark's hash partitioning sends to partition {@code
@@ -45,6 +46,10 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
     this.hasProbs = hasProbs;
     this.hasBatch = hasBatch;
     this.partitionKeys = partitionKeys.clone();
+    this.chunkTokens =
+        (int)
+            Math.max(
+                1, Math.min(1 << 20, (spec.chunkBytes() + spec.rowBytes() - 1) / spec.rowBytes()));
   }
 
   /** The open chunk of one (rank, batch). */
@@ -61,7 +66,7 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
     Chunk(int rank, long batch, int capacityTokens) {
       this.rank = rank;
       this.batch = batch;
-      this.hidden = new byte[(int) Math.min(1L << 30, capacityTokens * spec.rowBytes())];
+      this.hidden = new byte[(int) (capacityTokens * spec.rowBytes())];
     }
 
     void add(long token, int[] routing, float[] p, byte[] h) {
@@ -74,7 +79,11 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
         }
       }
       if (hiddenLen + h.length > hidden.length) {
-        hidden = Arrays.copyOf(hidden, Math.max(hidden.length * 2, hiddenLen + h.length));
+        // grows to exactly a full chunk, so that a full chunk is shipped without a copy
+        long full = chunkTokens * spec.rowBytes();
+        hidden =
+            Arrays.copyOf(
+                hidden, (int) Math.min(full, Math.max(2L * hidden.length, hiddenLen + h.length)));
       }
       LittleEndian.putLong(tokenIds, 8 * n, token);
       for (int j = 0; j < k; j++) {
@@ -107,7 +116,6 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
     ExpertPlacement placement = spec.expertPlacement();
     int ranks = placement.numRanks();
     long chunkBytes = spec.chunkBytes();
-    int chunkTokens = (int) Math.max(1, Math.min(1 << 20, chunkBytes / spec.rowBytes()));
     Map<Long, Chunk[]> open = new LinkedHashMap<>();
     Set<Long> sent = new HashSet<>(); // (batch, rank) pairs that got a chunk, as batch * R + rank
     Map<Long, Boolean> seen = new LinkedHashMap<>();
@@ -187,12 +195,12 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
           Chunk[] chunks, int rank, long batch, long t, int[] ids, float[] probs, byte[] h) {
         Chunk c = chunks[rank];
         if (c == null) {
-          c = new Chunk(rank, batch, Math.min(chunkTokens, 64));
+          c = new Chunk(rank, batch, Math.min(chunkTokens, 1024));
           chunks[rank] = c;
         }
         c.add(t, ids, probs, h);
         buffered += h.length;
-        if (c.hiddenLen >= chunkBytes) {
+        if (c.n >= chunkTokens) {
           emit(c);
           chunks[rank] = null;
         }
