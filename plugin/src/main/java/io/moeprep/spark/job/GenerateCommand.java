@@ -2,6 +2,7 @@ package io.moeprep.spark.job;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.kernels.DType;
+import io.moeprep.spark.api.MoePrep;
 import java.util.Locale;
 import java.util.Set;
 import org.apache.spark.sql.Dataset;
@@ -131,7 +132,7 @@ final class GenerateCommand implements Command.Runner {
         Progress.Step step = ctx.progress.step("write tokens")) {
       Dataset<Row> table =
           ctx.spark.range(0, p, 1, p).mapPartitions(gen, Encoders.row(TokenGenerator.SCHEMA));
-      table.write().parquet(dir.path(""));
+      table.write().options(MoePrep.PARQUET_OPTIONS).parquet(dir.path(""));
       step.done();
       ObjectNode m = manifest(p, (System.nanoTime() - start) / 1e9);
       dir.writeText(MANIFEST, Json.write(m));

@@ -247,7 +247,11 @@ final class PermuteCommand implements Command.Runner {
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s =
           ctx.progress.step("data (" + spec.layout().name().toLowerCase(Locale.ROOT) + ")")) {
-        perm.data().write().partitionBy("ep_rank").parquet(dir.path("data"));
+        perm.data()
+            .write()
+            .options(MoePrep.PARQUET_OPTIONS)
+            .partitionBy("ep_rank")
+            .parquet(dir.path("data"));
         timings.put("data", s.done());
       }
       try (Progress.Step s = ctx.progress.step("row map")) {

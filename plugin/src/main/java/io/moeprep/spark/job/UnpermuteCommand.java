@@ -117,6 +117,7 @@ final class UnpermuteCommand implements Command.Runner {
         Dataset<Row> rowMap = ctx.spark.read().parquet(permuted + "/row_map");
         withSourceRank(MoePrep.unpermute(experts, rowMap, spec), spec.expertPlacement().numRanks())
             .write()
+            .options(MoePrep.PARQUET_OPTIONS)
             .partitionBy("ep_rank")
             .parquet(dir.path("combined"));
         timings.put("combine", s.done());
