@@ -1,9 +1,14 @@
 package io.moeprep.kernels.cuda;
 
 import io.moeprep.kernels.contract.KernelBackend;
+import jcuda.driver.CUresult;
+import jcuda.driver.JCudaDriver;
 
 /** Whether the CUDA backend can run here, and the reason when it cannot. */
 public final class CudaSupport {
+  /** The device the backend runs on: {@code -Dmoeprep.cuda.device=N}, default 0. */
+  static final int DEVICE = Integer.getInteger("moeprep.cuda.device", 0);
+
   private CudaSupport() {}
 
   /** The outcome of probing for a driver, a device and the fatbin. */
@@ -11,7 +16,7 @@ public final class CudaSupport {
 
   /** Probes once per process. */
   public static Probe probe() {
-    return new Probe(false, "this build has no CUDA backend");
+    return Holder.PROBE;
   }
 
   /**
@@ -20,6 +25,47 @@ public final class CudaSupport {
    * @throws IllegalStateException with the probe's reason when it cannot run
    */
   public static KernelBackend backend() {
-    throw new IllegalStateException("backend cuda is unavailable: " + probe().reason());
+    Probe p = probe();
+    if (!p.available()) {
+      throw new IllegalStateException("backend cuda is unavailable: " + p.reason());
+    }
+    return Holder.BACKEND;
+  }
+
+  private static final class Holder {
+    static CudaBackend BACKEND;
+    static final Probe PROBE = run();
+
+    private static Probe run() {
+      if (!Fatbins.present()) {
+        return new Probe(false, "this jar has no CUDA kernels (built without nvcc)");
+      }
+      try {
+        int rc = JCudaDriver.cuInit(0);
+        if (rc != CUresult.CUDA_SUCCESS) {
+          return new Probe(false, "cuInit failed: " + Driver.errorName(rc));
+        }
+        int[] count = new int[1];
+        rc = JCudaDriver.cuDeviceGetCount(count);
+        if (rc != CUresult.CUDA_SUCCESS) {
+          return new Probe(false, "cuDeviceGetCount failed: " + Driver.errorName(rc));
+        }
+        if (count[0] <= DEVICE) {
+          return new Probe(
+              false,
+              count[0] == 0
+                  ? "no CUDA device"
+                  : "device " + DEVICE + " requested but only " + count[0] + " present");
+        }
+        BACKEND = CudaBackend.on(DEVICE);
+        return new Probe(true, "CUDA on " + BACKEND.device());
+      } catch (LinkageError e) {
+        return new Probe(false, "the CUDA driver library could not be loaded: " + e);
+      } catch (MoePrepCudaException e) {
+        return new Probe(false, e.getMessage());
+      } catch (RuntimeException e) {
+        return new Probe(false, "probing CUDA failed: " + e);
+      }
+    }
   }
 }

@@ -1,0 +1,119 @@
+// Shared device helpers of the MoePrep kernels: row tiling, vector units, and the contract's
+// element conversions (the integer algorithms of contract/Numerics.java, bit for bit).
+#pragma once
+
+#include <cstdint>
+
+namespace moeprep {
+
+// Every kernel is launched with this many threads per block unless its comment says otherwise.
+constexpr int kBlockThreads = 256;
+
+// A row of `row_bytes` bytes is moved as `row_bytes / V` units of V bytes; the host picks the
+// largest V in {16, 8, 4, 2, 1} that divides the row bytes and every base address, so that any
+// hidden width is correct and aligned rows get 16-byte accesses.
+template <int V> struct Unit;
+template <> struct Unit<16> { using type = uint4; };
+template <> struct Unit<8> { using type = uint2; };
+template <> struct Unit<4> { using type = uint32_t; };
+template <> struct Unit<2> { using type = uint16_t; };
+template <> struct Unit<1> { using type = uint8_t; };
+
+// Row tiling: `lanes` threads (a power of two dividing the block) share one row, so a block covers
+// blockDim.x / lanes rows; row groups are visited with a grid-stride loop (64-bit).
+struct RowTile {
+  int32_t lanes;
+  int32_t lane;
+  int32_t rows_per_block;
+  int32_t row_in_block;
+
+  __device__ explicit RowTile(int32_t lanes_per_row)
+      : lanes(lanes_per_row),
+        lane(static_cast<int32_t>(threadIdx.x) & (lanes_per_row - 1)),
+        rows_per_block(static_cast<int32_t>(blockDim.x) / lanes_per_row),
+        row_in_block(static_cast<int32_t>(threadIdx.x) / lanes_per_row) {}
+
+  __device__ int64_t first_row() const {
+    return static_cast<int64_t>(blockIdx.x) * rows_per_block + row_in_block;
+  }
+  __device__ int64_t row_stride() const {
+    return static_cast<int64_t>(gridDim.x) * rows_per_block;
+  }
+};
+
+// ---- element conversions (contract, Numerics.java) ----
+
+struct F32 {
+  using storage = uint32_t;
+  __device__ static float decode(uint32_t b) { return __uint_as_float(b); }
+  // canonical NaN 0x7FC00000, every other value unchanged
+  __device__ static uint32_t encode(float f) {
+    uint32_t x = __float_as_uint(f);
+    return (x & 0x7FFFFFFFu) > 0x7F800000u ? 0x7FC00000u : x;
+  }
+};
+
+struct BF16 {
+  using storage = uint16_t;
+  __device__ static float decode(uint16_t b) { return __uint_as_float(static_cast<uint32_t>(b) << 16); }
+  // round to nearest even; NaN -> 0x7FC0
+  __device__ static uint16_t encode(float f) {
+    uint32_t x = __float_as_uint(f);
+    if ((x & 0x7FFFFFFFu) > 0x7F800000u) {
+      return 0x7FC0u;
+    }
+    uint32_t lsb = (x >> 16) & 1u;
+    return static_cast<uint16_t>((x + 0x7FFFu + lsb) >> 16);
+  }
+};
+
+struct F16 {
+  using storage = uint16_t;
+  __device__ static float decode(uint16_t bits) {
+    uint32_t h = bits;
+    uint32_t sign = (h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1Fu;
+    uint32_t mant = h & 0x3FFu;
+    if (exp == 0) {
+      // mant * 2^-24 is exact in float32
+      float v = __fmul_rn(static_cast<float>(mant), 5.9604644775390625e-8f);
+      return sign != 0 ? -v : v;
+    }
+    if (exp == 31) {
+      return __uint_as_float(sign | 0x7F800000u | (mant << 13));
+    }
+    return __uint_as_float(sign | ((exp + 112u) << 23) | (mant << 13));
+  }
+  // round to nearest even with subnormals; NaN -> 0x7E00
+  __device__ static uint16_t encode(float f) {
+    uint32_t x = __float_as_uint(f);
+    uint32_t sign = (x >> 16) & 0x8000u;
+    uint32_t abs = x & 0x7FFFFFFFu;
+    if (abs > 0x7F800000u) {
+      return 0x7E00u;
+    }
+    if (abs >= 0x477FF000u) {  // 65520 and above round to infinity
+      return static_cast<uint16_t>(sign | 0x7C00u);
+    }
+    if (abs >= 0x38800000u) {  // normal in F16: rebias by 112, round 13 mantissa bits
+      uint32_t m = abs - 0x38000000u;
+      m += 0xFFFu + ((m >> 13) & 1u);
+      return static_cast<uint16_t>(sign | (m >> 13));
+    }
+    if (abs <= 0x33000000u) {  // at most half of the smallest subnormal: rounds to zero
+      return static_cast<uint16_t>(sign);
+    }
+    uint32_t e = abs >> 23;
+    uint32_t mant = (abs & 0x7FFFFFu) | 0x800000u;
+    uint32_t shift = 126u - e;
+    uint32_t q = mant >> shift;
+    uint32_t rem = mant & ((1u << shift) - 1u);
+    uint32_t half = 1u << (shift - 1u);
+    if (rem > half || (rem == half && (q & 1u) == 1u)) {
+      q++;
+    }
+    return static_cast<uint16_t>(sign | q);
+  }
+};
+
+}  // namespace moeprep

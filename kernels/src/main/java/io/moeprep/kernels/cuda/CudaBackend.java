@@ -1,0 +1,212 @@
+package io.moeprep.kernels.cuda;
+
+import io.moeprep.kernels.contract.ChunkSortInput;
+import io.moeprep.kernels.contract.ChunkSortResult;
+import io.moeprep.kernels.contract.KernelBackend;
+import io.moeprep.kernels.contract.PermuteInput;
+import io.moeprep.kernels.contract.PermuteOptions;
+import io.moeprep.kernels.contract.PermuteResult;
+import io.moeprep.kernels.contract.UnpermuteInput;
+import io.moeprep.kernels.memory.HostBuffer;
+import jcuda.driver.CUstream;
+
+/**
+ * The contract on host-resident batches, run on one GPU: each operation copies its inputs to the
+ * device (straight from the host buffers' memory), runs the kernels of {@link DeviceKernels} on the
+ * calling thread's per-thread default stream, and copies the results back. It holds no workspace
+ * between calls, so concurrent tasks may share it. Results equal the CPU backend's byte for byte.
+ */
+public final class CudaBackend implements KernelBackend {
+  private final DeviceKernels kernels;
+
+  private CudaBackend(CudaDevice device) {
+    this.kernels = DeviceKernels.on(device);
+  }
+
+  /** The backend on device {@code ordinal}. */
+  public static CudaBackend on(int ordinal) {
+    return new CudaBackend(CudaDevice.get(ordinal));
+  }
+
+  /** The device this backend runs on. */
+  public CudaDevice device() {
+    return kernels.device();
+  }
+
+  @Override
+  public String name() {
+    return "cuda";
+  }
+
+  @Override
+  public PermuteResult permute(PermuteInput in, PermuteOptions options) {
+    CudaDevice dev = kernels.device();
+    dev.makeCurrent();
+    CUstream s = CudaDevice.PER_THREAD_STREAM;
+    long n = in.numTokens();
+    int k = in.topK();
+    long slots = n * k;
+    long rowBytes = in.rowBytes();
+    boolean withProbs = in.probs() != null;
+    HostBuffer rowIdMap = null;
+    HostBuffer srcToken = null;
+    HostBuffer srcSlot = null;
+    HostBuffer permuted = null;
+    HostBuffer permutedProbs = null;
+    try (DeviceBuffer dRouting = upload(in.routing(), slots * 4, s);
+        DeviceBuffer dProbs = withProbs ? upload(in.probs(), slots * 4, s) : null;
+        DeviceKernels.RoutingPlan plan = kernels.plan(dRouting.address(), n, k, options, s)) {
+      long numOut = plan.numOut();
+      try (DeviceBuffer dRowId = DeviceBuffer.allocate(dev, slots * 4);
+          DeviceBuffer dSrcToken = DeviceBuffer.allocate(dev, numOut * 8);
+          DeviceBuffer dSrcSlot = DeviceBuffer.allocate(dev, numOut * 8);
+          DeviceBuffer dPermProbs = withProbs ? DeviceBuffer.allocate(dev, numOut * 4) : null;
+          DeviceBuffer dTokens = upload(in.tokens(), n * rowBytes, s);
+          DeviceBuffer dPermuted = DeviceBuffer.allocate(dev, numOut * rowBytes)) {
+        kernels.buildMaps(
+            plan,
+            dRowId.address(),
+            dSrcToken.address(),
+            dSrcSlot.address(),
+            withProbs ? dProbs.address() : 0,
+            withProbs ? dPermProbs.address() : 0,
+            s);
+        kernels.permuteRows(
+            dTokens.address(),
+            dRowId.address(),
+            n,
+            k,
+            dSrcToken.address(),
+            dPermuted.address(),
+            numOut,
+            plan.hasPadding(),
+            in.hidden(),
+            in.dtype(),
+            s);
+        rowIdMap = download(dRowId, s);
+        srcToken = download(dSrcToken, s);
+        srcSlot = download(dSrcSlot, s);
+        permutedProbs = withProbs ? download(dPermProbs, s) : null;
+        permuted = download(dPermuted, s);
+        dev.synchronize(s);
+        return new PermuteResult(
+            permuted,
+            rowIdMap,
+            srcToken,
+            srcSlot,
+            permutedProbs,
+            plan.layout(),
+            in.dtype(),
+            in.hidden());
+      }
+    } catch (RuntimeException | Error e) {
+      closeAll(rowIdMap, srcToken, srcSlot, permuted, permutedProbs);
+      throw e;
+    }
+  }
+
+  @Override
+  public HostBuffer unpermute(UnpermuteInput in) {
+    CudaDevice dev = kernels.device();
+    dev.makeCurrent();
+    CUstream s = CudaDevice.PER_THREAD_STREAM;
+    long n = in.numTokens();
+    long slots = n * in.topK();
+    long rowBytes = in.rowBytes();
+    boolean withProbs = in.probs() != null;
+    try (DeviceBuffer dOut = upload(in.expertOut(), in.numOut() * rowBytes, s);
+        DeviceBuffer dMap = upload(in.rowIdMap(), slots * 4, s);
+        DeviceBuffer dProbs = withProbs ? upload(in.probs(), slots * 4, s) : null;
+        DeviceBuffer dResult = DeviceBuffer.allocate(dev, n * rowBytes)) {
+      kernels.unpermute(
+          dOut.address(),
+          dMap.address(),
+          withProbs ? dProbs.address() : 0,
+          dResult.address(),
+          n,
+          in.topK(),
+          in.hidden(),
+          in.dtype(),
+          s);
+      HostBuffer result = download(dResult, s);
+      dev.synchronize(s);
+      return result;
+    }
+  }
+
+  @Override
+  public ChunkSortResult chunkSort(ChunkSortInput in) {
+    CudaDevice dev = kernels.device();
+    dev.makeCurrent();
+    CUstream s = CudaDevice.PER_THREAD_STREAM;
+    long rows = in.numRows();
+    long bytes = rows * in.rowBytes();
+    boolean withProbs = in.probs() != null;
+    HostBuffer outRows = null;
+    HostBuffer outProbs = null;
+    try (DeviceBuffer dRows = upload(in.rows(), bytes, s);
+        DeviceBuffer dProbs = withProbs ? upload(in.probs(), rows * 4, s) : null;
+        DeviceBuffer dOutRows = DeviceBuffer.allocate(dev, bytes);
+        DeviceBuffer dOutProbs = withProbs ? DeviceBuffer.allocate(dev, rows * 4) : null) {
+      kernels.chunkSort(
+          dRows.address(),
+          withProbs ? dProbs.address() : 0,
+          dOutRows.address(),
+          withProbs ? dOutProbs.address() : 0,
+          rows,
+          in.hidden(),
+          in.dtype(),
+          in.splitSizes(),
+          in.sortedIndex(),
+          s);
+      outRows = download(dOutRows, s);
+      outProbs = withProbs ? download(dOutProbs, s) : null;
+      dev.synchronize(s);
+      return new ChunkSortResult(outRows, outProbs);
+    } catch (RuntimeException | Error e) {
+      closeAll(outRows, outProbs);
+      throw e;
+    }
+  }
+
+  /** A device copy of the first {@code bytes} of {@code src}. */
+  private DeviceBuffer upload(HostBuffer src, long bytes, CUstream s) {
+    DeviceBuffer d = DeviceBuffer.allocate(kernels.device(), bytes);
+    try {
+      if (bytes > 0) {
+        kernels.copyToDevice(d.address(), src.address(), bytes, s);
+      }
+      return d;
+    } catch (RuntimeException | Error e) {
+      d.close();
+      throw e;
+    }
+  }
+
+  /** A host copy of {@code src}; complete once the stream is synchronised. */
+  private HostBuffer download(DeviceBuffer src, CUstream s) {
+    HostBuffer h = HostBuffer.allocate(src.size());
+    try {
+      if (src.size() > 0) {
+        kernels.copyToHost(h.address(), src.address(), src.size(), s);
+      }
+      return h;
+    } catch (RuntimeException | Error e) {
+      h.close();
+      throw e;
+    }
+  }
+
+  private static void closeAll(HostBuffer... buffers) {
+    for (HostBuffer b : buffers) {
+      if (b != null) {
+        b.close();
+      }
+    }
+  }
+
+  @Override
+  public String toString() {
+    return "CudaBackend[" + kernels.device() + "]";
+  }
+}

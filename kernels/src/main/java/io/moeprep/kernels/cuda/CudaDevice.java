@@ -1,0 +1,198 @@
+package io.moeprep.kernels.cuda;
+
+import static io.moeprep.kernels.cuda.Driver.check;
+
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import jcuda.NativePointerObject;
+import jcuda.Pointer;
+import jcuda.driver.CUcontext;
+import jcuda.driver.CUdevice;
+import jcuda.driver.CUdevice_attribute;
+import jcuda.driver.CUfunction;
+import jcuda.driver.CUmodule;
+import jcuda.driver.CUresult;
+import jcuda.driver.CUstream;
+import jcuda.driver.JCudaDriver;
+
+/**
+ * One GPU: its primary context (retained once with {@code cuDevicePrimaryCtxRetain}, the context
+ * the CUDA runtime and cudf use; never {@code cuCtxCreate}), and the MoePrep kernel modules, loaded
+ * once per device from the fatbin resources. Kernels run on the caller's stream, by default the
+ * per-thread default stream. Thread-safe; call {@link #makeCurrent()} on every calling thread (the
+ * operations of this package do it themselves).
+ */
+public final class CudaDevice {
+  /** The per-thread default stream ({@code CU_STREAM_PER_THREAD}). */
+  public static final CUstream PER_THREAD_STREAM = JCudaDriver.CU_STREAM_PER_THREAD;
+
+  private static final Map<Integer, CudaDevice> DEVICES = new ConcurrentHashMap<>();
+
+  /** Launches synchronise and check right away when set, so that a fault names its kernel. */
+  private static final boolean SYNC_LAUNCHES = Boolean.getBoolean("moeprep.cuda.syncLaunches");
+
+  private final int ordinal;
+  private final CUcontext context = new CUcontext();
+  private final int multiprocessors;
+  private final String name;
+  private final Map<String, CUfunction> functions = new ConcurrentHashMap<>();
+  private final List<CUmodule> modules = new java.util.ArrayList<>();
+
+  private CudaDevice(int ordinal) {
+    this.ordinal = ordinal;
+    CUdevice device = new CUdevice();
+    check(JCudaDriver.cuDeviceGet(device, ordinal), "cuDeviceGet(" + ordinal + ")");
+    check(JCudaDriver.cuDevicePrimaryCtxRetain(context, device), "cuDevicePrimaryCtxRetain");
+    makeCurrent();
+    int[] v = new int[1];
+    check(
+        JCudaDriver.cuDeviceGetAttribute(
+            v, CUdevice_attribute.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device),
+        "cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)");
+    this.multiprocessors = v[0];
+    byte[] nameBytes = new byte[256];
+    check(JCudaDriver.cuDeviceGetName(nameBytes, nameBytes.length, device), "cuDeviceGetName");
+    this.name =
+        new String(nameBytes, 0, strlen(nameBytes), java.nio.charset.StandardCharsets.UTF_8);
+    for (String module : Fatbins.MODULES) {
+      loadModule(module);
+    }
+  }
+
+  /**
+   * The device with this ordinal, its context retained and modules loaded on first use.
+   *
+   * @throws MoePrepCudaException when the driver fails or a fatbin does not load
+   */
+  public static CudaDevice get(int ordinal) {
+    CudaDevice d = DEVICES.get(ordinal);
+    if (d == null) {
+      synchronized (DEVICES) {
+        d = DEVICES.computeIfAbsent(ordinal, CudaDevice::new);
+      }
+    }
+    d.makeCurrent();
+    return d;
+  }
+
+  /** Makes this device's primary context current on the calling thread. */
+  public void makeCurrent() {
+    check(JCudaDriver.cuCtxSetCurrent(context), "cuCtxSetCurrent(device " + ordinal + ")");
+  }
+
+  /** The device ordinal. */
+  public int ordinal() {
+    return ordinal;
+  }
+
+  /** The device's name, such as {@code NVIDIA H100 80GB HBM3}. */
+  public String name() {
+    return name;
+  }
+
+  /** Streaming multiprocessors. */
+  public int multiprocessors() {
+    return multiprocessors;
+  }
+
+  /** Free and total device memory in bytes. */
+  public long[] memoryInfo() {
+    makeCurrent();
+    long[] free = new long[1];
+    long[] total = new long[1];
+    check(JCudaDriver.cuMemGetInfo(free, total), "cuMemGetInfo");
+    return new long[] {free[0], total[0]};
+  }
+
+  /** Waits for the work queued on {@code stream}. */
+  public void synchronize(CUstream stream) {
+    check(JCudaDriver.cuStreamSynchronize(stream), "cuStreamSynchronize");
+  }
+
+  /**
+   * Launches kernel {@code name} with a 1-D grid and checks the launch; the error names the kernel
+   * and its grid.
+   *
+   * @param args the kernel parameters, each a {@link Long} (int64 or a device pointer), an {@link
+   *     Integer} (int32) or a {@link Float}, in the kernel's order
+   */
+  void launch(
+      String name, long blocks, int threads, int sharedBytes, CUstream stream, Object... args) {
+    if (blocks <= 0) {
+      return;
+    }
+    if (blocks > Integer.MAX_VALUE) {
+      throw new IllegalStateException(name + ": grid of " + blocks + " blocks exceeds 2^31-1");
+    }
+    CUfunction f = function(name);
+    NativePointerObject[] params = new NativePointerObject[args.length];
+    for (int i = 0; i < args.length; i++) {
+      Object a = args[i];
+      if (a instanceof Long l) {
+        params[i] = Pointer.to(new long[] {l});
+      } else if (a instanceof Integer n) {
+        params[i] = Pointer.to(new int[] {n});
+      } else if (a instanceof Float x) {
+        params[i] = Pointer.to(new float[] {x});
+      } else {
+        throw new IllegalArgumentException(name + ": kernel argument " + i + " is " + a);
+      }
+    }
+    String what =
+        "kernel "
+            + name
+            + " <<<"
+            + blocks
+            + ", "
+            + threads
+            + ", "
+            + sharedBytes
+            + " B shared>>> on device "
+            + ordinal;
+    check(
+        JCudaDriver.cuLaunchKernel(
+            f, (int) blocks, 1, 1, threads, 1, 1, sharedBytes, stream, Pointer.to(params), null),
+        what);
+    if (SYNC_LAUNCHES) {
+      check(JCudaDriver.cuStreamSynchronize(stream), what + " (synchronised)");
+    }
+  }
+
+  private CUfunction function(String name) {
+    CUfunction f = functions.get(name);
+    if (f != null) {
+      return f;
+    }
+    for (CUmodule m : modules) {
+      CUfunction g = new CUfunction();
+      if (JCudaDriver.cuModuleGetFunction(g, m, name) == CUresult.CUDA_SUCCESS) {
+        functions.put(name, g);
+        return g;
+      }
+    }
+    throw new IllegalStateException("no kernel " + name + " in the modules " + Fatbins.MODULES);
+  }
+
+  private void loadModule(String module) {
+    byte[] image = Fatbins.read(module);
+    CUmodule m = new CUmodule();
+    check(
+        JCudaDriver.cuModuleLoadData(m, image),
+        "cuModuleLoadData(" + module + ".fatbin) on device " + ordinal + " (" + name + ")");
+    modules.add(m);
+  }
+
+  private static int strlen(byte[] b) {
+    int i = 0;
+    while (i < b.length && b[i] != 0) {
+      i++;
+    }
+    return i;
+  }
+
+  @Override
+  public String toString() {
+    return "CudaDevice[" + ordinal + ", " + name + ", " + multiprocessors + " SMs]";
+  }
+}

@@ -1,0 +1,537 @@
+package io.moeprep.kernels.cuda;
+
+import static io.moeprep.kernels.cuda.Driver.check;
+
+import io.moeprep.kernels.DType;
+import io.moeprep.kernels.contract.PermuteOptions;
+import io.moeprep.kernels.contract.SegmentLayout;
+import io.moeprep.kernels.memory.HostBuffer;
+import jcuda.driver.CUstream;
+import jcuda.driver.JCudaDriver;
+
+/**
+ * The contract's operations on device memory, for callers that hold their data on the GPU (the
+ * host-buffer {@link CudaBackend}, and a RAPIDS/cudf integration with cudf's device addresses).
+ * Every pointer is a raw 64-bit device address on {@link #device()}; every method queues its work
+ * on {@code stream} ({@code null}: the calling thread's per-thread default stream) and returns
+ * without waiting, except {@link #plan}, which waits for the per-expert counts. Inputs are assumed
+ * validated (see {@link io.moeprep.kernels.contract.ContractChecks}).
+ *
+ * <p>A permute is three steps, so that the caller can allocate the outputs once their size is
+ * known: {@link #plan} (count slots per expert on the device, compute the {@link SegmentLayout} on
+ * the host), {@link #buildMaps} (row map and sources), {@link #permuteRows} (the data).
+ */
+public final class DeviceKernels {
+  private static final int BLOCK = 256;
+  private static final int SCATTER_WARPS = 4;
+  private static final int SHARED_LIMIT = 48 * 1024;
+  private static final long MAX_TABLE_ENTRIES = 1L << 22;
+
+  private final CudaDevice device;
+
+  private DeviceKernels(CudaDevice device) {
+    this.device = device;
+  }
+
+  /** The operations on {@code device}. */
+  public static DeviceKernels on(CudaDevice device) {
+    return new DeviceKernels(device);
+  }
+
+  /** The device the pointers live on. */
+  public CudaDevice device() {
+    return device;
+  }
+
+  /**
+   * Step 1 of a permute: counts the valid local slots of each expert on the device (a counting sort
+   * by expert over chunks of the flattened slots), waits for the {@code E} counts and computes the
+   * output layout with {@link SegmentLayout#of}. The plan owns device scratch: close it.
+   *
+   * @param routing int32 {@code numTokens x topK} expert ids or {@code -1}
+   */
+  public RoutingPlan plan(
+      long routing, long numTokens, int topK, PermuteOptions options, CUstream stream) {
+    CUstream s = orDefault(stream);
+    device.makeCurrent();
+    int numExperts = options.numExperts();
+    boolean[] local = options.localExperts();
+    long slots = numTokens * topK;
+    long chunkSlots = Math.max(128, ceilDiv(slots, 2048));
+    chunkSlots =
+        Math.max(chunkSlots, ceilDiv(slots * 1L, Math.max(1, MAX_TABLE_ENTRIES / numExperts)));
+    chunkSlots = ceilDiv(chunkSlots, 32) * 32;
+    long chunks = ceilDiv(slots, chunkSlots);
+    RoutingPlan plan = new RoutingPlan(device, routing, numTokens, topK, chunkSlots, chunks, local);
+    try {
+      byte[] mask = new byte[numExperts];
+      for (int e = 0; e < numExperts; e++) {
+        mask[e] = (byte) (local[e] ? 1 : 0);
+      }
+      copyIn(mask, plan.localMask, s);
+      long[] valid = new long[numExperts];
+      if (chunks > 0) {
+        boolean sharedHist = numExperts * 4L <= SHARED_LIMIT;
+        if (!sharedHist) {
+          check(
+              JCudaDriver.cuMemsetD8Async(
+                  Driver.device(plan.table.address()), (byte) 0, plan.table.size(), s),
+              "cuMemsetD8Async(chunk table)");
+        }
+        device.launch(
+            sharedHist ? "moeprep_count_experts_shared" : "moeprep_count_experts_global",
+            Math.min(chunks, device.multiprocessors() * 8L),
+            BLOCK,
+            sharedHist ? numExperts * 4 : 0,
+            s,
+            routing,
+            plan.localMask.address(),
+            slots,
+            chunkSlots,
+            chunks,
+            numExperts,
+            plan.table.address());
+        device.launch(
+            "moeprep_scan_chunks",
+            Math.min(numExperts, 65535),
+            BLOCK,
+            0,
+            s,
+            plan.table.address(),
+            chunks,
+            numExperts,
+            plan.valid.address());
+        try (HostBuffer h = HostBuffer.allocate(numExperts * 8L)) {
+          check(
+              JCudaDriver.cuMemcpyDtoHAsync(
+                  Driver.host(h.address()), Driver.device(plan.valid.address()), h.size(), s),
+              "cuMemcpyDtoHAsync(valid counts)");
+          device.synchronize(s);
+          for (int e = 0; e < numExperts; e++) {
+            valid[e] = h.getLong(8L * e);
+          }
+        }
+      }
+      plan.layout = SegmentLayout.of(valid, local, options.capacity(), options.align());
+      long[] packed = new long[2 * numExperts + 1];
+      long keptTotal = 0;
+      for (int e = 0; e < numExperts; e++) {
+        packed[e] = plan.layout.kept(e);
+        keptTotal += packed[e];
+      }
+      for (int e = 0; e <= numExperts; e++) {
+        packed[numExperts + e] = plan.layout.offset(e);
+      }
+      plan.keptTotal = keptTotal;
+      copyIn(packed, plan.keptAndOffsets, s);
+      return plan;
+    } catch (RuntimeException | Error e) {
+      plan.close();
+      throw e;
+    }
+  }
+
+  /**
+   * Step 2 of a permute: writes the row map and the source of every output row, in the stable
+   * (expert, token, slot) order. Call once per plan.
+   *
+   * @param rowIdMap int32 {@code numTokens x topK}, written entirely ({@code -1}: masked or
+   *     dropped)
+   * @param srcToken int64 {@code numOut}, {@code -1} on padding rows
+   * @param srcSlot int64 {@code numOut}, {@code -1} on padding rows
+   * @param probs float32 {@code numTokens x topK}, or 0 for none
+   * @param permutedProbs float32 {@code numOut} ({@code 0} on padding rows), or 0 when {@code
+   *     probs} is 0
+   */
+  public void buildMaps(
+      RoutingPlan plan,
+      long rowIdMap,
+      long srcToken,
+      long srcSlot,
+      long probs,
+      long permutedProbs,
+      CUstream stream) {
+    CUstream s = orDefault(stream);
+    device.makeCurrent();
+    long numOut = plan.layout.numOut();
+    if (numOut > 0) {
+      check(
+          JCudaDriver.cuMemsetD8Async(Driver.device(srcToken), (byte) 0xFF, numOut * 8, s),
+          "cuMemsetD8Async(sourceToken)");
+      check(
+          JCudaDriver.cuMemsetD8Async(Driver.device(srcSlot), (byte) 0xFF, numOut * 8, s),
+          "cuMemsetD8Async(sourceSlot)");
+      if (probs != 0) {
+        check(
+            JCudaDriver.cuMemsetD32Async(Driver.device(permutedProbs), 0, numOut, s),
+            "cuMemsetD32Async(permutedProbs)");
+      }
+    }
+    if (plan.chunks == 0) {
+      return;
+    }
+    int numExperts = plan.local.length;
+    boolean sharedRanks = (long) SCATTER_WARPS * numExperts * 8 <= SHARED_LIMIT;
+    device.launch(
+        sharedRanks ? "moeprep_scatter_rows_shared" : "moeprep_scatter_rows_global",
+        Math.min(ceilDiv(plan.chunks, SCATTER_WARPS), device.multiprocessors() * 16L),
+        SCATTER_WARPS * 32,
+        sharedRanks ? SCATTER_WARPS * numExperts * 8 : 0,
+        s,
+        plan.routing,
+        plan.localMask.address(),
+        plan.numTokens * plan.topK,
+        plan.topK,
+        plan.chunkSlots,
+        plan.chunks,
+        numExperts,
+        plan.table.address(),
+        plan.keptAndOffsets.address(),
+        plan.keptAndOffsets.address() + 8L * numExperts,
+        rowIdMap,
+        srcToken,
+        srcSlot,
+        probs,
+        probs == 0 ? 0L : permutedProbs);
+  }
+
+  /**
+   * Step 3 of a permute: reads each token row once and writes it to each of its output rows; with
+   * {@code hasPadding}, also zeroes the rows whose source token is {@code -1}.
+   *
+   * @param tokens {@code numTokens x hidden} elements of {@code dtype}
+   * @param rowIdMap int32 {@code numTokens x topK} from {@link #buildMaps}
+   * @param srcToken int64 {@code numOut} from {@link #buildMaps}
+   * @param permuted {@code numOut x hidden} elements, the output
+   */
+  public void permuteRows(
+      long tokens,
+      long rowIdMap,
+      long numTokens,
+      int topK,
+      long srcToken,
+      long permuted,
+      long numOut,
+      boolean hasPadding,
+      int hidden,
+      DType dtype,
+      CUstream stream) {
+    CUstream s = orDefault(stream);
+    device.makeCurrent();
+    long rowBytes = (long) hidden * dtype.bytes();
+    int v = unitBytes(rowBytes, 1, tokens, permuted);
+    long units = rowBytes / v;
+    int lanes = lanes(units, 4);
+    device.launch(
+        "moeprep_permute_rows_v" + v,
+        rowBlocks(numTokens, lanes),
+        BLOCK,
+        0,
+        s,
+        tokens,
+        rowIdMap,
+        permuted,
+        numTokens,
+        topK,
+        units,
+        lanes);
+    if (hasPadding) {
+      int zl = lanes(units, 1);
+      device.launch(
+          "moeprep_zero_padding_rows_v" + v,
+          rowBlocks(numOut, zl),
+          BLOCK,
+          0,
+          s,
+          srcToken,
+          permuted,
+          numOut,
+          units,
+          zl);
+    }
+  }
+
+  /**
+   * Combines expert outputs: {@code out[t] = round(sum_k p(t,k) * expertOut[rowId(t,k)])} in
+   * float32, in slot order, without fused multiply-add.
+   *
+   * @param expertOut {@code numOut x hidden} elements of {@code dtype} (not FP8)
+   * @param rowIdMap int32 {@code numTokens x topK}
+   * @param probs float32 {@code numTokens x topK}, or 0 for weight 1
+   * @param out {@code numTokens x hidden} elements, the output
+   */
+  public void unpermute(
+      long expertOut,
+      long rowIdMap,
+      long probs,
+      long out,
+      long numTokens,
+      int topK,
+      int hidden,
+      DType dtype,
+      CUstream stream) {
+    CUstream s = orDefault(stream);
+    device.makeCurrent();
+    String name =
+        switch (dtype) {
+          case F32 -> "f32";
+          case BF16 -> "bf16";
+          case F16 -> "f16";
+          default ->
+              throw new IllegalArgumentException(
+                  "dtype = " + dtype + " cannot be combined: FP8 needs a scale");
+        };
+    long rowBytes = (long) hidden * dtype.bytes();
+    int v = unitBytes(rowBytes, dtype.bytes(), expertOut, out);
+    long units = rowBytes / v;
+    int lanes = lanes(units, 2);
+    device.launch(
+        "moeprep_unpermute_" + name + "_v" + v,
+        rowBlocks(numTokens, lanes),
+        BLOCK,
+        0,
+        s,
+        expertOut,
+        rowIdMap,
+        probs,
+        out,
+        numTokens,
+        topK,
+        units,
+        lanes);
+  }
+
+  /**
+   * Emits consecutive chunks of rows in the chunk order {@code sortedIndex}, probs alongside.
+   *
+   * @param rows {@code numRows x hidden} elements
+   * @param probs float32 {@code numRows}, or 0
+   * @param outRows {@code numRows x hidden} elements, the output
+   * @param outProbs float32 {@code numRows}, or 0 when {@code probs} is 0
+   */
+  public void chunkSort(
+      long rows,
+      long probs,
+      long outRows,
+      long outProbs,
+      long numRows,
+      int hidden,
+      DType dtype,
+      long[] splitSizes,
+      int[] sortedIndex,
+      CUstream stream) {
+    CUstream s = orDefault(stream);
+    device.makeCurrent();
+    int chunks = sortedIndex.length;
+    if (numRows == 0 || chunks == 0) {
+      return;
+    }
+    long[] srcOff = new long[chunks + 1];
+    for (int i = 0; i < chunks; i++) {
+      srcOff[i + 1] = srcOff[i] + splitSizes[i];
+    }
+    long[] table = new long[2 * chunks + 1];
+    for (int i = 0; i < chunks; i++) {
+      table[i + 1] = table[i] + splitSizes[sortedIndex[i]];
+      table[chunks + 1 + i] = srcOff[sortedIndex[i]];
+    }
+    try (DeviceBuffer t = DeviceBuffer.allocate(device, 8L * table.length)) {
+      copyIn(table, t, s);
+      long rowBytes = (long) hidden * dtype.bytes();
+      int v = unitBytes(rowBytes, 1, rows, outRows);
+      long units = rowBytes / v;
+      int lanes = lanes(units, 1);
+      device.launch(
+          "moeprep_chunk_sort_rows_v" + v,
+          rowBlocks(numRows, lanes),
+          BLOCK,
+          0,
+          s,
+          rows,
+          probs,
+          t.address(),
+          t.address() + 8L * (chunks + 1),
+          chunks,
+          outRows,
+          probs == 0 ? 0L : outProbs,
+          numRows,
+          units,
+          lanes);
+      // the table is freed on return: wait for the kernel that reads it
+      device.synchronize(s);
+    }
+  }
+
+  /** Device-to-device copy of {@code bytes} (for baselines and callers). */
+  public void copy(long dst, long src, long bytes, CUstream stream) {
+    device.makeCurrent();
+    if (bytes > 0) {
+      check(
+          JCudaDriver.cuMemcpyDtoDAsync(
+              Driver.device(dst), Driver.device(src), bytes, orDefault(stream)),
+          "cuMemcpyDtoDAsync(" + bytes + " bytes)");
+    }
+  }
+
+  /** Copies {@code bytes} from host address {@code src} to device address {@code dst}. */
+  public void copyToDevice(long dst, long src, long bytes, CUstream stream) {
+    device.makeCurrent();
+    if (bytes > 0) {
+      check(
+          JCudaDriver.cuMemcpyHtoDAsync(
+              Driver.device(dst), Driver.host(src), bytes, orDefault(stream)),
+          "cuMemcpyHtoDAsync(" + bytes + " bytes)");
+    }
+  }
+
+  /** Copies {@code bytes} from device address {@code src} to host address {@code dst}. */
+  public void copyToHost(long dst, long src, long bytes, CUstream stream) {
+    device.makeCurrent();
+    if (bytes > 0) {
+      check(
+          JCudaDriver.cuMemcpyDtoHAsync(
+              Driver.host(dst), Driver.device(src), bytes, orDefault(stream)),
+          "cuMemcpyDtoHAsync(" + bytes + " bytes)");
+    }
+  }
+
+  /**
+   * The largest unit in {16, 8, 4, 2, 1} bytes, at least {@code minBytes}, that divides the row
+   * bytes and every address, so that each row is moved in aligned units.
+   */
+  static int unitBytes(long rowBytes, int minBytes, long... addresses) {
+    for (int v = 16; v >= minBytes; v >>= 1) {
+      boolean ok = rowBytes % v == 0;
+      for (long a : addresses) {
+        ok &= a % v == 0;
+      }
+      if (ok) {
+        return v;
+      }
+    }
+    throw new IllegalArgumentException(
+        "device addresses must be aligned to the element size " + minBytes + " bytes");
+  }
+
+  /** Threads per row: a power of two up to a block, about units / unroll. */
+  static int lanes(long units, int unroll) {
+    long want = Math.max(1, ceilDiv(units, unroll));
+    int l = 1;
+    while (l < BLOCK && l < want) {
+      l <<= 1;
+    }
+    return l;
+  }
+
+  private long rowBlocks(long rows, int lanes) {
+    long perBlock = BLOCK / lanes;
+    return Math.min(ceilDiv(rows, perBlock), device.multiprocessors() * 32L);
+  }
+
+  static long ceilDiv(long a, long b) {
+    return a == 0 ? 0 : (a + b - 1) / b;
+  }
+
+  static CUstream orDefault(CUstream s) {
+    return s == null ? CudaDevice.PER_THREAD_STREAM : s;
+  }
+
+  private void copyIn(byte[] values, DeviceBuffer dst, CUstream s) {
+    try (HostBuffer h = HostBuffer.allocate(values.length)) {
+      for (int i = 0; i < values.length; i++) {
+        h.putByte(i, values[i]);
+      }
+      // a pageable source is staged before the call returns, so h may be freed right after
+      copyToDevice(dst.address(), values.length == 0 ? 0 : h.address(), values.length, s);
+    }
+  }
+
+  private void copyIn(long[] values, DeviceBuffer dst, CUstream s) {
+    try (HostBuffer h = HostBuffer.allocate(8L * values.length)) {
+      for (int i = 0; i < values.length; i++) {
+        h.putLong(8L * i, values[i]);
+      }
+      copyToDevice(dst.address(), values.length == 0 ? 0 : h.address(), 8L * values.length, s);
+    }
+  }
+
+  /**
+   * The state between {@link #plan} and {@link #buildMaps}: the layout, and the device scratch of
+   * the counting sort (the per-chunk ranks of each expert). Owns its device memory: close it.
+   */
+  public static final class RoutingPlan implements AutoCloseable {
+    final long routing;
+    final long numTokens;
+    final int topK;
+    final long chunkSlots;
+    final long chunks;
+    final boolean[] local;
+    final DeviceBuffer localMask;
+    final DeviceBuffer table;
+    final DeviceBuffer valid;
+    final DeviceBuffer keptAndOffsets;
+    SegmentLayout layout;
+    long keptTotal;
+
+    RoutingPlan(
+        CudaDevice device,
+        long routing,
+        long numTokens,
+        int topK,
+        long chunkSlots,
+        long chunks,
+        boolean[] local) {
+      this.routing = routing;
+      this.numTokens = numTokens;
+      this.topK = topK;
+      this.chunkSlots = chunkSlots;
+      this.chunks = chunks;
+      this.local = local;
+      DeviceBuffer a = null;
+      DeviceBuffer b = null;
+      DeviceBuffer c = null;
+      try {
+        a = DeviceBuffer.allocate(device, local.length);
+        b = DeviceBuffer.allocate(device, 8L * local.length * chunks);
+        c = DeviceBuffer.allocate(device, 8L * local.length);
+        this.keptAndOffsets = DeviceBuffer.allocate(device, 8L * (2L * local.length + 1));
+      } catch (RuntimeException | Error e) {
+        for (DeviceBuffer x : new DeviceBuffer[] {a, b, c}) {
+          if (x != null) {
+            x.close();
+          }
+        }
+        throw e;
+      }
+      this.localMask = a;
+      this.table = b;
+      this.valid = c;
+    }
+
+    /** The output layout: kept and dropped slots per expert, segment offsets, output rows. */
+    public SegmentLayout layout() {
+      return layout;
+    }
+
+    /** Output rows, padding included. */
+    public long numOut() {
+      return layout.numOut();
+    }
+
+    /** True when some output rows are padding (zero rows with source {@code -1}). */
+    public boolean hasPadding() {
+      return layout.numOut() > keptTotal;
+    }
+
+    /** Frees the scratch; wait for {@link #buildMaps}' work on its stream first. */
+    @Override
+    public void close() {
+      try (DeviceBuffer a = localMask;
+          DeviceBuffer b = table;
+          DeviceBuffer c = valid;
+          DeviceBuffer d = keptAndOffsets) {
+        // all closed
+      }
+    }
+  }
+}
