@@ -52,34 +52,35 @@ public final class RoutingFunctions {
             "0.1.0",
             "",
             "built-in");
-    return new Tuple3<>(
-        FunctionIdentifier.apply(name),
-        info,
-        builder(
-            name,
-            4,
-            new AbstractFunction4<Object, Object, Object, Object, Object>() {
-              @Override
-              public Object apply(Object ids, Object rank, Object e, Object r) {
-                if (ids == null || rank == null || e == null || r == null) {
-                  return null;
-                }
-                int[] a = ints(ids, ((Number) e).intValue());
-                ExpertPlacement p =
-                    ExpertPlacement.contiguous(((Number) e).intValue(), ((Number) r).intValue());
-                int rk = ((Number) rank).intValue();
-                if (rk < 0 || rk >= p.numRanks()) {
-                  throw new IllegalArgumentException(
-                      "rank = " + rk + " is out of range [0, " + p.numRanks() + ")");
-                }
-                for (int j = 0; j < a.length; j++) {
-                  if (a[j] >= 0 && p.rankOf(a[j]) != rk) {
-                    a[j] = -1;
-                  }
-                }
-                return a;
-              }
-            }));
+    return new Tuple3<>(FunctionIdentifier.apply(name), info, builder(name, 4, new MaskRank()));
+  }
+
+  /** The body of {@code moe_mask_rank}; serializable, as it travels with the tasks. */
+  private static final class MaskRank
+      extends AbstractFunction4<Object, Object, Object, Object, Object>
+      implements java.io.Serializable {
+    private static final long serialVersionUID = 1L;
+
+    @Override
+    public Object apply(Object ids, Object rank, Object e, Object r) {
+      if (ids == null || rank == null || e == null || r == null) {
+        return null;
+      }
+      int[] a = ints(ids, ((Number) e).intValue());
+      ExpertPlacement p =
+          ExpertPlacement.contiguous(((Number) e).intValue(), ((Number) r).intValue());
+      int rk = ((Number) rank).intValue();
+      if (rk < 0 || rk >= p.numRanks()) {
+        throw new IllegalArgumentException(
+            "rank = " + rk + " is out of range [0, " + p.numRanks() + ")");
+      }
+      for (int j = 0; j < a.length; j++) {
+        if (a[j] >= 0 && p.rankOf(a[j]) != rk) {
+          a[j] = -1;
+        }
+      }
+      return a;
+    }
   }
 
   /** {@code moe_ranks} for {@code injectFunction}. */
@@ -101,36 +102,36 @@ public final class RoutingFunctions {
             "0.1.0",
             "",
             "built-in");
-    return new Tuple3<>(
-        FunctionIdentifier.apply(name),
-        info,
-        builder(
-            name,
-            3,
-            new AbstractFunction3<Object, Object, Object, Object>() {
-              @Override
-              public Object apply(Object ids, Object e, Object r) {
-                if (ids == null || e == null || r == null) {
-                  return null;
-                }
-                int[] a = ints(ids, ((Number) e).intValue());
-                ExpertPlacement p =
-                    ExpertPlacement.contiguous(((Number) e).intValue(), ((Number) r).intValue());
-                boolean[] seen = new boolean[p.numRanks()];
-                for (int id : a) {
-                  if (id >= 0) {
-                    seen[p.rankOf(id)] = true;
-                  }
-                }
-                List<Integer> out = new ArrayList<>();
-                for (int rk = 0; rk < seen.length; rk++) {
-                  if (seen[rk]) {
-                    out.add(rk);
-                  }
-                }
-                return out.stream().mapToInt(Integer::intValue).toArray();
-              }
-            }));
+    return new Tuple3<>(FunctionIdentifier.apply(name), info, builder(name, 3, new Ranks()));
+  }
+
+  /** The body of {@code moe_ranks}; serializable, as it travels with the tasks. */
+  private static final class Ranks extends AbstractFunction3<Object, Object, Object, Object>
+      implements java.io.Serializable {
+    private static final long serialVersionUID = 1L;
+
+    @Override
+    public Object apply(Object ids, Object e, Object r) {
+      if (ids == null || e == null || r == null) {
+        return null;
+      }
+      int[] a = ints(ids, ((Number) e).intValue());
+      ExpertPlacement p =
+          ExpertPlacement.contiguous(((Number) e).intValue(), ((Number) r).intValue());
+      boolean[] seen = new boolean[p.numRanks()];
+      for (int id : a) {
+        if (id >= 0) {
+          seen[p.rankOf(id)] = true;
+        }
+      }
+      List<Integer> out = new ArrayList<>();
+      for (int rk = 0; rk < seen.length; rk++) {
+        if (seen[rk]) {
+          out.add(rk);
+        }
+      }
+      return out.stream().mapToInt(Integer::intValue).toArray();
+    }
   }
 
   private static int[] ints(Object seq, int numExperts) {
