@@ -127,10 +127,12 @@ public final class CudfPermuter {
       BatchColumns in, PermuteOptions options, int rank, long batch, int[] localExperts) {
     int n = in.numTokens();
     long k = topK;
-    long hiddenAt = childStart(in.hidden(), in.from(), in.to(), rowBytes, "hidden", 1);
-    long idsAt = childStart(in.expertIds(), in.from(), in.to(), k, "expert_ids", 4);
+    long hiddenAt = childStart(in.hidden(), in.from(), in.to(), rowBytes, "hidden", DType.UINT8);
+    long idsAt = childStart(in.expertIds(), in.from(), in.to(), k, "expert_ids", DType.INT32);
     long probsAt =
-        in.probs() == null ? 0 : childStart(in.probs(), in.from(), in.to(), k, "probs", 4);
+        in.probs() == null
+            ? 0
+            : childStart(in.probs(), in.from(), in.to(), k, "probs", DType.FLOAT32);
     int device = Cuda.getDevice();
     DeviceKernels kernels = DeviceKernels.on(CudaDevice.get(device));
     List<AutoCloseable> owned = new ArrayList<>();
@@ -331,11 +333,26 @@ public final class CudfPermuter {
    * every row of {@code [from, to)} has exactly {@code perRow} elements (a null row has none).
    */
   private static long childStart(
-      ColumnView list, int from, int to, long perRow, String name, int elementBytes) {
-    if (list.getType() != DType.LIST) {
+      ColumnView list, int from, int to, long perRow, String name, DType element) {
+    boolean bytes = element == DType.UINT8;
+    if (!list.getType().equals(DType.LIST)) {
       throw new IllegalArgumentException(
-          "column " + name + " has cudf type " + list.getType() + ": must be LIST");
+          "column "
+              + name
+              + " has cudf type "
+              + list.getType()
+              + ": must be LIST<"
+              + element
+              + ">");
     }
+    try (ColumnView c = list.getChildColumnView(0)) {
+      DType t = c.getType();
+      if (!(t.equals(element) || (bytes && t.equals(DType.INT8)))) {
+        throw new IllegalArgumentException(
+            "column " + name + " has cudf type LIST<" + t + ">: must be LIST<" + element + ">");
+      }
+    }
+    int elementBytes = element.getSizeInBytes();
     int n = to - from;
     long first;
     try (BaseDeviceMemoryBuffer offsets = list.getOffsets();
