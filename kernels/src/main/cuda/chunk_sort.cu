@@ -3,7 +3,7 @@
 
 namespace moeprep {
 
-// Thread mapping: `lanes` threads per output row (RowTile), grid-stride over output rows; each
+// Thread mapping: `lanes` threads per output row (RowTile), contiguous rows per block; each
 // row finds its chunk by binary search in dst_offsets and copies its source row unit by unit;
 // lane 0 moves the row's prob.
 // Shapes: rows [numRows][units] units of V bytes; dst_offsets int64 [chunks+1] (first output row
@@ -16,10 +16,14 @@ __device__ void chunk_sort_rows(const void* __restrict__ rows, const float* __re
                                 void* __restrict__ out, float* __restrict__ out_probs,
                                 int64_t num_rows, int64_t units, int32_t lanes) {
   using U = typename Unit<V>::type;
-  const RowTile tile(lanes);
+  const RowTile tile(lanes, num_rows);
   const U* src_base = static_cast<const U*>(rows);
   U* dst_base = static_cast<U*>(out);
-  for (int64_t i = tile.first_row(); i < num_rows; i += tile.row_stride()) {
+  for (int64_t g = tile.group_begin; g < tile.group_end; g++) {
+    const int64_t i = tile.row(g);
+    if (i >= num_rows) {
+      break;
+    }
     // last chunk c with dst_offsets[c] <= i (empty chunks are skipped over)
     int32_t lo = 0;
     int32_t hi = chunks;

@@ -20,26 +20,42 @@ template <> struct Unit<2> { using type = uint16_t; };
 template <> struct Unit<1> { using type = uint8_t; };
 
 // Row tiling: `lanes` threads (a power of two dividing the block) share one row, so a block covers
-// blockDim.x / lanes rows; row groups are visited with a grid-stride loop (64-bit).
+// rows_per_block = blockDim.x / lanes rows at a time. Block b owns the contiguous row groups
+// [groups*b/gridDim.x, groups*(b+1)/gridDim.x) (64-bit), so that consecutive rows of a block share
+// cache lines of the row map.
 struct RowTile {
   int32_t lanes;
   int32_t lane;
   int32_t rows_per_block;
   int32_t row_in_block;
+  int64_t group_begin;
+  int64_t group_end;
 
-  __device__ explicit RowTile(int32_t lanes_per_row)
+  __device__ RowTile(int32_t lanes_per_row, int64_t rows)
       : lanes(lanes_per_row),
         lane(static_cast<int32_t>(threadIdx.x) & (lanes_per_row - 1)),
         rows_per_block(static_cast<int32_t>(blockDim.x) / lanes_per_row),
-        row_in_block(static_cast<int32_t>(threadIdx.x) / lanes_per_row) {}
-
-  __device__ int64_t first_row() const {
-    return static_cast<int64_t>(blockIdx.x) * rows_per_block + row_in_block;
+        row_in_block(static_cast<int32_t>(threadIdx.x) / lanes_per_row) {
+    const int64_t groups = (rows + rows_per_block - 1) / rows_per_block;
+    group_begin = bound(groups, blockIdx.x, gridDim.x);
+    group_end = bound(groups, blockIdx.x + 1, gridDim.x);
   }
-  __device__ int64_t row_stride() const {
-    return static_cast<int64_t>(gridDim.x) * rows_per_block;
+
+  // floor(n * c / parts) without overflow
+  __device__ static int64_t bound(int64_t n, int64_t c, int64_t parts) {
+    return n / parts * c + (n % parts) * c / parts;
+  }
+
+  // the row of this thread in row group g
+  __device__ int64_t row(int64_t g) const {
+    return g * rows_per_block + row_in_block;
   }
 };
+
+// Asks for the cache line at p in L1, without waiting (the row map of the next row).
+__device__ __forceinline__ void prefetch_l1(const void* p) {
+  asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
+}
 
 // ---- element conversions (contract, Numerics.java) ----
 

@@ -147,9 +147,11 @@ __device__ void scan_chunks(unsigned long long* __restrict__ table, int64_t chun
 // expert are ranked by lane (__match_any_sync), so ranks follow (token, slot) order.
 // Shapes: ids int32 [slots], slots = n*k; local uint8 [E]; table uint64 [E][chunks] (exclusive
 // ranks from scan_chunks; advanced in place when kSharedRanks is false); kept int64 [E];
-// offsets int64 [E+1]; row_id_map int32 [slots]; src_token, src_slot int64 [numOut] (pre-filled
-// with -1 by the host); probs float [slots] or null; permuted_probs float [numOut] (pre-zeroed) or
-// null. Writes every row_id_map entry and the source of every kept row.
+// offsets int64 [E+1]; row_id_map int32 [slots]; src_token, src_slot int64 [num_out]; probs float
+// [slots] or null; permuted_probs float [num_out] or null. Writes every row_id_map entry and the
+// source of every kept row; then warp w of the grid fills the padding rows of experts w, w + warps,
+// ... ([offset(e) + kept(e), offset(e+1)), and [offset(E), num_out) for e = E) with source -1 and
+// prob 0. Kept and padding rows are disjoint, so no row is written twice.
 template <bool kSharedRanks>
 __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __restrict__ local,
                              int64_t slots, int32_t k, int64_t chunk_slots, int64_t chunks,
@@ -158,11 +160,33 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
                              const long long* __restrict__ offsets,
                              int32_t* __restrict__ row_id_map, long long* __restrict__ src_token,
                              long long* __restrict__ src_slot, const float* __restrict__ probs,
-                             float* __restrict__ permuted_probs) {
+                             float* __restrict__ permuted_probs, int64_t num_out) {
+  // shared (kSharedRanks): per-warp ranks [kScatterWarps][E], then kept [E], offsets [E+1] and
+  // the local mask [E] of the block
   extern __shared__ unsigned long long shared_ranks[];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const unsigned lanes_below = (1u << lane) - 1u;
+  const long long* kept_at = kept;
+  const long long* offsets_at = offsets;
+  const uint8_t* local_at = local;
+  if (kSharedRanks) {
+    long long* kept_s =
+        reinterpret_cast<long long*>(shared_ranks + static_cast<int64_t>(kScatterWarps) * num_experts);
+    long long* offsets_s = kept_s + num_experts;
+    uint8_t* local_s = reinterpret_cast<uint8_t*>(offsets_s + num_experts + 1);
+    for (int32_t e = threadIdx.x; e <= num_experts; e += blockDim.x) {
+      offsets_s[e] = offsets[e];
+      if (e < num_experts) {
+        kept_s[e] = kept[e];
+        local_s[e] = local[e];
+      }
+    }
+    __syncthreads();
+    kept_at = kept_s;
+    offsets_at = offsets_s;
+    local_at = local_s;
+  }
   for (int64_t c = static_cast<int64_t>(blockIdx.x) * kScatterWarps + warp; c < chunks;
        c += static_cast<int64_t>(gridDim.x) * kScatterWarps) {
     unsigned long long* rank = nullptr;
@@ -179,42 +203,64 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
     }
     const int64_t start = c * chunk_slots;
     const int64_t end = min(slots, start + chunk_slots);
-    for (int64_t base = start; base < end; base += 32) {
-      const int64_t s = base + lane;
-      const bool in = s < end;
-      int32_t key = -1;
-      if (in) {
-        const int32_t e = ids[s];
-        if (e >= 0 && local[e]) {
-          key = e;
+    // kTiles tiles of 32 slots per step, their ids and probs loaded together (one memory latency
+    // per step)
+    constexpr int kTiles = 8;
+    for (int64_t step = start; step < end; step += 32 * kTiles) {
+      int32_t id[kTiles];
+      float prob[kTiles];
+#pragma unroll
+      for (int j = 0; j < kTiles; j++) {
+        const int64_t s = step + j * 32 + lane;
+        id[j] = s < end ? ids[s] : -1;
+        prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
+      }
+#pragma unroll
+      for (int j = 0; j < kTiles; j++) {
+        const int64_t s = step + j * 32 + lane;
+        const bool in = s < end;
+        const int32_t key = id[j] >= 0 && local_at[id[j]] ? id[j] : -1;
+        const unsigned peers = __match_any_sync(0xFFFFFFFFu, key);
+        unsigned long long r = 0;
+        if (key >= 0) {
+          r = rank[key * rank_stride] + __popc(peers & lanes_below);
         }
-      }
-      const unsigned peers = __match_any_sync(0xFFFFFFFFu, key);
-      unsigned long long r = 0;
-      if (key >= 0) {
-        r = rank[key * rank_stride] + __popc(peers & lanes_below);
-      }
-      __syncwarp();
-      if (key >= 0 && lane == 31 - __clz(peers)) {
-        rank[key * rank_stride] += __popc(peers);
-      }
-      __syncwarp();
-      int32_t row = -1;
-      if (key >= 0 && r < static_cast<unsigned long long>(kept[key])) {
-        const int64_t out = offsets[key] + static_cast<int64_t>(r);
-        row = static_cast<int32_t>(out);
-        const int64_t t = s / k;
-        src_token[out] = t;
-        src_slot[out] = s - t * k;
-        if (probs != nullptr) {
-          permuted_probs[out] = probs[s];
+        __syncwarp();
+        if (key >= 0 && lane == 31 - __clz(peers)) {
+          rank[key * rank_stride] += __popc(peers);
         }
-      }
-      if (in) {
-        row_id_map[s] = row;
+        __syncwarp();
+        int32_t row = -1;
+        if (key >= 0 && r < static_cast<unsigned long long>(kept_at[key])) {
+          const int64_t out = offsets_at[key] + static_cast<int64_t>(r);
+          row = static_cast<int32_t>(out);
+          const int64_t t = s / k;
+          src_token[out] = t;
+          src_slot[out] = s - t * k;
+          if (probs != nullptr) {
+            permuted_probs[out] = prob[j];
+          }
+        }
+        if (in) {
+          row_id_map[s] = row;
+        }
       }
     }
     __syncwarp();
+  }
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * kScatterWarps;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * kScatterWarps + warp; e <= num_experts;
+       e += warps) {
+    const int64_t from =
+        e < num_experts ? offsets_at[e] + kept_at[e] : offsets_at[num_experts];
+    const int64_t to = e < num_experts ? offsets_at[e + 1] : num_out;
+    for (int64_t i = from + lane; i < to; i += 32) {
+      src_token[i] = -1;
+      src_slot[i] = -1;
+      if (permuted_probs != nullptr) {
+        permuted_probs[i] = 0.0f;
+      }
+    }
   }
 }
 
@@ -242,10 +288,11 @@ extern "C" __global__ void __launch_bounds__(kBlockThreads)
       NAME(const int32_t* ids, const uint8_t* local, int64_t slots, int32_t k,                   \
            int64_t chunk_slots, int64_t chunks, int32_t num_experts, unsigned long long* table,  \
            const long long* kept, const long long* offsets, int32_t* row_id_map,                 \
-           long long* src_token, long long* src_slot, const float* probs,                        \
-           float* permuted_probs) {                                                              \
+           long long* src_token, long long* src_slot, const float* probs, float* permuted_probs,  \
+           int64_t num_out) {                                                                    \
     scatter_rows<SHARED>(ids, local, slots, k, chunk_slots, chunks, num_experts, table, kept,    \
-                         offsets, row_id_map, src_token, src_slot, probs, permuted_probs);       \
+                         offsets, row_id_map, src_token, src_slot, probs, permuted_probs,        \
+                         num_out);                                                               \
   }
 MOEPREP_SCATTER(moeprep_scatter_rows_shared, true)
 MOEPREP_SCATTER(moeprep_scatter_rows_global, false)

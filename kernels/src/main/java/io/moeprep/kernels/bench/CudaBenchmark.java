@@ -90,6 +90,12 @@ public final class CudaBenchmark {
             + "|"
             + "-".repeat(8)
             + "|");
+    // warm-up pass: JIT-compiled host code and clocks, before anything is reported
+    try {
+      run(dev, new Case(4096, 256, 7168, 8, 1, -1), 200);
+    } catch (RuntimeException e) {
+      System.out.println("warm-up failed: " + e);
+    }
     for (Case c : cases) {
       try {
         rows.addAll(run(dev, c, iters));
@@ -161,7 +167,8 @@ public final class CudaBenchmark {
           DeviceBuffer dPermProbs = DeviceBuffer.allocate(dev, keptRows * 4);
           DeviceBuffer dPermuted = DeviceBuffer.allocate(dev, keptRows * rowBytes);
           DeviceBuffer dOut = DeviceBuffer.allocate(dev, n * rowBytes);
-          DeviceBuffer dCopy = DeviceBuffer.allocate(dev, copyBytes)) {
+          DeviceBuffer dCopy = DeviceBuffer.allocate(dev, copyBytes);
+          DeviceKernels.RoutingScratch scratch = k.scratch(n, kk, c.e)) {
         k.copyToDevice(dRouting.address(), routing.address(), slots * 4, s);
         k.copyToDevice(dProbs.address(), probs.address(), slots * 4, s);
         // bf16 1.0 in every element: the content does not change the timing
@@ -174,7 +181,8 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
-                  try (DeviceKernels.RoutingPlan p = k.plan(dRouting.address(), n, kk, o, s)) {
+                  try (DeviceKernels.RoutingPlan p =
+                      k.plan(dRouting.address(), n, kk, o, scratch, s)) {
                     numOut[0] = p.numOut();
                   }
                 });
@@ -185,7 +193,8 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
-                  try (DeviceKernels.RoutingPlan p = k.plan(dRouting.address(), n, kk, o, s)) {
+                  try (DeviceKernels.RoutingPlan p =
+                      k.plan(dRouting.address(), n, kk, o, scratch, s)) {
                     k.buildMaps(
                         p,
                         dRowId.address(),
@@ -218,6 +227,7 @@ public final class CudaBenchmark {
                 () ->
                     k.unpermute(
                         dPermuted.address(),
+                        kept,
                         dRowId.address(),
                         dProbs.address(),
                         dOut.address(),
@@ -226,6 +236,55 @@ public final class CudaBenchmark {
                         c.h,
                         DType.BF16,
                         s));
+        // kernel variants (unroll), for tuning; the rows above use the defaults
+        List<String> variants = new ArrayList<>();
+        for (String[] v :
+            new String[][] {
+              {"moeprep.cuda.permuteVariant", "_u4", "permute u4"},
+              {"moeprep.cuda.permuteVariant", "_u8m4", "permute u8m4"},
+              {"moeprep.cuda.unpermuteVariant", "", "unperm b2u4"},
+              {"moeprep.cuda.unpermuteVariant", "_sparse", "unperm s2u4"},
+              {"moeprep.cuda.unpermuteVariant", "_s4u2", "unperm s4u2"},
+              {"moeprep.cuda.unpermuteVariant", "_s4u4", "unperm s4u4"},
+              {"moeprep.cuda.unpermuteVariant", "_b1u4", "unperm b1u4"}
+            }) {
+          System.setProperty(v[0], v[1]);
+          try {
+            boolean isPermute = v[2].startsWith("permute");
+            double ms =
+                timer.median(
+                    iters,
+                    isPermute
+                        ? () ->
+                            k.permuteRows(
+                                dTokens.address(),
+                                dRowId.address(),
+                                n,
+                                kk,
+                                dSrcToken.address(),
+                                dPermuted.address(),
+                                kept,
+                                false,
+                                c.h,
+                                DType.BF16,
+                                s)
+                        : () ->
+                            k.unpermute(
+                                dPermuted.address(),
+                                kept,
+                                dRowId.address(),
+                                dProbs.address(),
+                                dOut.address(),
+                                n,
+                                kk,
+                                c.h,
+                                DType.BF16,
+                                s));
+            variants.add(v[2] + "=" + String.format(Locale.ROOT, "%.4f", ms));
+          } finally {
+            System.clearProperty(v[0]);
+          }
+        }
         long permCopy = permBytes / 2;
         long unpermCopy = unpermBytes / 2;
         DeviceBuffer src = dPermuted.size() >= copyBytes ? dPermuted : dOut;
@@ -241,11 +300,12 @@ public final class CudaBenchmark {
         out.add(
             String.format(
                 Locale.ROOT,
-                "| %-36s | map/permute = %.1f%% (numOut %d, tokens read %d)",
+                "| %-36s | map/permute = %.1f%% (numOut %d, tokens read %d) variants ms: %s",
                 c.label(),
                 100 * mapMs / permMs,
                 keptRows,
-                readRows));
+                readRows,
+                String.join(", ", variants)));
       }
     }
     return out;
@@ -302,7 +362,8 @@ public final class CudaBenchmark {
     }
 
     double median(int iters, Runnable op) {
-      for (int i = 0; i < 3; i++) {
+      // warm-up: JIT-compiled host code, clocks up
+      for (int i = 0; i < 20; i++) {
         op.run();
       }
       check(JCudaDriver.cuStreamSynchronize(stream));

@@ -55,7 +55,7 @@ public final class CudaBackend implements KernelBackend {
     HostBuffer permutedProbs = null;
     try (DeviceBuffer dRouting = upload(in.routing(), slots * 4, s);
         DeviceBuffer dProbs = withProbs ? upload(in.probs(), slots * 4, s) : null;
-        DeviceKernels.RoutingPlan plan = kernels.plan(dRouting.address(), n, k, options, s)) {
+        DeviceKernels.RoutingPlan plan = kernels.plan(dRouting.address(), n, k, options, null, s)) {
       long numOut = plan.numOut();
       try (DeviceBuffer dRowId = DeviceBuffer.allocate(dev, slots * 4);
           DeviceBuffer dSrcToken = DeviceBuffer.allocate(dev, numOut * 8);
@@ -120,6 +120,7 @@ public final class CudaBackend implements KernelBackend {
         DeviceBuffer dResult = DeviceBuffer.allocate(dev, n * rowBytes)) {
       kernels.unpermute(
           dOut.address(),
+          in.numOut(),
           dMap.address(),
           withProbs ? dProbs.address() : 0,
           dResult.address(),

@@ -139,24 +139,30 @@ public final class CudaDevice {
         throw new IllegalArgumentException(name + ": kernel argument " + i + " is " + a);
       }
     }
-    String what =
-        "kernel "
-            + name
-            + " <<<"
-            + blocks
-            + ", "
-            + threads
-            + ", "
-            + sharedBytes
-            + " B shared>>> on device "
-            + ordinal;
-    check(
+    int rc =
         JCudaDriver.cuLaunchKernel(
-            f, (int) blocks, 1, 1, threads, 1, 1, sharedBytes, stream, Pointer.to(params), null),
-        what);
-    if (SYNC_LAUNCHES) {
-      check(JCudaDriver.cuStreamSynchronize(stream), what + " (synchronised)");
+            f, (int) blocks, 1, 1, threads, 1, 1, sharedBytes, stream, Pointer.to(params), null);
+    if (rc != CUresult.CUDA_SUCCESS) {
+      check(rc, describe(name, blocks, threads, sharedBytes));
     }
+    if (SYNC_LAUNCHES) {
+      check(
+          JCudaDriver.cuStreamSynchronize(stream),
+          describe(name, blocks, threads, sharedBytes) + " (synchronised)");
+    }
+  }
+
+  private String describe(String name, long blocks, int threads, int sharedBytes) {
+    return "kernel "
+        + name
+        + " <<<"
+        + blocks
+        + ", "
+        + threads
+        + ", "
+        + sharedBytes
+        + " B shared>>> on device "
+        + ordinal;
   }
 
   private CUfunction function(String name) {
@@ -164,14 +170,32 @@ public final class CudaDevice {
     if (f != null) {
       return f;
     }
-    for (CUmodule m : modules) {
-      CUfunction g = new CUfunction();
-      if (JCudaDriver.cuModuleGetFunction(g, m, name) == CUresult.CUDA_SUCCESS) {
-        functions.put(name, g);
-        return g;
-      }
+    String module = moduleOf(name);
+    CUfunction g = new CUfunction();
+    check(
+        JCudaDriver.cuModuleGetFunction(g, modules.get(Fatbins.MODULES.indexOf(module)), name),
+        "cuModuleGetFunction(" + module + ", " + name + ")");
+    functions.put(name, g);
+    return g;
+  }
+
+  /** The module that defines a kernel, from its name. */
+  private static String moduleOf(String kernel) {
+    if (kernel.startsWith("moeprep_count_")
+        || kernel.startsWith("moeprep_scan_")
+        || kernel.startsWith("moeprep_scatter_")) {
+      return "routing_map";
     }
-    throw new IllegalStateException("no kernel " + name + " in the modules " + Fatbins.MODULES);
+    if (kernel.startsWith("moeprep_permute_") || kernel.startsWith("moeprep_zero_")) {
+      return "permute";
+    }
+    if (kernel.startsWith("moeprep_unpermute_")) {
+      return "unpermute";
+    }
+    if (kernel.startsWith("moeprep_chunk_sort_")) {
+      return "chunk_sort";
+    }
+    throw new IllegalStateException("no module defines kernel " + kernel);
   }
 
   private void loadModule(String module) {

@@ -44,86 +44,119 @@ public final class DeviceKernels {
   }
 
   /**
+   * Device and pinned host scratch for {@link #plan} of batches of {@code numTokens x topK} slots
+   * over {@code numExperts} experts; reusable by later plans of the same shape on the same stream,
+   * so that a pipeline allocates it once. Close it.
+   */
+  public RoutingScratch scratch(long numTokens, int topK, int numExperts) {
+    return new RoutingScratch(device, numTokens * topK, numExperts);
+  }
+
+  /**
    * Step 1 of a permute: counts the valid local slots of each expert on the device (a counting sort
    * by expert over chunks of the flattened slots), waits for the {@code E} counts and computes the
-   * output layout with {@link SegmentLayout#of}. The plan owns device scratch: close it.
+   * output layout with {@link SegmentLayout#of}. The plan must be closed.
    *
    * @param routing int32 {@code numTokens x topK} expert ids or {@code -1}
+   * @param scratch from {@link #scratch} for this shape, or {@code null} to allocate one for this
+   *     plan alone
    */
   public RoutingPlan plan(
-      long routing, long numTokens, int topK, PermuteOptions options, CUstream stream) {
+      long routing,
+      long numTokens,
+      int topK,
+      PermuteOptions options,
+      RoutingScratch scratch,
+      CUstream stream) {
     CUstream s = orDefault(stream);
     device.makeCurrent();
     int numExperts = options.numExperts();
-    boolean[] local = options.localExperts();
     long slots = numTokens * topK;
-    long chunkSlots = Math.max(128, ceilDiv(slots, 2048));
-    chunkSlots =
-        Math.max(chunkSlots, ceilDiv(slots * 1L, Math.max(1, MAX_TABLE_ENTRIES / numExperts)));
-    chunkSlots = ceilDiv(chunkSlots, 32) * 32;
-    long chunks = ceilDiv(slots, chunkSlots);
-    RoutingPlan plan = new RoutingPlan(device, routing, numTokens, topK, chunkSlots, chunks, local);
+    boolean owned = scratch == null;
+    RoutingScratch sc = owned ? new RoutingScratch(device, slots, numExperts) : scratch;
+    if (sc.slots != slots || sc.numExperts != numExperts) {
+      throw new IllegalArgumentException(
+          "scratch for "
+              + sc.slots
+              + " slots and "
+              + sc.numExperts
+              + " experts cannot plan "
+              + slots
+              + " slots and "
+              + numExperts
+              + " experts");
+    }
+    boolean[] local = options.localExperts();
+    RoutingPlan plan = new RoutingPlan(sc, owned, routing, numTokens, topK, local);
     try {
-      byte[] mask = new byte[numExperts];
-      for (int e = 0; e < numExperts; e++) {
-        mask[e] = (byte) (local[e] ? 1 : 0);
-      }
-      copyIn(mask, plan.localMask, s);
+      var u = HostBuffer.unsafe();
+      long host = sc.host.address();
+      long dev = sc.device.address();
       long[] valid = new long[numExperts];
-      if (chunks > 0) {
+      if (sc.chunks > 0) {
+        if (!java.util.Arrays.equals(sc.uploadedMask, local)) {
+          // the mask region is not in flight: the previous plan waited for its counts after it
+          for (int e = 0; e < numExperts; e++) {
+            u.putByte(host + RoutingScratch.maskAt(numExperts) + e, (byte) (local[e] ? 1 : 0));
+          }
+          copyToDevice(
+              dev + RoutingScratch.maskAt(numExperts),
+              host + RoutingScratch.maskAt(numExperts),
+              numExperts,
+              s);
+          sc.uploadedMask = local.clone();
+        }
         boolean sharedHist = numExperts * 4L <= SHARED_LIMIT;
+        long table = dev + RoutingScratch.tableAt(numExperts);
         if (!sharedHist) {
           check(
               JCudaDriver.cuMemsetD8Async(
-                  Driver.device(plan.table.address()), (byte) 0, plan.table.size(), s),
+                  Driver.device(table), (byte) 0, 8L * numExperts * sc.chunks, s),
               "cuMemsetD8Async(chunk table)");
         }
         device.launch(
             sharedHist ? "moeprep_count_experts_shared" : "moeprep_count_experts_global",
-            Math.min(chunks, device.multiprocessors() * 8L),
+            Math.min(sc.chunks, device.multiprocessors() * 8L),
             BLOCK,
             sharedHist ? numExperts * 4 : 0,
             s,
             routing,
-            plan.localMask.address(),
+            dev + RoutingScratch.maskAt(numExperts),
             slots,
-            chunkSlots,
-            chunks,
+            sc.chunkSlots,
+            sc.chunks,
             numExperts,
-            plan.table.address());
+            table);
         device.launch(
             "moeprep_scan_chunks",
             Math.min(numExperts, 65535),
             BLOCK,
             0,
             s,
-            plan.table.address(),
-            chunks,
+            table,
+            sc.chunks,
             numExperts,
-            plan.valid.address());
-        try (HostBuffer h = HostBuffer.allocate(numExperts * 8L)) {
-          check(
-              JCudaDriver.cuMemcpyDtoHAsync(
-                  Driver.host(h.address()), Driver.device(plan.valid.address()), h.size(), s),
-              "cuMemcpyDtoHAsync(valid counts)");
-          device.synchronize(s);
-          for (int e = 0; e < numExperts; e++) {
-            valid[e] = h.getLong(8L * e);
-          }
+            dev);
+        copyToHost(host, dev, 8L * numExperts, s);
+        device.synchronize(s);
+        for (int e = 0; e < numExperts; e++) {
+          valid[e] = u.getLong(host + 8L * e);
         }
       }
       plan.layout = SegmentLayout.of(valid, local, options.capacity(), options.align());
-      long[] packed = new long[2 * numExperts + 1];
       long keptTotal = 0;
+      long at = host + RoutingScratch.keptAt(numExperts);
       for (int e = 0; e < numExperts; e++) {
-        packed[e] = plan.layout.kept(e);
-        keptTotal += packed[e];
+        u.putLong(at + 8L * e, plan.layout.kept(e));
+        keptTotal += plan.layout.kept(e);
       }
       for (int e = 0; e <= numExperts; e++) {
-        packed[numExperts + e] = plan.layout.offset(e);
+        u.putLong(at + 8L * (numExperts + e), plan.layout.offset(e));
       }
       plan.keptTotal = keptTotal;
-      copyIn(packed, plan.keptAndOffsets, s);
+      if (sc.chunks > 0 || plan.layout.numOut() > 0) {
+        copyToDevice(dev + RoutingScratch.keptAt(numExperts), at, 8L * (2L * numExperts + 1), s);
+      }
       return plan;
     } catch (RuntimeException | Error e) {
       plan.close();
@@ -154,45 +187,41 @@ public final class DeviceKernels {
     CUstream s = orDefault(stream);
     device.makeCurrent();
     long numOut = plan.layout.numOut();
-    if (numOut > 0) {
-      check(
-          JCudaDriver.cuMemsetD8Async(Driver.device(srcToken), (byte) 0xFF, numOut * 8, s),
-          "cuMemsetD8Async(sourceToken)");
-      check(
-          JCudaDriver.cuMemsetD8Async(Driver.device(srcSlot), (byte) 0xFF, numOut * 8, s),
-          "cuMemsetD8Async(sourceSlot)");
-      if (probs != 0) {
-        check(
-            JCudaDriver.cuMemsetD32Async(Driver.device(permutedProbs), 0, numOut, s),
-            "cuMemsetD32Async(permutedProbs)");
-      }
-    }
-    if (plan.chunks == 0) {
+    RoutingScratch sc = plan.scratch;
+    if (sc.chunks == 0 && numOut == 0) {
       return;
     }
     int numExperts = plan.local.length;
-    boolean sharedRanks = (long) SCATTER_WARPS * numExperts * 8 <= SHARED_LIMIT;
+    long dev = sc.device.address();
+    // per-warp ranks, kept counts, offsets and the mask of the block in shared memory
+    long sharedBytes = 8L * SCATTER_WARPS * numExperts + 16L * numExperts + 8 + numExperts;
+    boolean sharedRanks = sharedBytes <= SHARED_LIMIT;
     device.launch(
         sharedRanks ? "moeprep_scatter_rows_shared" : "moeprep_scatter_rows_global",
-        Math.min(ceilDiv(plan.chunks, SCATTER_WARPS), device.multiprocessors() * 16L),
+        Math.max(
+            1,
+            Math.min(
+                ceilDiv(Math.max(sc.chunks, numExperts + 1), SCATTER_WARPS),
+                device.multiprocessors() * 16L)),
         SCATTER_WARPS * 32,
-        sharedRanks ? SCATTER_WARPS * numExperts * 8 : 0,
+        sharedRanks ? (int) sharedBytes : 0,
         s,
         plan.routing,
-        plan.localMask.address(),
+        dev + RoutingScratch.maskAt(numExperts),
         plan.numTokens * plan.topK,
         plan.topK,
-        plan.chunkSlots,
-        plan.chunks,
+        sc.chunkSlots,
+        sc.chunks,
         numExperts,
-        plan.table.address(),
-        plan.keptAndOffsets.address(),
-        plan.keptAndOffsets.address() + 8L * numExperts,
+        dev + RoutingScratch.tableAt(numExperts),
+        dev + RoutingScratch.keptAt(numExperts),
+        dev + RoutingScratch.keptAt(numExperts) + 8L * numExperts,
         rowIdMap,
         srcToken,
         srcSlot,
         probs,
-        probs == 0 ? 0L : permutedProbs);
+        probs == 0 ? 0L : permutedProbs,
+        numOut);
   }
 
   /**
@@ -221,9 +250,11 @@ public final class DeviceKernels {
     long rowBytes = (long) hidden * dtype.bytes();
     int v = unitBytes(rowBytes, 1, tokens, permuted);
     long units = rowBytes / v;
-    int lanes = lanes(units, 4);
+    // 8 units per thread when rows allow 16-byte units; a tuning variant by property
+    String variant = v == 16 ? System.getProperty("moeprep.cuda.permuteVariant", "") : "";
+    int lanes = lanes(units, v == 16 && !variant.equals("_u4") ? 8 : 4);
     device.launch(
-        "moeprep_permute_rows_v" + v,
+        "moeprep_permute_rows_v" + v + variant,
         rowBlocks(numTokens, lanes),
         BLOCK,
         0,
@@ -256,12 +287,14 @@ public final class DeviceKernels {
    * float32, in slot order, without fused multiply-add.
    *
    * @param expertOut {@code numOut x hidden} elements of {@code dtype} (not FP8)
+   * @param numOut rows of {@code expertOut}
    * @param rowIdMap int32 {@code numTokens x topK}
    * @param probs float32 {@code numTokens x topK}, or 0 for weight 1
    * @param out {@code numTokens x hidden} elements, the output
    */
   public void unpermute(
       long expertOut,
+      long numOut,
       long rowIdMap,
       long probs,
       long out,
@@ -284,9 +317,15 @@ public final class DeviceKernels {
     long rowBytes = (long) hidden * dtype.bytes();
     int v = unitBytes(rowBytes, dtype.bytes(), expertOut, out);
     long units = rowBytes / v;
-    int lanes = lanes(units, 2);
+    // about one kept slot per token (K = 1, masked to a rank): batches across tokens; a tuning
+    // variant by property
+    String variant = v == 16 && numOut <= numTokens + numTokens / 2 ? "_sparse" : "";
+    if (v == 16 && dtype == DType.BF16) {
+      variant = System.getProperty("moeprep.cuda.unpermuteVariant", variant);
+    }
+    int lanes = lanes(units, variant.equals("_s4u2") ? 2 : 4);
     device.launch(
-        "moeprep_unpermute_" + name + "_v" + v,
+        "moeprep_unpermute_" + name + "_v" + v + variant,
         rowBlocks(numTokens, lanes),
         BLOCK,
         0,
@@ -436,16 +475,7 @@ public final class DeviceKernels {
     return s == null ? CudaDevice.PER_THREAD_STREAM : s;
   }
 
-  private void copyIn(byte[] values, DeviceBuffer dst, CUstream s) {
-    try (HostBuffer h = HostBuffer.allocate(values.length)) {
-      for (int i = 0; i < values.length; i++) {
-        h.putByte(i, values[i]);
-      }
-      // a pageable source is staged before the call returns, so h may be freed right after
-      copyToDevice(dst.address(), values.length == 0 ? 0 : h.address(), values.length, s);
-    }
-  }
-
+  /** Copies through pageable memory, which the driver stages before the call returns. */
   private void copyIn(long[] values, DeviceBuffer dst, CUstream s) {
     try (HostBuffer h = HostBuffer.allocate(8L * values.length)) {
       for (int i = 0; i < values.length; i++) {
@@ -456,56 +486,86 @@ public final class DeviceKernels {
   }
 
   /**
-   * The state between {@link #plan} and {@link #buildMaps}: the layout, and the device scratch of
-   * the counting sort (the per-chunk ranks of each expert). Owns its device memory: close it.
+   * Scratch of the counting sort: on the device, the per-expert valid counts, kept counts and
+   * offsets, the local-expert mask and the {@code E x chunks} table of per-chunk ranks; in pinned
+   * host memory, the counts, kept counts and offsets, and the mask. Used by one stream at a time.
+   */
+  public static final class RoutingScratch implements AutoCloseable {
+    final long slots;
+    final int numExperts;
+    final long chunkSlots;
+    final long chunks;
+    final DeviceBuffer device;
+    final PinnedBuffer host;
+    boolean[] uploadedMask;
+
+    RoutingScratch(CudaDevice dev, long slots, int numExperts) {
+      this.slots = slots;
+      this.numExperts = numExperts;
+      // about 4096 chunks of at least 256 slots, the table at most 2^22 entries
+      long cs = Math.max(256, ceilDiv(slots, 4096));
+      cs = Math.max(cs, ceilDiv(slots, Math.max(1, MAX_TABLE_ENTRIES / numExperts)));
+      this.chunkSlots = ceilDiv(cs, 32) * 32;
+      this.chunks = ceilDiv(slots, chunkSlots);
+      DeviceBuffer d = DeviceBuffer.allocate(dev, tableAt(numExperts) + 8L * numExperts * chunks);
+      try {
+        this.host = PinnedBuffer.allocate(dev, tableAt(numExperts));
+      } catch (RuntimeException | Error e) {
+        d.close();
+        throw e;
+      }
+      this.device = d;
+    }
+
+    static long keptAt(int e) {
+      return 8L * e;
+    }
+
+    static long maskAt(int e) {
+      return 8L * e + 8L * (2L * e + 1);
+    }
+
+    static long tableAt(int e) {
+      return maskAt(e) + (e + 7L) / 8 * 8;
+    }
+
+    /** Frees the device and pinned memory (waiting for the device's work on it). */
+    @Override
+    public void close() {
+      try (DeviceBuffer a = device;
+          PinnedBuffer b = host) {
+        // both closed
+      }
+    }
+  }
+
+  /**
+   * The state between {@link #plan} and {@link #buildMaps}: the layout, and the scratch of the
+   * counting sort (closed with the plan when the plan allocated it). Close it.
    */
   public static final class RoutingPlan implements AutoCloseable {
+    final RoutingScratch scratch;
+    final boolean ownsScratch;
     final long routing;
     final long numTokens;
     final int topK;
-    final long chunkSlots;
-    final long chunks;
     final boolean[] local;
-    final DeviceBuffer localMask;
-    final DeviceBuffer table;
-    final DeviceBuffer valid;
-    final DeviceBuffer keptAndOffsets;
     SegmentLayout layout;
     long keptTotal;
 
     RoutingPlan(
-        CudaDevice device,
+        RoutingScratch scratch,
+        boolean ownsScratch,
         long routing,
         long numTokens,
         int topK,
-        long chunkSlots,
-        long chunks,
         boolean[] local) {
+      this.scratch = scratch;
+      this.ownsScratch = ownsScratch;
       this.routing = routing;
       this.numTokens = numTokens;
       this.topK = topK;
-      this.chunkSlots = chunkSlots;
-      this.chunks = chunks;
       this.local = local;
-      DeviceBuffer a = null;
-      DeviceBuffer b = null;
-      DeviceBuffer c = null;
-      try {
-        a = DeviceBuffer.allocate(device, local.length);
-        b = DeviceBuffer.allocate(device, 8L * local.length * chunks);
-        c = DeviceBuffer.allocate(device, 8L * local.length);
-        this.keptAndOffsets = DeviceBuffer.allocate(device, 8L * (2L * local.length + 1));
-      } catch (RuntimeException | Error e) {
-        for (DeviceBuffer x : new DeviceBuffer[] {a, b, c}) {
-          if (x != null) {
-            x.close();
-          }
-        }
-        throw e;
-      }
-      this.localMask = a;
-      this.table = b;
-      this.valid = c;
     }
 
     /** The output layout: kept and dropped slots per expert, segment offsets, output rows. */
@@ -523,14 +583,11 @@ public final class DeviceKernels {
       return layout.numOut() > keptTotal;
     }
 
-    /** Frees the scratch; wait for {@link #buildMaps}' work on its stream first. */
+    /** Frees the scratch if the plan allocated it (waiting for the device's work on it). */
     @Override
     public void close() {
-      try (DeviceBuffer a = localMask;
-          DeviceBuffer b = table;
-          DeviceBuffer c = valid;
-          DeviceBuffer d = keptAndOffsets) {
-        // all closed
+      if (ownsScratch) {
+        scratch.close();
       }
     }
   }

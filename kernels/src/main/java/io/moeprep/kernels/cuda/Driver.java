@@ -51,6 +51,13 @@ final class Driver {
     }
   }
 
+  /** A host pointer that the driver fills (cuMemHostAlloc), and that gives its address back. */
+  static final class AllocatedHostPointer extends Pointer {
+    long address() {
+      return getNativePointer() + getByteOffset();
+    }
+  }
+
   /** A JCuda pointer to native memory given by its address. */
   private static final class HostAddress extends Pointer {
     HostAddress(long address) {

@@ -30,7 +30,8 @@ import org.junit.jupiter.api.Test;
 @Tag("gpu")
 class CudaBackendTest extends GpuLeakCheck {
   private static final DType[] DTYPES = DType.values();
-  private static final int[] HIDDEN = {1, 3, 7, 100, 4097};
+  // 64 and 776 make 16-byte rows for every dtype (the vectorised kernels)
+  private static final int[] HIDDEN = {1, 3, 7, 64, 100, 776, 4097};
   private static final int[] TOP_K = {1, 2, 8, 129, 256};
   private static final int[] EXPERTS = {1, 7, 256};
   private static final double[] DENSITY = {0.0, 0.1, 0.5, 0.9, 1.0};
@@ -74,6 +75,26 @@ class CudaBackendTest extends GpuLeakCheck {
       for (double density : DENSITY) {
         runCase(gpu, rnd, 517, 33, 8, 7, DType.BF16, density, mode, "mode " + mode);
       }
+    }
+  }
+
+  /** Every unpermute kernel variant (dense, sparse, tuning ones) on 16-byte BF16 rows. */
+  @Test
+  void unpermuteVariantsMatchCpu() {
+    SplittableRandom rnd = Seeds.fresh("CudaBackendTest.unpermuteVariantsMatchCpu");
+    MoeKernels gpu = gpu();
+    String key = "moeprep.cuda.unpermuteVariant";
+    try {
+      for (String v : new String[] {"", "_sparse", "_s4u2", "_s4u4", "_b1u4"}) {
+        System.setProperty(key, v);
+        for (int k : new int[] {1, 3, 8}) {
+          for (double density : new double[] {0.0, 0.5, 0.9}) {
+            runCase(gpu, rnd, 300, 776, k, 16, DType.BF16, density, 0, "variant '" + v + "'");
+          }
+        }
+      }
+    } finally {
+      System.clearProperty(key);
     }
   }
 

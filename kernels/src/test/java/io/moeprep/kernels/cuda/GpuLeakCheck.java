@@ -15,6 +15,7 @@ abstract class GpuLeakCheck {
   private long deviceBytes;
   private long deviceBuffers;
   private long hostBytes;
+  private long pinnedBytes;
 
   @BeforeEach
   void requireGpuAndRecordMemory() {
@@ -23,6 +24,7 @@ abstract class GpuLeakCheck {
     deviceBytes = DeviceBuffer.bytesInUse();
     deviceBuffers = DeviceBuffer.liveBuffers();
     hostBytes = HostBuffer.bytesInUse();
+    pinnedBytes = PinnedBuffer.bytesInUse();
   }
 
   @AfterEach
@@ -33,5 +35,6 @@ abstract class GpuLeakCheck {
     assertEquals(deviceBytes, DeviceBuffer.bytesInUse(), "device bytes in use after the test");
     assertEquals(deviceBuffers, DeviceBuffer.liveBuffers(), "live device buffers after the test");
     assertEquals(hostBytes, HostBuffer.bytesInUse(), "host bytes in use after the test");
+    assertEquals(pinnedBytes, PinnedBuffer.bytesInUse(), "pinned bytes in use after the test");
   }
 }
