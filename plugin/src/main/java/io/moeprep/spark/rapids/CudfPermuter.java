@@ -145,7 +145,7 @@ public final class CudfPermuter {
       ColumnVector srcToken;
       ColumnVector srcSlot;
       ColumnVector probs = null;
-      try (DeviceKernels.RoutingPlan plan = kernels.plan(idsAt, n, topK, options, null)) {
+      try (DeviceKernels.RoutingPlan plan = kernels.plan(idsAt, n, topK, options, null, null)) {
         layout = plan.layout();
         numOut = plan.numOut();
         padding = plan.hasPadding();

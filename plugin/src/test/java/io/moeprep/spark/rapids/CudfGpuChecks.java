@@ -338,17 +338,15 @@ final class CudfGpuChecks {
       for (long i = 0; i < count * size; i++) {
         h.setByte(i, src.getByte(i));
       }
-      try (ai.rapids.cudf.DeviceMemoryBuffer dev =
-              ai.rapids.cudf.DeviceMemoryBuffer.allocate(Math.max(1, count * size));
+      ai.rapids.cudf.DeviceMemoryBuffer dev =
+          ai.rapids.cudf.DeviceMemoryBuffer.allocate(Math.max(1, count * size));
+      dev.copyFromHostBuffer(h);
+      try (ColumnVector child =
+              new ColumnVector(element, count, java.util.Optional.of(0L), dev, null, null);
           Scalar zero = Scalar.fromInt(0);
           Scalar step = Scalar.fromInt((int) perRow);
           ColumnVector offsets = ColumnVector.sequence(zero, step, n + 1)) {
-        dev.copyFromHostBuffer(h);
-        try (ColumnView child =
-            new ColumnView(
-                element, count, java.util.Optional.of(0L), dev, (BaseDeviceMemoryBuffer) null)) {
-          return child.makeListFromOffsets(n, offsets);
-        }
+        return child.makeListFromOffsets(n, offsets);
       }
     }
   }
