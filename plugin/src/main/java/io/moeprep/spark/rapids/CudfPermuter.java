@@ -7,6 +7,7 @@ import ai.rapids.cudf.ColumnView;
 import ai.rapids.cudf.Cuda;
 import ai.rapids.cudf.DType;
 import ai.rapids.cudf.DeviceMemoryBuffer;
+import ai.rapids.cudf.DeviceMemoryBufferView;
 import ai.rapids.cudf.HostMemoryBuffer;
 import ai.rapids.cudf.OutOfBoundsPolicy;
 import ai.rapids.cudf.Scalar;
@@ -193,7 +194,17 @@ public final class CudfPermuter {
       int rows = (int) numOut;
       ColumnVector tokenIds = own(tokenIds(in, srcToken), owned);
       ColumnVector slots = own(srcSlot.castTo(DType.INT32), owned);
-      ColumnVector prob = probs != null ? probs : own(nulls(DType.FLOAT32, rows), owned);
+      ColumnVector prob;
+      if (probs != null) {
+        prob = probs;
+      } else if (in.probs() != null) {
+        // probs given but no token: every row is padding, with prob 0
+        try (Scalar zero = Scalar.fromFloat(0f)) {
+          prob = own(ColumnVector.fromScalar(zero, rows), owned);
+        }
+      } else {
+        prob = own(nulls(DType.FLOAT32, rows), owned);
+      }
       Table experts = own(expertColumns(layout, localExperts), owned);
       ColumnVector rowNo;
       ColumnVector rankCol;
@@ -360,8 +371,9 @@ public final class CudfPermuter {
       if (offsets == null) {
         return 0; // an empty column
       }
-      try (BaseDeviceMemoryBuffer range =
-          (BaseDeviceMemoryBuffer) offsets.slice(4L * from, 4L * (n + 1))) {
+      // a view of the range (cudf's buffer views cannot be sliced)
+      try (DeviceMemoryBufferView range =
+          new DeviceMemoryBufferView(offsets.getAddress() + 4L * from, 4L * (n + 1))) {
         h.copyFromDeviceBuffer(range);
       }
       first = h.getInt(0);

@@ -33,7 +33,7 @@ import org.junit.jupiter.api.Test;
  * route and say so, refuse the cudf tables (nothing may run on a GPU in that mode), and still give
  * exactly the rows of the CPU backend in a plain session.
  */
-@Tag("rapids")
+@Tag("rapids-explain")
 class RapidsExplainOnlyTest {
   private static final long TIMEOUT_S = 300;
 
