@@ -52,19 +52,19 @@ public final class RapidsExplainOnlyApp {
               RapidsExplainOnlyTest.tokens().toDataFrame(spark, true),
               RapidsExplainOnlyTest.spec());
       out.add("route=" + p.route().path());
-      out.add("path=" + p.executionPath());
+      out.add("path=" + p.executionPath().replaceAll("\\s+", " "));
       String tables;
       try {
         RapidsPermute.tables(p);
         tables = "tables: no error";
       } catch (IllegalStateException e) {
-        tables = "tables: " + e.getMessage();
+        tables = "tables: " + e.getMessage().replaceAll("\\s+", " ");
       }
       out.add(tables);
       List<String> rows = RapidsExplainOnlyTest.lines(p.rows().collectAsList());
       out.add("cpuBatches=" + ExecutorRuntime.CPU_BATCHES.getCount());
       out.add("gpuBatches=" + ExecutorRuntime.GPU_BATCHES.getCount());
-      out.add("fallbackReason=" + ExecutorRuntime.fallbackReason());
+      out.add("fallbackReason=" + ExecutorRuntime.fallbackReason().replaceAll("\\s+", " "));
       out.add("rows=" + rows.size());
       out.addAll(rows);
     } finally {

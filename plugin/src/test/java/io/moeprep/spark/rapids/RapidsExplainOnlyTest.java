@@ -118,14 +118,23 @@ class RapidsExplainOnlyTest {
         childLog.contains("moeprep: MoePrep path RAPIDS_EXPLAIN_ONLY"),
         "MoePrep did not log the explain-only route:\n" + tail);
     List<String> got = Files.readAllLines(result, StandardCharsets.UTF_8);
-    assertEquals("route=RAPIDS_EXPLAIN_ONLY", got.get(0));
-    assertTrue(got.get(1).contains(RapidsRoute.COLUMNAR_RDD), got.get(1));
-    assertTrue(got.get(2).startsWith("tables: the cudf route is not available"), got.get(2));
-    long cpuBatches = Long.parseLong(got.get(3).substring("cpuBatches=".length()));
-    assertTrue(cpuBatches > 0, "the rows ran on the CPU backend: " + got.subList(3, 6));
-    assertEquals("gpuBatches=0", got.get(4));
-    int n = Integer.parseInt(got.get(6).substring("rows=".length()));
-    List<String> rapidsRows = got.subList(7, 7 + n);
+    int rowsAt = 0;
+    while (!got.get(rowsAt).startsWith("rows=")) {
+      rowsAt++;
+    }
+    java.util.Map<String, String> v = new java.util.HashMap<>();
+    for (String line : got.subList(0, rowsAt)) {
+      int eq = line.indexOf('=');
+      v.put(eq < 0 ? line : line.substring(0, eq), eq < 0 ? "" : line.substring(eq + 1));
+    }
+    assertEquals("RAPIDS_EXPLAIN_ONLY", v.get("route"));
+    assertTrue(v.get("path").contains(RapidsRoute.COLUMNAR_RDD), v.get("path"));
+    String tables = got.stream().filter(l -> l.startsWith("tables: ")).findFirst().orElse("");
+    assertTrue(tables.startsWith("tables: the cudf route is not available"), tables);
+    assertTrue(Long.parseLong(v.get("cpuBatches")) > 0, "the rows ran on the CPU backend: " + v);
+    assertEquals("0", v.get("gpuBatches"), "nothing ran on a GPU: " + v);
+    int n = Integer.parseInt(got.get(rowsAt).substring("rows=".length()));
+    List<String> rapidsRows = got.subList(rowsAt + 1, rowsAt + 1 + n);
 
     // the same permute in this JVM's plain session, on the CPU backend
     PermuteSpec cpuSpec = spec().toBuilder().backend(BackendChoice.CPU).build();
@@ -139,10 +148,14 @@ class RapidsExplainOnlyTest {
     }
     System.out.println(
         "RAPIDS explainOnly session: "
-            + got.get(1)
+            + v.get("path")
             + "; "
             + n
-            + " rows equal to the CPU API; "
-            + got.subList(3, 6));
+            + " rows equal to the CPU API; cpuBatches="
+            + v.get("cpuBatches")
+            + ", gpuBatches="
+            + v.get("gpuBatches")
+            + ", fallback: "
+            + v.get("fallbackReason").substring(0, Math.min(160, v.get("fallbackReason").length())));
   }
 }
