@@ -22,7 +22,12 @@ class CudfPermuteGpuTest {
   void requireGpuAndCudf() {
     CudaSupport.Probe probe = CudaSupport.probe();
     GpuTests.require(probe.available(), probe.reason());
-    String cudf = CudfGpuChecks.cudfUnavailable();
+    String cudf;
+    try {
+      cudf = CudfGpuChecks.cudfUnavailable();
+    } catch (LinkageError e) {
+      cudf = "cudf-java is not on the class path: " + e;
+    }
     GpuTests.require(cudf == null, cudf);
   }
 

@@ -156,6 +156,7 @@ class RapidsExplainOnlyTest {
             + ", gpuBatches="
             + v.get("gpuBatches")
             + ", fallback: "
-            + v.get("fallbackReason").substring(0, Math.min(160, v.get("fallbackReason").length())));
+            + v.get("fallbackReason")
+                .substring(0, Math.min(160, v.get("fallbackReason").length())));
   }
 }
