@@ -87,7 +87,7 @@ public final class MoePrep {
             .mapPartitions(
                 new DispatchMapper(s, hasProbs, hasBatch, keys), Encoders.row(Schemas.DISPATCH))
             .repartition(ranks, col("pkey"))
-            .sortWithinPartitions(col("batch"), col("token_id"));
+            .sortWithinPartitions(col("batch"));
     return new PermuteOutput(dispatched, s, hasProbs);
   }
 

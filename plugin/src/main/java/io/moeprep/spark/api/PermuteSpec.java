@@ -52,6 +52,7 @@ public final class PermuteSpec implements Serializable {
   final Layout layout;
   final BackendChoice backend;
   final Long maxBlockBytes;
+  final Long chunkBytes;
   final Integer combinePartitions;
   final String tokenIdCol;
   final String hiddenCol;
@@ -75,6 +76,7 @@ public final class PermuteSpec implements Serializable {
     layout = b.layout;
     backend = b.backend;
     maxBlockBytes = b.maxBlockBytes;
+    chunkBytes = b.chunkBytes;
     combinePartitions = b.combinePartitions;
     tokenIdCol = b.tokenIdCol;
     hiddenCol = b.hiddenCol;
@@ -164,6 +166,9 @@ public final class PermuteSpec implements Serializable {
     if (o.apply("backend") != null) {
       b.backend(BackendChoice.parse(o.apply("backend")));
     }
+    if (o.apply("chunkBytes") != null) {
+      b.chunkBytes(MoePrepConf.DISPATCH_CHUNK_BYTES.parse(o.apply("chunkBytes")));
+    }
     if (o.apply("maxBlockBytes") != null) {
       b.maxBlockBytes(MoePrepConf.PACKED_MAX_BLOCK_BYTES.parse(o.apply("maxBlockBytes")));
     }
@@ -222,6 +227,9 @@ public final class PermuteSpec implements Serializable {
     if (b.maxBlockBytes == null) {
       b.maxBlockBytes = MoePrepConf.PACKED_MAX_BLOCK_BYTES.readFrom(conf);
     }
+    if (b.chunkBytes == null) {
+      b.chunkBytes = MoePrepConf.DISPATCH_CHUNK_BYTES.readFrom(conf);
+    }
     if (b.combinePartitions == null) {
       b.combinePartitions = MoePrepConf.COMBINE_PARTITIONS.readFrom(conf);
     }
@@ -244,6 +252,7 @@ public final class PermuteSpec implements Serializable {
     b.layout = layout;
     b.backend = backend;
     b.maxBlockBytes = maxBlockBytes;
+    b.chunkBytes = chunkBytes;
     b.combinePartitions = combinePartitions;
     b.tokenIdCol = tokenIdCol;
     b.hiddenCol = hiddenCol;
@@ -308,6 +317,11 @@ public final class PermuteSpec implements Serializable {
     return maxBlockBytes;
   }
 
+  /** Hidden bytes per dispatch chunk, or {@code null} before {@link #resolve}. */
+  public Long chunkBytes() {
+    return chunkBytes;
+  }
+
   /** Partitions of the combine stage (0 = spark.sql.shuffle.partitions), or {@code null}. */
   public Integer combinePartitions() {
     return combinePartitions;
@@ -356,6 +370,7 @@ public final class PermuteSpec implements Serializable {
     private Layout layout;
     private BackendChoice backend;
     private Long maxBlockBytes;
+    private Long chunkBytes;
     private Integer combinePartitions;
     private String tokenIdCol = "token_id";
     private String hiddenCol = "hidden";
@@ -465,6 +480,12 @@ public final class PermuteSpec implements Serializable {
     /** Largest PACKED hidden block in bytes, {@code [1, 2^31-1]}. */
     public Builder maxBlockBytes(long bytes) {
       maxBlockBytes = MoePrepConf.PACKED_MAX_BLOCK_BYTES.parse(Long.toString(bytes));
+      return this;
+    }
+
+    /** Hidden bytes per dispatch chunk ({@code [1, 2^30]}). */
+    public Builder chunkBytes(long bytes) {
+      chunkBytes = MoePrepConf.DISPATCH_CHUNK_BYTES.parse(Long.toString(bytes));
       return this;
     }
 

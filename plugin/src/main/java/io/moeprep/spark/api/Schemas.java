@@ -19,9 +19,12 @@ public final class Schemas {
   }
 
   /**
-   * One token on its way to one rank: {@code ep_rank, pkey} (the shuffle key that lands it in
-   * partition {@code ep_rank}), {@code batch, token_id}, {@code hidden} (raw dtype bytes), {@code
-   * expert_ids} (masked to the rank under ALL_TO_ALL), {@code probs} (or null).
+   * A chunk of one batch's tokens on its way to one rank (the all-to-all moves a few large records,
+   * not one per token): {@code ep_rank, pkey} (the shuffle key that lands it in partition {@code
+   * ep_rank}), {@code batch}, {@code n} tokens, and little-endian packed columns: {@code token_ids}
+   * ({@code n} int64), {@code expert_ids} ({@code n x K} int32, masked to the rank under
+   * ALL_TO_ALL), {@code probs} ({@code n x K} float32, or null), {@code hidden} ({@code n x H}
+   * elements). A chunk with {@code n = 0} only says that the batch exists.
    */
   public static final StructType DISPATCH =
       new StructType(
@@ -29,10 +32,11 @@ public final class Schemas {
             f("ep_rank", IntegerType, false),
             f("pkey", IntegerType, false),
             f("batch", LongType, false),
-            f("token_id", LongType, false),
-            f("hidden", BinaryType, false),
-            f("expert_ids", createArrayType(IntegerType, false), false),
-            f("probs", createArrayType(FloatType, false), true)
+            f("n", IntegerType, false),
+            f("token_ids", BinaryType, false),
+            f("expert_ids", BinaryType, false),
+            f("probs", BinaryType, true),
+            f("hidden", BinaryType, false)
           });
 
   /** {@link Layout#ROWS}. {@code prob} is null without input probs; padding rows have -1 ids. */

@@ -69,6 +69,18 @@ public final class MoePrepConf {
           Integer.MAX_VALUE,
           true);
 
+  /** Size of the dispatch chunks. */
+  public static final ConfigEntry<Long> DISPATCH_CHUNK_BYTES =
+      longRange(
+          "dispatch.chunkBytes",
+          "Hidden bytes per dispatch chunk: the map side packs the tokens of one (rank, batch)"
+              + " into chunks of about this size, so the all-to-all shuffle moves few large"
+              + " records. A map task buffers at most 8 chunks' worth before flushing.",
+          8L << 20,
+          1,
+          1L << 30,
+          false);
+
   /** Whether the executor plugin fails when the GPU was asked for and cannot run. */
   public static final ConfigEntry<Boolean> GPU_REQUIRED =
       bool(
@@ -98,6 +110,7 @@ public final class MoePrepConf {
           LAYOUT,
           TOKENS_PER_BATCH,
           PACKED_MAX_BLOCK_BYTES,
+          DISPATCH_CHUNK_BYTES,
           GPU_REQUIRED,
           COMBINE_PARTITIONS);
 

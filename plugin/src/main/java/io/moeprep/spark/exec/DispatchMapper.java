@@ -3,11 +3,12 @@ package io.moeprep.spark.exec;
 import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.spark.api.Dispatch;
 import io.moeprep.spark.api.PermuteSpec;
-import java.util.ArrayList;
-import java.util.Collections;
+import java.util.ArrayDeque;
+import java.util.Arrays;
+import java.util.HashSet;
 import java.util.Iterator;
-import java.util.LinkedHashSet;
-import java.util.List;
+import java.util.LinkedHashMap;
+import java.util.Map;
 import java.util.NoSuchElementException;
 import java.util.Set;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
@@ -15,16 +16,17 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 
 /**
- * The map side of dispatch: validates each token row and emits one {@link
- * io.moeprep.spark.api.Schemas#DISPATCH} record per destination rank. Under ALL_TO_ALL the
+ * The map side of dispatch: validates each token row and packs it into the chunk of each
+ * destination (rank, batch) ({@link io.moeprep.spark.api.Schemas#DISPATCH}). Under ALL_TO_ALL the
  * destinations are the ranks owning at least one of the token's experts, and the routing is masked
  * to each (the {@code -1} sentinels are born here); a token with no valid slot goes to rank 0 so
  * that it still has a row-map entry. Under ALL_GATHER every rank gets the token unmasked.
  *
- * <p>After its last token, a map task also sends every rank one marker per batch it saw ({@code
- * token_id = -1}), so that every rank permutes every batch, even one without any of its tokens: a
- * padded layout (per-expert capacity with padding, numOut) then has its zero rows on every rank, as
- * on a single device.
+ * <p>A chunk is emitted when it holds {@code chunkBytes} of hidden data; when the open chunks of a
+ * task hold 8 times that, all are emitted. After its last token, a task sends every rank an empty
+ * chunk for each batch it saw and sent that rank nothing, so that every rank permutes every batch,
+ * even one without any of its tokens: a padded layout (per-expert capacity with padding, numOut)
+ * then has its zero rows on every rank, as on a single device.
  */
 public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
   private static final long serialVersionUID = 1L;
@@ -33,7 +35,7 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
   private final boolean hasProbs;
   private final boolean hasBatch;
   private final int[] partitionKeys;
-  private transient ExpertPlacement placement;
+  private final int chunkTokens;
 
   /**
    * @param partitionKeys per rank, a key that Spark's hash partitioning sends to partition {@code
@@ -44,28 +46,102 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
     this.hasProbs = hasProbs;
     this.hasBatch = hasBatch;
     this.partitionKeys = partitionKeys.clone();
+    this.chunkTokens =
+        (int)
+            Math.max(
+                1, Math.min(1 << 20, (spec.chunkBytes() + spec.rowBytes() - 1) / spec.rowBytes()));
+  }
+
+  /** The open chunk of one (rank, batch). */
+  private final class Chunk {
+    final int rank;
+    final long batch;
+    int n;
+    byte[] tokenIds = new byte[8 * 16];
+    byte[] ids = new byte[4 * spec.topK() * 16];
+    byte[] probs = hasProbs ? new byte[4 * spec.topK() * 16] : null;
+    byte[] hidden;
+    int hiddenLen;
+
+    Chunk(int rank, long batch, int capacityTokens) {
+      this.rank = rank;
+      this.batch = batch;
+      this.hidden = new byte[(int) (capacityTokens * spec.rowBytes())];
+    }
+
+    void add(long token, int[] routing, float[] p, byte[] h) {
+      int k = spec.topK();
+      if ((n + 1) * 8 > tokenIds.length) {
+        tokenIds = Arrays.copyOf(tokenIds, tokenIds.length * 2);
+        ids = Arrays.copyOf(ids, ids.length * 2);
+        if (probs != null) {
+          probs = Arrays.copyOf(probs, probs.length * 2);
+        }
+      }
+      if (hiddenLen + h.length > hidden.length) {
+        // grows to exactly a full chunk, so that a full chunk is shipped without a copy
+        long full = chunkTokens * spec.rowBytes();
+        hidden =
+            Arrays.copyOf(
+                hidden, (int) Math.min(full, Math.max(2L * hidden.length, hiddenLen + h.length)));
+      }
+      LittleEndian.putLong(tokenIds, 8 * n, token);
+      for (int j = 0; j < k; j++) {
+        LittleEndian.putInt(ids, 4 * (n * k + j), routing[j]);
+        if (probs != null) {
+          LittleEndian.putInt(probs, 4 * (n * k + j), Float.floatToRawIntBits(p[j]));
+        }
+      }
+      System.arraycopy(h, 0, hidden, hiddenLen, h.length);
+      hiddenLen += h.length;
+      n++;
+    }
+
+    Row toRow() {
+      int k = spec.topK();
+      return RowFactory.create(
+          rank,
+          partitionKeys[rank],
+          batch,
+          n,
+          Arrays.copyOf(tokenIds, 8 * n),
+          Arrays.copyOf(ids, 4 * n * k),
+          probs == null ? null : Arrays.copyOf(probs, 4 * n * k),
+          hiddenLen == hidden.length ? hidden : Arrays.copyOf(hidden, hiddenLen));
+    }
   }
 
   @Override
   public Iterator<Row> call(Iterator<Row> in) {
-    Set<Long> batches = new LinkedHashSet<>();
+    ExpertPlacement placement = spec.expertPlacement();
+    int ranks = placement.numRanks();
+    long chunkBytes = spec.chunkBytes();
+    Map<Long, Chunk[]> open = new LinkedHashMap<>();
+    Set<Long> sent = new HashSet<>(); // (batch, rank) pairs that got a chunk, as batch * R + rank
+    Map<Long, Boolean> seen = new LinkedHashMap<>();
+    ArrayDeque<Row> ready = new ArrayDeque<>();
     return new Iterator<>() {
-      private Iterator<Row> current = Collections.emptyIterator();
-      private boolean markersQueued;
+      private long buffered;
+      private boolean done;
 
       @Override
       public boolean hasNext() {
-        while (!current.hasNext()) {
+        while (ready.isEmpty() && !done) {
           if (in.hasNext()) {
-            current = dispatch(in.next(), batches);
-          } else if (!markersQueued) {
-            markersQueued = true;
-            current = markers(batches);
+            add(in.next());
           } else {
-            return false;
+            flushAll();
+            for (long b : seen.keySet()) {
+              for (int r = 0; r < ranks; r++) {
+                if (!sent.contains(b * ranks + r)) {
+                  ready.add(new Chunk(r, b, 0).toRow());
+                }
+              }
+            }
+            done = true;
           }
         }
-        return true;
+        return !ready.isEmpty();
       }
 
       @Override
@@ -73,70 +149,80 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
         if (!hasNext()) {
           throw new NoSuchElementException();
         }
-        return current.next();
+        return ready.poll();
+      }
+
+      private void add(Row r) {
+        long t = TokenRows.tokenId(r);
+        int[] ids = TokenRows.expertIds(r, t, spec);
+        byte[] hidden = TokenRows.hidden(r, t, spec);
+        float[] probs = TokenRows.probs(r, t, spec, hasProbs);
+        long batch = TokenRows.batch(r, t, spec, hasBatch);
+        seen.put(batch, Boolean.TRUE);
+        Chunk[] chunks = open.computeIfAbsent(batch, b -> new Chunk[ranks]);
+        if (spec.dispatch() == Dispatch.ALL_GATHER) {
+          for (int rank = 0; rank < ranks; rank++) {
+            append(chunks, rank, batch, t, ids, probs, hidden);
+          }
+        } else {
+          boolean any = false;
+          for (int rank = 0; rank < ranks; rank++) {
+            int[] masked = null;
+            for (int j = 0; j < ids.length; j++) {
+              if (ids[j] >= 0 && placement.rankOf(ids[j]) == rank) {
+                if (masked == null) {
+                  masked = new int[ids.length];
+                  Arrays.fill(masked, -1);
+                }
+                masked[j] = ids[j];
+              }
+            }
+            if (masked != null) {
+              any = true;
+              append(chunks, rank, batch, t, masked, probs, hidden);
+            }
+          }
+          if (!any) {
+            append(chunks, 0, batch, t, ids, probs, hidden);
+          }
+        }
+        if (buffered >= 8 * chunkBytes) {
+          flushAll();
+        }
+      }
+
+      private void append(
+          Chunk[] chunks, int rank, long batch, long t, int[] ids, float[] probs, byte[] h) {
+        Chunk c = chunks[rank];
+        if (c == null) {
+          c = new Chunk(rank, batch, Math.min(chunkTokens, 1024));
+          chunks[rank] = c;
+        }
+        c.add(t, ids, probs, h);
+        buffered += h.length;
+        if (c.n >= chunkTokens) {
+          emit(c);
+          chunks[rank] = null;
+        }
+      }
+
+      private void emit(Chunk c) {
+        ready.add(c.toRow());
+        sent.add(c.batch * ranks + c.rank);
+        buffered -= c.hiddenLen;
+      }
+
+      private void flushAll() {
+        for (Chunk[] chunks : open.values()) {
+          for (Chunk c : chunks) {
+            if (c != null && c.n > 0) {
+              emit(c);
+            }
+          }
+        }
+        open.clear();
+        buffered = 0;
       }
     };
-  }
-
-  private Iterator<Row> markers(Set<Long> batches) {
-    List<Row> out = new ArrayList<>();
-    for (long b : batches) {
-      for (int rank = 0; rank < placement().numRanks(); rank++) {
-        out.add(record(rank, b, -1, new byte[0], new int[0], null));
-      }
-    }
-    return out.iterator();
-  }
-
-  private ExpertPlacement placement() {
-    if (placement == null) {
-      placement = spec.expertPlacement();
-    }
-    return placement;
-  }
-
-  private Iterator<Row> dispatch(Row r, Set<Long> batches) {
-    ExpertPlacement placement = placement();
-    long t = TokenRows.tokenId(r);
-    int[] ids = TokenRows.expertIds(r, t, spec);
-    byte[] hidden = TokenRows.hidden(r, t, spec);
-    float[] probs = TokenRows.probs(r, t, spec, hasProbs);
-    long batch = TokenRows.batch(r, t, spec, hasBatch);
-    batches.add(batch);
-    int ranks = placement.numRanks();
-    List<Row> out = new ArrayList<>(2);
-    if (spec.dispatch() == Dispatch.ALL_GATHER) {
-      for (int rank = 0; rank < ranks; rank++) {
-        out.add(record(rank, batch, t, hidden, ids, probs));
-      }
-      return out.iterator();
-    }
-    boolean[] seen = new boolean[ranks];
-    boolean any = false;
-    for (int id : ids) {
-      if (id >= 0) {
-        seen[placement.rankOf(id)] = true;
-        any = true;
-      }
-    }
-    if (!any) {
-      out.add(record(0, batch, t, hidden, ids, probs));
-      return out.iterator();
-    }
-    for (int rank = 0; rank < ranks; rank++) {
-      if (!seen[rank]) {
-        continue;
-      }
-      int[] masked = new int[ids.length];
-      for (int j = 0; j < ids.length; j++) {
-        masked[j] = ids[j] >= 0 && placement.rankOf(ids[j]) == rank ? ids[j] : -1;
-      }
-      out.add(record(rank, batch, t, hidden, masked, probs));
-    }
-    return out.iterator();
-  }
-
-  private Row record(int rank, long batch, long t, byte[] hidden, int[] ids, float[] probs) {
-    return RowFactory.create(rank, partitionKeys[rank], batch, t, hidden, ids, probs);
   }
 }

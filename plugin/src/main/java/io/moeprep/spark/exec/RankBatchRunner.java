@@ -31,10 +31,11 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
   // fields of Schemas.DISPATCH
   private static final int RANK = 0;
   private static final int BATCH = 2;
-  private static final int TOKEN = 3;
-  private static final int HIDDEN = 4;
+  private static final int N = 3;
+  private static final int TOKENS = 4;
   private static final int IDS = 5;
   private static final int PROBS = 6;
+  private static final int HIDDEN = 7;
 
   private final PermuteSpec spec;
   private final RankOutput output;
@@ -240,6 +241,28 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     }
   }
 
+  /** The order of {@code ids} by value (identity when already ascending). */
+  private static int[] tokenOrder(long[] ids, boolean sorted) {
+    int n = ids.length;
+    if (sorted) {
+      int[] id = new int[n];
+      for (int i = 0; i < n; i++) {
+        id[i] = i;
+      }
+      return id;
+    }
+    Integer[] boxed = new Integer[n];
+    for (int i = 0; i < n; i++) {
+      boxed[i] = i;
+    }
+    java.util.Arrays.sort(boxed, (a, b) -> Long.compare(ids[a], ids[b]));
+    int[] out = new int[n];
+    for (int i = 0; i < n; i++) {
+      out[i] = boxed[i];
+    }
+    return out;
+  }
+
   private final class RankIterator implements Iterator<Row> {
     private final BatchReader reader;
     private final MoeKernels kernels;
@@ -278,53 +301,75 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       }
     }
 
-    private BatchOutput permute(List<Row> rows) {
-      Row first = rows.get(0);
+    private BatchOutput permute(List<Row> chunks) {
+      Row first = chunks.get(0);
       int r = first.getInt(RANK);
       if (rank < 0) {
         rank = r;
       }
       long batch = first.getLong(BATCH);
-      rows.removeIf(row -> row.getLong(TOKEN) < 0); // batch markers: the batch exists, no token
-      int n = rows.size();
       int k = spec.topK();
       long rowBytes = spec.rowBytes();
       boolean withProbs = hasProbs;
+      // the batch's tokens, from all its chunks, in token-id order
+      int n = 0;
+      for (Row c : chunks) {
+        if (c.getInt(RANK) != rank) {
+          throw new IllegalStateException(
+              "partition holds ranks " + rank + " and " + c.getInt(RANK) + ": expected one");
+        }
+        n = Math.addExact(n, c.getInt(N));
+      }
       long[] tokenIds = new long[n];
+      int[] chunkOf = new int[n];
+      int[] indexIn = new int[n];
+      int at = 0;
+      boolean sorted = true;
+      for (int ci = 0; ci < chunks.size(); ci++) {
+        byte[] ids = (byte[]) chunks.get(ci).get(TOKENS);
+        for (int i = 0, m = chunks.get(ci).getInt(N); i < m; i++, at++) {
+          tokenIds[at] = LittleEndian.getLong(ids, 8 * i);
+          chunkOf[at] = ci;
+          indexIn[at] = i;
+          sorted &= at == 0 || tokenIds[at - 1] < tokenIds[at];
+        }
+      }
+      int[] order = tokenOrder(tokenIds, sorted);
+      long[] sortedIds = new long[n];
+      for (int t = 0; t < n; t++) {
+        sortedIds[t] = tokenIds[order[t]];
+        if (t > 0 && sortedIds[t - 1] == sortedIds[t]) {
+          throw new IllegalArgumentException(
+              "token_id=" + sortedIds[t] + ": appears more than once in batch " + batch);
+        }
+      }
+      tokenIds = sortedIds;
       try (HostBuffer tokens = HostBuffer.allocate(n * rowBytes);
           HostBuffer routing = HostBuffer.allocate(4L * n * k);
           HostBuffer probs = withProbs ? HostBuffer.allocate(4L * n * k) : null) {
         long tAddr = n == 0 ? 0 : tokens.address();
+        long rAddr = n == 0 ? 0 : routing.address();
+        long pAddr = n == 0 || probs == null ? 0 : probs.address();
+        byte[][] hid = new byte[chunks.size()][];
+        byte[][] ids = new byte[chunks.size()][];
+        byte[][] prb = new byte[chunks.size()][];
+        for (int ci = 0; ci < chunks.size(); ci++) {
+          Row c = chunks.get(ci);
+          hid[ci] = (byte[]) c.get(HIDDEN);
+          ids[ci] = (byte[]) c.get(IDS);
+          prb[ci] = c.isNullAt(PROBS) ? null : (byte[]) c.get(PROBS);
+        }
+        long base = Unsafe.ARRAY_BYTE_BASE_OFFSET;
         for (int t = 0; t < n; t++) {
-          Row row = rows.get(t);
-          long id = row.getLong(TOKEN);
-          if (row.getInt(RANK) != rank) {
-            throw new IllegalStateException(
-                "partition holds ranks " + rank + " and " + row.getInt(RANK) + ": expected one");
-          }
-          if (t > 0 && tokenIds[t - 1] == id) {
-            throw new IllegalArgumentException(
-                "token_id=" + id + ": appears more than once in batch " + batch);
-          }
-          tokenIds[t] = id;
-          byte[] hidden = (byte[]) row.get(HIDDEN);
-          U.copyMemory(hidden, Unsafe.ARRAY_BYTE_BASE_OFFSET, null, tAddr + t * rowBytes, rowBytes);
-          List<Object> ids = row.getList(IDS);
-          for (int j = 0; j < k; j++) {
-            routing.putInt(4L * ((long) t * k + j), ((Number) ids.get(j)).intValue());
-          }
+          int ci = chunkOf[order[t]];
+          long i = indexIn[order[t]];
+          U.copyMemory(hid[ci], base + i * rowBytes, null, tAddr + t * rowBytes, rowBytes);
+          U.copyMemory(ids[ci], base + 4 * i * k, null, rAddr + 4L * t * k, 4L * k);
           if (withProbs) {
-            if (row.isNullAt(PROBS)) {
-              throw new IllegalArgumentException(
-                  "token_id=" + id + ": probs is null while other tokens of batch have probs");
-            }
-            List<Object> p = row.getList(PROBS);
-            for (int j = 0; j < k; j++) {
-              probs.putFloat(4L * ((long) t * k + j), ((Number) p.get(j)).floatValue());
-            }
+            U.copyMemory(prb[ci], base + 4 * i * k, null, pAddr + 4L * t * k, 4L * k);
           }
         }
-        rows.clear();
+        chunks.clear();
         PermuteInput input =
             new PermuteInput(tokens, n, spec.hidden(), spec.dtype(), routing, k, probs);
         long start = System.nanoTime();

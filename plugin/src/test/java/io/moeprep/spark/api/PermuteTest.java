@@ -214,6 +214,7 @@ class PermuteTest {
             .topK(3)
             .dispatch(dispatch)
             .backend(BackendChoice.CPU)
+            .chunkBytes(1 + rnd.nextInt(600)) // many chunks per (rank, batch), merged by the rank
             .build();
     long before = ExecutorRuntime.ROWS_PERMUTED.getCount();
     PermuteOutput out = MoePrep.permute(tb.toDataFrame(spark, true), spec);
