@@ -104,6 +104,8 @@ public final class CudaBenchmark {
       }
       System.out.println(rows.get(rows.size() - 1));
     }
+    rows.add("");
+    rows.add(overheads(dev));
     System.out.println();
     System.out.println("device: " + dev.name());
     rows.forEach(System.out::println);
@@ -311,6 +313,45 @@ public final class CudaBenchmark {
     return out;
   }
 
+  /**
+   * The fixed costs under map building, timed on the host: one kernel launch through JCuda (queued
+   * back to back), and one round trip (8 bytes device to pinned host, then a stream synchronise).
+   */
+  private static String overheads(CudaDevice dev) {
+    DeviceKernels k = DeviceKernels.on(dev);
+    CUstream s = CudaDevice.PER_THREAD_STREAM;
+    int reps = 2000;
+    try (DeviceBuffer a = DeviceBuffer.allocate(dev, 1 << 16);
+        DeviceBuffer b = DeviceBuffer.allocate(dev, 1 << 16);
+        io.moeprep.kernels.cuda.PinnedBuffer h =
+            io.moeprep.kernels.cuda.PinnedBuffer.allocate(dev, 64)) {
+      check(JCudaDriver.cuMemsetD32Async(deviceptr(b), -1, 1, s));
+      double launchUs = 0;
+      double tripUs = 0;
+      for (int round = 0; round < 2; round++) { // the first round warms up
+        long t0 = System.nanoTime();
+        for (int i = 0; i < reps; i++) {
+          // one token whose only slot is -1: a launch that does no work
+          k.permuteRows(a.address(), b.address(), 1, 1, 0, a.address(), 0, false, 8, DType.BF16, s);
+        }
+        dev.synchronize(s);
+        launchUs = (System.nanoTime() - t0) / 1e3 / reps;
+        t0 = System.nanoTime();
+        for (int i = 0; i < reps; i++) {
+          k.copyToHost(h.address(), a.address(), 8, s);
+          dev.synchronize(s);
+        }
+        tripUs = (System.nanoTime() - t0) / 1e3 / reps;
+      }
+      return String.format(
+          Locale.ROOT,
+          "fixed costs (host clock): one kernel launch %.1f us, one device-to-host round trip %.1f us;"
+              + " map building = 3 launches + 1 round trip + 1 small host-to-device copy",
+          launchUs,
+          tripUs);
+    }
+  }
+
   private static String row(
       String label, String op, double ms, long bytes, double copyMs, long copyTraffic) {
     double gbs = bytes / (ms * 1e6);
@@ -362,9 +403,13 @@ public final class CudaBenchmark {
     }
 
     double median(int iters, Runnable op) {
-      // warm-up: JIT-compiled host code, clocks up
-      for (int i = 0; i < 20; i++) {
+      // warm-up: JIT-compiled host code, clocks up; at least 20 runs and 50 ms
+      long until = System.nanoTime() + 50_000_000L;
+      for (int i = 0; i < 20 || System.nanoTime() < until; i++) {
         op.run();
+        if (i % 8 == 7) {
+          check(JCudaDriver.cuStreamSynchronize(stream));
+        }
       }
       check(JCudaDriver.cuStreamSynchronize(stream));
       double[] ms = new double[iters];

@@ -5,8 +5,6 @@ import static io.moeprep.kernels.cuda.Driver.check;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
-import jcuda.NativePointerObject;
-import jcuda.Pointer;
 import jcuda.driver.CUcontext;
 import jcuda.driver.CUdevice;
 import jcuda.driver.CUdevice_attribute;
@@ -126,24 +124,44 @@ public final class CudaDevice {
       throw new IllegalStateException(name + ": grid of " + blocks + " blocks exceeds 2^31-1");
     }
     CUfunction f = function(name);
-    NativePointerObject[] params = new NativePointerObject[args.length];
-    for (int i = 0; i < args.length; i++) {
-      Object a = args[i];
-      if (a instanceof Long l) {
-        params[i] = Pointer.to(new long[] {l});
-      } else if (a instanceof Integer n) {
-        params[i] = Pointer.to(new int[] {n});
-      } else if (a instanceof Float x) {
-        params[i] = Pointer.to(new float[] {x});
-      } else {
-        throw new IllegalArgumentException(name + ": kernel argument " + i + " is " + a);
+    // kernelParams built in native memory (values, then the array of pointers to them), so that
+    // JCuda passes one address instead of marshalling an object per argument
+    var u = io.moeprep.kernels.memory.HostBuffer.unsafe();
+    int n = args.length;
+    long mem = u.allocateMemory(16L * Math.max(1, n));
+    try {
+      for (int i = 0; i < n; i++) {
+        Object a = args[i];
+        long at = mem + 8L * i;
+        if (a instanceof Long l) {
+          u.putLong(at, l);
+        } else if (a instanceof Integer x) {
+          u.putInt(at, x);
+        } else if (a instanceof Float x) {
+          u.putFloat(at, x);
+        } else {
+          throw new IllegalArgumentException(name + ": kernel argument " + i + " is " + a);
+        }
+        u.putLong(mem + 8L * n + 8L * i, at);
       }
-    }
-    int rc =
-        JCudaDriver.cuLaunchKernel(
-            f, (int) blocks, 1, 1, threads, 1, 1, sharedBytes, stream, Pointer.to(params), null);
-    if (rc != CUresult.CUDA_SUCCESS) {
-      check(rc, describe(name, blocks, threads, sharedBytes));
+      int rc =
+          JCudaDriver.cuLaunchKernel(
+              f,
+              (int) blocks,
+              1,
+              1,
+              threads,
+              1,
+              1,
+              sharedBytes,
+              stream,
+              Driver.host(mem + 8L * n),
+              null);
+      if (rc != CUresult.CUDA_SUCCESS) {
+        check(rc, describe(name, blocks, threads, sharedBytes));
+      }
+    } finally {
+      u.freeMemory(mem);
     }
     if (SYNC_LAUNCHES) {
       check(

@@ -32,6 +32,23 @@ public final class CudaSupport {
     return Holder.BACKEND;
   }
 
+  /**
+   * The first line of a link error and, when JCuda nests the attempts' stack traces in its message,
+   * the innermost cause (such as {@code libcuda.so.1: cannot open shared object file}).
+   */
+  static String briefly(LinkageError e) {
+    String msg = String.valueOf(e.getMessage());
+    String[] lines = msg.split("\\R");
+    String first = e.getClass().getSimpleName() + ": " + lines[0];
+    for (int i = lines.length - 1; i > 0; i--) {
+      int at = lines[i].indexOf("UnsatisfiedLinkError: ");
+      if (at >= 0) {
+        return first + " (" + lines[i].substring(at + "UnsatisfiedLinkError: ".length()) + ")";
+      }
+    }
+    return first;
+  }
+
   private static final class Holder {
     static CudaBackend BACKEND;
     static final Probe PROBE = run();
@@ -60,7 +77,7 @@ public final class CudaSupport {
         BACKEND = CudaBackend.on(DEVICE);
         return new Probe(true, "CUDA on " + BACKEND.device());
       } catch (LinkageError e) {
-        return new Probe(false, "the CUDA driver library could not be loaded: " + e);
+        return new Probe(false, "the CUDA driver library could not be loaded: " + briefly(e));
       } catch (MoePrepCudaException e) {
         return new Probe(false, e.getMessage());
       } catch (RuntimeException e) {
