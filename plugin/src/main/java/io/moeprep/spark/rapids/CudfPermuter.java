@@ -22,10 +22,11 @@ import java.util.Optional;
 
 /**
  * Permutes one (rank, batch) held in cudf columns on the GPU, without copying the hidden data to
- * the host: the device addresses of the {@code hidden} (LIST&lt;UINT8&gt;) and {@code expert_ids}
- * (LIST&lt;INT32&gt;) child buffers go straight to {@link DeviceKernels}, which run on the calling
- * thread's per-thread default stream (cudf's stream under RAPIDS); every output buffer comes from
- * RMM ({@link DeviceMemoryBuffer#allocate}); the output is cudf tables.
+ * the host: the device addresses of the dispatched chunks' {@code hidden} and {@code expert_ids}
+ * child buffers (BINARY columns, cudf LIST&lt;UINT8&gt;, holding packed bf16/f32/... rows and int32
+ * ids) go straight to {@link DeviceKernels}, which run on the calling thread's per-thread default
+ * stream (cudf's stream under RAPIDS); every output buffer comes from RMM ({@link
+ * DeviceMemoryBuffer#allocate}); the output is cudf tables.
  *
  * <p>Each output table holds consecutive output rows with the columns of {@link #COLUMNS} (the
  * {@code ROWS} layout: {@code ep_rank INT32, batch INT64, row INT32, expert INT32, local_expert
@@ -35,8 +36,10 @@ import java.util.Optional;
  * columns of all pieces are slices of one RMM buffer written by the permute kernel (no copy); only
  * the small per-row columns are built per piece.
  *
- * <p>Only host metadata crosses the bus: the list offsets of the input range (to validate every
- * row's length) and the per-expert counts of the plan.
+ * <p>Only metadata crosses the bus, never the hidden rows: the token ids (to order and check them),
+ * the per-expert counts of the plan and the segment lengths; and, when the chunks of a batch do not
+ * come in token order, the routing and probs (to reorder them) and the row map (to match the rows
+ * where they lie).
  */
 public final class CudfPermuter {
   /** cudf's limit on the child data of one LIST column: 32-bit offsets. */
@@ -95,26 +98,14 @@ public final class CudfPermuter {
   }
 
   /**
-   * One batch's token rows: rows {@code [from, to)} of these columns, sorted by token id, none of
-   * them a marker or null.
-   *
-   * @param tokenIds INT64
-   * @param hidden LIST&lt;UINT8&gt;, {@code H * sizeof(dtype)} bytes per row
-   * @param expertIds LIST&lt;INT32&gt;, {@code K} per row, masked to the rank
-   * @param probs LIST&lt;FLOAT32&gt;, {@code K} per row, or {@code null}
+   * One batch's tokens on the device, as raw addresses of packed little-endian arrays (the child
+   * data of the dispatched chunks): {@code tokenIds} int64 {@code n}, {@code expertIds} int32
+   * {@code n x K} (masked to the rank), {@code probs} float32 {@code n x K} (0 when none, or when
+   * {@code n = 0}), {@code hidden} {@code n x H} elements. The tokens may come in any order; the
+   * permute is that of the batch sorted by token id.
    */
-  public record BatchColumns(
-      ColumnView tokenIds,
-      ColumnView hidden,
-      ColumnView expertIds,
-      ColumnView probs,
-      int from,
-      int to) {
-    /** Token rows. */
-    public int numTokens() {
-      return to - from;
-    }
-  }
+  public record BatchBuffers(
+      long tokenIds, long expertIds, long probs, long hidden, int numTokens, boolean withProbs) {}
 
   /**
    * Permutes one (rank, batch). The caller owns the returned tables (close them); on failure
@@ -125,15 +116,28 @@ public final class CudfPermuter {
    * @return the output tables in row order; none when the batch has no output row
    */
   public List<Table> permute(
-      BatchColumns in, PermuteOptions options, int rank, long batch, int[] localExperts) {
+      BatchBuffers in, PermuteOptions options, int rank, long batch, int[] localExperts) {
     int n = in.numTokens();
     long k = topK;
-    long hiddenAt = childStart(in.hidden(), in.from(), in.to(), rowBytes, "hidden", DType.UINT8);
-    long idsAt = childStart(in.expertIds(), in.from(), in.to(), k, "expert_ids", DType.INT32);
-    long probsAt =
-        in.probs() == null
-            ? 0
-            : childStart(in.probs(), in.from(), in.to(), k, "probs", DType.FLOAT32);
+    // token ids are metadata: read on the host, to sort and to check them
+    long[] ids = hostLongs(in.tokenIds(), n);
+    boolean sorted = true;
+    for (int t = 1; t < n; t++) {
+      sorted &= ids[t - 1] < ids[t];
+    }
+    int[] order = sorted ? null : argsort(ids);
+    long[] sortedIds = new long[n];
+    for (int t = 0; t < n; t++) {
+      sortedIds[t] = sorted ? ids[t] : ids[order[t]];
+      if (t > 0 && sortedIds[t - 1] == sortedIds[t]) {
+        throw new IllegalArgumentException(
+            "token_id=" + sortedIds[t] + ": appears more than once in batch " + batch);
+      }
+    }
+    long probsIn = in.withProbs() ? in.probs() : 0;
+    if (in.withProbs() && n > 0 && probsIn == 0) {
+      throw new IllegalArgumentException("batch " + batch + ": probs expected but absent");
+    }
     int device = Cuda.getDevice();
     DeviceKernels kernels = DeviceKernels.on(CudaDevice.get(device));
     List<AutoCloseable> owned = new ArrayList<>();
@@ -146,7 +150,17 @@ public final class CudfPermuter {
       ColumnVector srcToken;
       ColumnVector srcSlot;
       ColumnVector probs = null;
-      try (DeviceKernels.RoutingPlan plan = kernels.plan(idsAt, n, topK, options, null, null)) {
+      // the kernels take the routing in token-id order, 4-byte aligned: reorder (or realign) the
+      // small routing and probs arrays when the chunks do not give them so; never the hidden rows
+      long routing = in.expertIds();
+      long probsAt = probsIn;
+      if (n > 0 && (!sorted || routing % 4 != 0 || probsAt % 4 != 0)) {
+        routing = reordered(in.expertIds(), n, 4 * k, order, false, owned).getAddress();
+        if (probsAt != 0) {
+          probsAt = reordered(probsIn, n, 4 * k, order, false, owned).getAddress();
+        }
+      }
+      try (DeviceKernels.RoutingPlan plan = kernels.plan(routing, n, topK, options, null, null)) {
         layout = plan.layout();
         numOut = plan.numOut();
         padding = plan.hasPadding();
@@ -176,9 +190,16 @@ public final class CudfPermuter {
             probsAt,
             probBuf == null ? 0 : probBuf.getAddress(),
             null);
+        long rowMap = rowIdMap.getAddress();
+        if (!sorted) {
+          // the hidden rows stay where the chunks put them: give the kernel the row map in that
+          // order (row order[t] of the chunks is token t of the sorted batch)
+          kernels.device().synchronize(CudaDevice.PER_THREAD_STREAM);
+          rowMap = reordered(rowIdMap.getAddress(), n, 4 * k, order, true, owned).getAddress();
+        }
         kernels.permuteRows(
-            hiddenAt,
-            rowIdMap.getAddress(),
+            in.hidden(),
+            rowMap,
             n,
             topK,
             tokBuf.getAddress(),
@@ -192,12 +213,12 @@ public final class CudfPermuter {
         kernels.device().synchronize(CudaDevice.PER_THREAD_STREAM);
       }
       int rows = (int) numOut;
-      ColumnVector tokenIds = own(tokenIds(in, srcToken), owned);
+      ColumnVector tokenIds = own(tokenIds(sortedIds, srcToken), owned);
       ColumnVector slots = own(srcSlot.castTo(DType.INT32), owned);
       ColumnVector prob;
       if (probs != null) {
         prob = probs;
-      } else if (in.probs() != null) {
+      } else if (in.withProbs()) {
         // probs given but no token: every row is padding, with prob 0
         try (Scalar zero = Scalar.fromFloat(0f)) {
           prob = own(ColumnVector.fromScalar(zero, rows), owned);
@@ -299,9 +320,9 @@ public final class CudfPermuter {
     }
   }
 
-  /** token_id of every output row: the batch's ids gathered by source token, -1 on padding. */
-  private static ColumnVector tokenIds(BatchColumns in, ColumnVector srcToken) {
-    try (ColumnVector ids = in.tokenIds().subVector(in.from(), in.to());
+  /** token_id of every output row: the sorted ids gathered by source token, -1 on padding. */
+  private static ColumnVector tokenIds(long[] sortedIds, ColumnVector srcToken) {
+    try (ColumnVector ids = ColumnVector.fromLongs(sortedIds);
         Table t = new Table(ids);
         Table gathered = t.gather(srcToken, OutOfBoundsPolicy.NULLIFY);
         Scalar zero = Scalar.fromLong(0);
@@ -310,6 +331,56 @@ public final class CudfPermuter {
       // cudf wraps negative gather indices: padding rows are set explicitly
       return pad.ifElse(minusOne, gathered.getColumn(0));
     }
+  }
+
+  /** The {@code n} int64 values at a device address, on the host. */
+  private static long[] hostLongs(long address, int n) {
+    long[] v = new long[n];
+    if (n == 0) {
+      return v;
+    }
+    try (HostMemoryBuffer h = HostMemoryBuffer.allocate(8L * n);
+        DeviceMemoryBufferView d = new DeviceMemoryBufferView(address, 8L * n)) {
+      h.copyFromDeviceBuffer(d);
+      for (int i = 0; i < n; i++) {
+        v[i] = h.getLong(8L * i);
+      }
+    }
+    return v;
+  }
+
+  /** Indices of {@code ids} in ascending order of id. */
+  private static int[] argsort(long[] ids) {
+    return java.util.stream.IntStream.range(0, ids.length)
+        .boxed()
+        .sorted(java.util.Comparator.comparingLong(i -> ids[i]))
+        .mapToInt(Integer::intValue)
+        .toArray();
+  }
+
+  /**
+   * A new RMM buffer of {@code n} rows of {@code rowBytes} from {@code src}, through the host
+   * (these are routing-sized arrays, never hidden rows): row {@code t} is source row {@code
+   * order[t]}, or with {@code scatter} row {@code order[t]} is source row {@code t}; {@code order
+   * == null} keeps the order (a realigned copy).
+   */
+  private static DeviceMemoryBuffer reordered(
+      long src, int n, long rowBytes, int[] order, boolean scatter, List<AutoCloseable> owned) {
+    long bytes = n * rowBytes;
+    DeviceMemoryBuffer dst = alloc(bytes, owned);
+    try (HostMemoryBuffer a = HostMemoryBuffer.allocate(bytes);
+        HostMemoryBuffer b = HostMemoryBuffer.allocate(bytes);
+        DeviceMemoryBufferView s = new DeviceMemoryBufferView(src, bytes)) {
+      a.copyFromDeviceBuffer(s);
+      for (int t = 0; t < n; t++) {
+        int o = order == null ? t : order[t];
+        long from = (scatter ? t : o) * rowBytes;
+        long to = (scatter ? o : t) * rowBytes;
+        b.copyFromHostBuffer(to, a, from, rowBytes);
+      }
+      dst.copyFromHostBuffer(b);
+    }
+    return dst;
   }
 
   /** expert and local_expert of every output row: each segment's ids repeated by its length. */
@@ -336,64 +407,6 @@ public final class CudfPermuter {
         ColumnVector ct = ColumnVector.fromInts(counts);
         Table seg = new Table(ex, lo)) {
       return seg.repeat(ct);
-    }
-  }
-
-  /**
-   * The device address of row {@code from}'s first child element, after checking on the host that
-   * every row of {@code [from, to)} has exactly {@code perRow} elements (a null row has none).
-   */
-  private static long childStart(
-      ColumnView list, int from, int to, long perRow, String name, DType element) {
-    boolean bytes = element == DType.UINT8;
-    if (!list.getType().equals(DType.LIST)) {
-      throw new IllegalArgumentException(
-          "column "
-              + name
-              + " has cudf type "
-              + list.getType()
-              + ": must be LIST<"
-              + element
-              + ">");
-    }
-    try (ColumnView c = list.getChildColumnView(0)) {
-      DType t = c.getType();
-      if (!(t.equals(element) || (bytes && t.equals(DType.INT8)))) {
-        throw new IllegalArgumentException(
-            "column " + name + " has cudf type LIST<" + t + ">: must be LIST<" + element + ">");
-      }
-    }
-    int elementBytes = element.getSizeInBytes();
-    int n = to - from;
-    long first;
-    try (BaseDeviceMemoryBuffer offsets = list.getOffsets();
-        HostMemoryBuffer h = HostMemoryBuffer.allocate(4L * (n + 1))) {
-      if (offsets == null) {
-        return 0; // an empty column
-      }
-      // a view of the range (cudf's buffer views cannot be sliced)
-      try (DeviceMemoryBufferView range =
-          new DeviceMemoryBufferView(offsets.getAddress() + 4L * from, 4L * (n + 1))) {
-        h.copyFromDeviceBuffer(range);
-      }
-      first = h.getInt(0);
-      for (int t = 0; t < n; t++) {
-        long len = (long) h.getInt(4L * (t + 1)) - h.getInt(4L * t);
-        if (len != perRow) {
-          throw new IllegalArgumentException(
-              "row " + (from + t) + ": " + name + " has " + len + " elements, expected " + perRow);
-        }
-      }
-    }
-    if (n == 0) {
-      return 0;
-    }
-    try (ColumnView child = list.getChildColumnView(0);
-        BaseDeviceMemoryBuffer data = child.getData()) {
-      if (data == null) {
-        return 0;
-      }
-      return data.getAddress() + first * elementBytes;
     }
   }
 

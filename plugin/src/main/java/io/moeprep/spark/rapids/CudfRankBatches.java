@@ -1,34 +1,40 @@
 package io.moeprep.spark.rapids;
 
+import ai.rapids.cudf.BaseDeviceMemoryBuffer;
 import ai.rapids.cudf.ColumnVector;
 import ai.rapids.cudf.ColumnView;
+import ai.rapids.cudf.DType;
+import ai.rapids.cudf.DeviceMemoryBufferView;
 import ai.rapids.cudf.HostColumnVector;
+import ai.rapids.cudf.HostMemoryBuffer;
 import ai.rapids.cudf.Table;
 import io.moeprep.spark.api.PermuteSpec;
 import java.util.ArrayDeque;
 import java.util.Iterator;
+import java.util.List;
 import java.util.NoSuchElementException;
 
 /**
- * The cudf side of one rank partition: consumes the partition's cudf tables (the dispatched records
- * in the columns of {@code Schemas.DISPATCH}: {@code ep_rank, pkey, batch, token_id, hidden,
- * expert_ids, probs}, sorted by batch then token id, as {@code ColumnarRdd} hands them over), cuts
- * them into batches, and permutes each batch on the GPU with {@link CudfPermuter}, producing the
- * output tables lazily, one batch at a time.
+ * The cudf side of one rank partition: consumes the partition's cudf tables (the dispatched chunks
+ * in the columns of {@code Schemas.DISPATCH}: {@code ep_rank, pkey, batch, n, token_ids,
+ * expert_ids, probs, hidden}, the last four BINARY, i.e. cudf LIST&lt;UINT8&gt;, sorted by batch,
+ * as {@code ColumnarRdd} hands them over), cuts them into batches, and permutes each batch on the
+ * GPU with {@link CudfPermuter}, producing the output tables lazily, one batch at a time.
  *
- * <p>RAPIDS sizes the incoming tables by bytes, not by batch, so a batch can span tables: the rows
- * of the last, possibly unfinished batch of a table are carried (copied on the device) into the
- * next. Batch markers ({@code token_id = -1}, empty lists) come first in their batch and are
- * skipped; a batch of markers only still runs (it may have padding rows). Owns and closes every
- * input table. No Spark type appears here, so the GPU test runs it without Spark.
+ * <p>The chunks of a batch are consecutive rows, so each packed column's child data for the batch
+ * is one contiguous device range: the kernels read it in place. RAPIDS sizes the incoming tables by
+ * bytes, not by batch, so a batch can span tables: the rows of the last, possibly unfinished batch
+ * of a table are carried (copied on the device) into the next. Owns and closes every input table.
+ * No Spark type appears here, so the GPU test runs it without Spark.
  */
 public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
   static final int RANK = 0;
   static final int BATCH = 2;
-  static final int TOKEN = 3;
-  static final int HIDDEN = 4;
+  static final int N = 3;
+  static final int TOKENS = 4;
   static final int IDS = 5;
   static final int PROBS = 6;
+  static final int HIDDEN = 7;
 
   private final Iterator<Table> in;
   private final PermuteSpec spec;
@@ -121,15 +127,8 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
         return;
       }
       long[] batch = longs(t.getColumn(BATCH));
-      long[] token = longs(t.getColumn(TOKEN));
       int[] ranks = ints(t.getColumn(RANK));
-      if (hasProbs) {
-        long markers = java.util.Arrays.stream(token).filter(x -> x < 0).count();
-        if (t.getColumn(PROBS).getNullCount() != markers) {
-          throw new IllegalArgumentException(
-              "probs is null for some tokens while others have probs (a batch has all or none)");
-        }
-      }
+      int[] tokens = ints(t.getColumn(N));
       int lastStart = n - 1;
       while (lastStart > 0 && batch[lastStart - 1] == batch[n - 1]) {
         lastStart--;
@@ -141,7 +140,7 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
         while (e < end && batch[e] == batch[s]) {
           e++;
         }
-        runBatch(t, batch[s], token, ranks, s, e);
+        runBatch(t, batch[s], ranks, tokens, s, e);
         s = e;
       }
       if (!last) {
@@ -150,11 +149,8 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
     }
   }
 
-  private void runBatch(Table t, long b, long[] token, int[] ranks, int s, int e) {
-    int first = s;
-    while (first < e && token[first] < 0) {
-      first++; // batch markers sort first
-    }
+  private void runBatch(Table t, long b, int[] ranks, int[] tokens, int s, int e) {
+    long n = 0;
     for (int i = s; i < e; i++) {
       if (rank < 0) {
         rank = ranks[i];
@@ -162,23 +158,84 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
         throw new IllegalStateException(
             "partition holds ranks " + rank + " and " + ranks[i] + ": expected one");
       }
-      if (i > first && token[i] <= token[i - 1]) {
-        throw new IllegalArgumentException(
-            "token_id=" + token[i] + ": appears more than once in batch " + b);
-      }
+      n += tokens[i];
     }
-    ColumnView probs = hasProbs ? t.getColumn(PROBS) : null;
-    CudfPermuter.BatchColumns cols =
-        new CudfPermuter.BatchColumns(
-            t.getColumn(TOKEN), t.getColumn(HIDDEN), t.getColumn(IDS), probs, first, e);
-    java.util.List<Table> out =
+    if (n > Integer.MAX_VALUE) {
+      throw new IllegalArgumentException("batch " + b + " has " + n + " tokens: more than 2^31-1");
+    }
+    long k = spec.topK();
+    long tokenIds = packed(t.getColumn(TOKENS), tokens, s, e, 8, "token_ids", b);
+    long ids = packed(t.getColumn(IDS), tokens, s, e, 4 * k, "expert_ids", b);
+    long probs = hasProbs ? packed(t.getColumn(PROBS), tokens, s, e, 4 * k, "probs", b) : 0;
+    long hidden = packed(t.getColumn(HIDDEN), tokens, s, e, spec.rowBytes(), "hidden", b);
+    CudfPermuter.BatchBuffers buffers =
+        new CudfPermuter.BatchBuffers(tokenIds, ids, probs, hidden, (int) n, hasProbs);
+    List<Table> out =
         permuter.permute(
-            cols, spec.optionsForRank(rank), rank, b, spec.expertPlacement().expertsOf(rank));
+            buffers, spec.optionsForRank(rank), rank, b, spec.expertPlacement().expertsOf(rank));
     batches++;
     for (Table x : out) {
       rowsOut += x.getRowCount();
     }
     ready.addAll(out);
+  }
+
+  /**
+   * The device address of the batch's packed array in a BINARY (LIST&lt;UINT8&gt;) column: the
+   * child data of rows {@code [s, e)}, one contiguous range, after checking on the host that chunk
+   * {@code i} holds exactly {@code tokens[i] * perToken} bytes. 0 when the batch has no token.
+   */
+  static long packed(
+      ColumnView list, int[] tokens, int s, int e, long perToken, String name, long batch) {
+    if (!list.getType().equals(DType.LIST)) {
+      throw new IllegalArgumentException(
+          "column " + name + " has cudf type " + list.getType() + ": must be LIST<UINT8> (binary)");
+    }
+    long first;
+    long last;
+    try (ColumnView child = list.getChildColumnView(0)) {
+      DType ct = child.getType();
+      if (!(ct.equals(DType.UINT8) || ct.equals(DType.INT8))) {
+        throw new IllegalArgumentException(
+            "column " + name + " has cudf type LIST<" + ct + ">: must be LIST<UINT8> (binary)");
+      }
+      int rows = e - s;
+      try (BaseDeviceMemoryBuffer offsets = list.getOffsets();
+          HostMemoryBuffer h = HostMemoryBuffer.allocate(4L * (rows + 1))) {
+        if (offsets == null) {
+          return 0;
+        }
+        // a view of the range (cudf's buffer views cannot be sliced)
+        try (DeviceMemoryBufferView range =
+            new DeviceMemoryBufferView(offsets.getAddress() + 4L * s, 4L * (rows + 1))) {
+          h.copyFromDeviceBuffer(range);
+        }
+        first = h.getInt(0);
+        last = h.getInt(4L * rows);
+        for (int i = 0; i < rows; i++) {
+          long len = (long) h.getInt(4L * (i + 1)) - h.getInt(4L * i);
+          if (len != tokens[s + i] * perToken) {
+            throw new IllegalArgumentException(
+                "batch "
+                    + batch
+                    + ": a chunk of "
+                    + tokens[s + i]
+                    + " tokens has "
+                    + len
+                    + " bytes of "
+                    + name
+                    + ", expected "
+                    + tokens[s + i] * perToken);
+          }
+        }
+      }
+      if (last == first) {
+        return 0;
+      }
+      try (BaseDeviceMemoryBuffer data = child.getData()) {
+        return data.getAddress() + first;
+      }
+    }
   }
 
   private static Table slice(Table t, int from, int to) {

@@ -10,23 +10,19 @@ import ai.rapids.cudf.ColumnView;
 import ai.rapids.cudf.Cuda;
 import ai.rapids.cudf.HostColumnVector;
 import ai.rapids.cudf.HostMemoryBuffer;
-import ai.rapids.cudf.Scalar;
 import ai.rapids.cudf.Table;
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.MoeKernels;
-import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.cuda.DeviceBuffer;
-import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.kernels.testing.RandomBatch;
 import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.api.PermuteSpec;
 import java.util.ArrayList;
 import java.util.Arrays;
-import java.util.Iterator;
 import java.util.List;
 import java.util.SplittableRandom;
 
@@ -58,6 +54,65 @@ final class CudfGpuChecks {
       Float prob,
       byte[] hidden) {}
 
+  /** One dispatched chunk: its tokens' ids, packed expert ids, probs (or null) and hidden rows. */
+  record Chunk(int rank, long batch, long[] tokenIds, byte[] ids, byte[] probs, byte[] hidden) {}
+
+  /**
+   * Chunks of tokens {@code [0, n)} of a batch (token {@code t} has id {@code first + step * t}),
+   * {@code parts} of them, the tokens in a random order across chunks when {@code shuffle}.
+   */
+  static List<Chunk> chunks(
+      RandomBatch in,
+      int rank,
+      long batch,
+      long first,
+      long step,
+      int parts,
+      boolean shuffle,
+      boolean withProbs,
+      SplittableRandom rnd) {
+    int n = (int) in.numTokens;
+    int k = in.topK;
+    long rowBytes = (long) in.hidden * in.dtype.bytes();
+    int[] order = new int[n];
+    for (int t = 0; t < n; t++) {
+      order[t] = t;
+    }
+    if (shuffle) {
+      for (int t = n - 1; t > 0; t--) {
+        int j = rnd.nextInt(t + 1);
+        int x = order[t];
+        order[t] = order[j];
+        order[j] = x;
+      }
+    }
+    List<Chunk> out = new ArrayList<>();
+    for (int c = 0; c < parts; c++) {
+      int from = (int) ((long) n * c / parts);
+      int to = (int) ((long) n * (c + 1) / parts);
+      int m = to - from;
+      long[] ids = new long[m];
+      byte[] routing = new byte[4 * m * k];
+      byte[] probs = withProbs ? new byte[4 * m * k] : null;
+      byte[] hidden = new byte[(int) (m * rowBytes)];
+      for (int i = 0; i < m; i++) {
+        int t = order[from + i];
+        ids[i] = first + step * t;
+        for (int x = 0; x < 4 * k; x++) {
+          routing[4 * i * k + x] = in.routing.getByte(4L * t * k + x);
+          if (withProbs) {
+            probs[4 * i * k + x] = in.probs.getByte(4L * t * k + x);
+          }
+        }
+        for (int x = 0; x < rowBytes; x++) {
+          hidden[(int) (i * rowBytes + x)] = in.tokens.getByte(t * rowBytes + x);
+        }
+      }
+      out.add(new Chunk(rank, batch, ids, routing, probs, hidden));
+    }
+    return out;
+  }
+
   /** Random batches on several ranks, capacity policies and dtypes: cudf route vs CPU backend. */
   static void permuterMatchesCpu(boolean forceSplit) {
     SplittableRandom rnd = Seeds.fresh("cudf permuter, split=" + forceSplit);
@@ -75,34 +130,24 @@ final class CudfGpuChecks {
         b.build(), b.perExpertCapacity(n / e + 3, true).build(), b.numOut(n * k / ranks).build()
       };
       long before = DeviceBuffer.liveBuffers();
-      try (RandomBatch in = RandomBatch.create(rnd, n, h, k, e, d, 0.2);
-          ColumnVector ids = longs(n, 1000, 7);
-          ColumnVector hidden =
-              lists(in.tokens, n, (long) h * d.bytes(), ai.rapids.cudf.DType.UINT8);
-          ColumnVector routing = lists(in.routing, n, k, ai.rapids.cudf.DType.INT32);
-          ColumnVector probs = lists(in.probs, n, k, ai.rapids.cudf.DType.FLOAT32)) {
+      try (RandomBatch in = RandomBatch.create(rnd, n, h, k, e, d, 0.2)) {
         for (PermuteSpec spec : specs) {
-          long rowBytes = spec.rowBytes();
-          long max = forceSplit ? rowBytes * 37 + 5 : CudfPermuter.CUDF_MAX_CHILD_BYTES;
-          CudfPermuter p = new CudfPermuter(h, d, k, max);
+          long max = forceSplit ? spec.rowBytes() * 37 + 5 : CudfPermuter.CUDF_MAX_CHILD_BYTES;
           for (int r = 0; r < ranks; r++) {
             boolean withProbs = r % 2 == 0;
+            boolean shuffle = s != 1 || r == 1; // in token order for some, shuffled for most
             PermuteOptions o = spec.optionsForRank(r);
             String at = d + " n=" + n + " h=" + h + " k=" + k + " rank " + r + " " + o.capacity();
-            List<Table> out =
-                p.permute(
-                    new CudfPermuter.BatchColumns(
-                        ids, hidden, routing, withProbs ? probs : null, 0, n),
-                    o,
-                    r,
-                    42,
-                    spec.expertPlacement().expertsOf(r));
+            List<Table> tables =
+                List.of(table(chunks(in, r, 42, 1000, 7, 3, shuffle, withProbs, rnd)));
+            List<Table> out = new ArrayList<>();
+            try (CudfRankBatches batches =
+                new CudfRankBatches(tables.iterator(), spec, withProbs, max)) {
+              batches.forEachRemaining(out::add);
+              assertEquals(1, batches.batches(), at + ": batches");
+            }
             try (PermuteResult exp = CPU.permute(in.input(withProbs), o)) {
-              long[] tokenIds = new long[n];
-              for (int t = 0; t < n; t++) {
-                tokenIds[t] = 1000 + 7L * t;
-              }
-              checkTables(at, out, exp, tokenIds, r, 42, spec, max);
+              checkTables(at, out, exp, ids(n, 1000, 7), r, 42, spec, max);
             } finally {
               out.forEach(Table::close);
             }
@@ -113,26 +158,14 @@ final class CudfGpuChecks {
     }
   }
 
-  /** N = 0 with padding, K = 1, H = 1, a rank without any routed slot. */
+  /** N = 0 with padding (an empty chunk), K = 1, H = 1, a rank without any routed slot. */
   static void awkwardShapes() {
+    SplittableRandom rnd = Seeds.fresh("cudf awkward shapes");
     PermuteSpec padded =
         PermuteSpec.builder(4, 2).hidden(1, DType.F32).topK(1).perExpertCapacity(3, true).build();
-    CudfPermuter p = new CudfPermuter(1, DType.F32, 1, CudfPermuter.CUDF_MAX_CHILD_BYTES);
-    // no token at all: the padding rows still come, zero
-    try (ColumnVector ids = longs(0, 0, 1);
-        HostBuffer none = HostBuffer.allocate(0);
-        ColumnVector hidden = lists(none, 0, 4, ai.rapids.cudf.DType.UINT8);
-        ColumnVector routing = lists(none, 0, 1, ai.rapids.cudf.DType.INT32)) {
-      List<Table> out =
-          p.permute(
-              new CudfPermuter.BatchColumns(ids, hidden, routing, null, 0, 0),
-              padded.optionsForRank(1),
-              1,
-              0,
-              padded.expertPlacement().expertsOf(1));
-      try (PermuteResult exp =
-          CPU.permute(
-              new PermuteInput(none, 0, 1, DType.F32, none, 1, null), padded.optionsForRank(1))) {
+    try (RandomBatch none = RandomBatch.create(rnd, 0, 1, 1, 4, DType.F32, 0)) {
+      List<Table> out = run(chunks(none, 1, 0, 0, 1, 1, false, true, rnd), padded, true);
+      try (PermuteResult exp = CPU.permute(none.input(true), padded.optionsForRank(1))) {
         assertEquals(6, exp.numOut());
         checkTables("N=0 padded", out, exp, new long[0], 1, 0, padded, Long.MAX_VALUE);
       } finally {
@@ -141,47 +174,25 @@ final class CudfGpuChecks {
     }
     // every token routed to rank 0: rank 1 gets nothing without padding
     PermuteSpec plain = PermuteSpec.builder(4, 2).hidden(1, DType.F32).topK(1).build();
-    try (HostBuffer tok = HostBuffer.allocate(4 * 5);
-        HostBuffer rt = HostBuffer.allocate(4 * 5)) {
+    try (RandomBatch five = RandomBatch.create(rnd, 5, 1, 1, 4, DType.F32, 0)) {
       for (int t = 0; t < 5; t++) {
-        tok.putFloat(4L * t, t + 0.5f);
-        rt.putInt(4L * t, t % 2);
+        five.routing.putInt(4L * t, t % 2);
       }
-      try (ColumnVector ids = longs(5, 10, 1);
-          ColumnVector hidden = lists(tok, 5, 4, ai.rapids.cudf.DType.UINT8);
-          ColumnVector routing = lists(rt, 5, 1, ai.rapids.cudf.DType.INT32)) {
-        for (int r = 0; r < 2; r++) {
-          List<Table> out =
-              p.permute(
-                  new CudfPermuter.BatchColumns(ids, hidden, routing, null, 0, 5),
-                  plain.optionsForRank(r),
-                  r,
-                  3,
-                  plain.expertPlacement().expertsOf(r));
-          try (PermuteResult exp =
-              CPU.permute(
-                  new PermuteInput(tok, 5, 1, DType.F32, rt, 1, null), plain.optionsForRank(r))) {
-            checkTables(
-                "K=1 H=1 rank " + r,
-                out,
-                exp,
-                new long[] {10, 11, 12, 13, 14},
-                r,
-                3,
-                plain,
-                Long.MAX_VALUE);
-            assertEquals(r == 0 ? 5 : 0, exp.numOut());
-          } finally {
-            out.forEach(Table::close);
-          }
+      for (int r = 0; r < 2; r++) {
+        List<Table> out = run(chunks(five, r, 3, 10, 1, 2, true, false, rnd), plain, false);
+        try (PermuteResult exp = CPU.permute(five.input(false), plain.optionsForRank(r))) {
+          assertEquals(r == 0 ? 5 : 0, exp.numOut());
+          checkTables("K=1 H=1 rank " + r, out, exp, ids(5, 10, 1), r, 3, plain, Long.MAX_VALUE);
+        } finally {
+          out.forEach(Table::close);
         }
       }
     }
   }
 
   /**
-   * A rank partition as RAPIDS hands it over: several DISPATCH tables, batches spanning them,
-   * markers first in each batch, a batch of markers only; every batch equals the CPU backend.
+   * A rank partition as RAPIDS hands it over: several tables of chunks, batches spanning them, a
+   * batch of one empty chunk; every batch equals the CPU backend.
    */
   static void rankBatchesMatchCpu() {
     SplittableRandom rnd = Seeds.fresh("cudf rank batches");
@@ -192,55 +203,33 @@ final class CudfGpuChecks {
         PermuteSpec.builder(8, 2).hidden(h, d).topK(k).perExpertCapacity(40, true).build();
     int rank = 1;
     long rowBytes = spec.rowBytes();
-    int[] sizes = {150, 0, 61, 230}; // batch 1 has markers only
-    List<Object[]> rows = new ArrayList<>(); // batch, token, hidden, ids, probs (null: marker)
+    int[] sizes = {150, 0, 61, 230};
+    int[] parts = {3, 1, 2, 3};
     List<RandomBatch> inputs = new ArrayList<>();
+    List<Chunk> all = new ArrayList<>();
     try {
       for (int b = 0; b < sizes.length; b++) {
-        rows.add(new Object[] {(long) b, -1L, new byte[0], new int[0], null});
-        rows.add(new Object[] {(long) b, -1L, new byte[0], new int[0], null});
         RandomBatch in = RandomBatch.create(rnd, sizes[b], h, k, 8, d, 0.3);
         inputs.add(in);
-        // mask to the rank, as the map side does
-        for (int t = 0; t < sizes[b]; t++) {
-          for (int j = 0; j < k; j++) {
-            int id = in.routing.getInt(4L * (t * k + j));
-            if (id >= 0 && spec.expertPlacement().rankOf(id) != rank) {
-              in.routing.putInt(4L * (t * k + j), -1);
-            }
-          }
-        }
-        for (int t = 0; t < sizes[b]; t++) {
-          byte[] hid = new byte[(int) rowBytes];
-          for (int x = 0; x < rowBytes; x++) {
-            hid[x] = in.tokens.getByte(t * rowBytes + x);
-          }
-          int[] ids = new int[k];
-          float[] pr = new float[k];
-          for (int j = 0; j < k; j++) {
-            ids[j] = in.routing.getInt(4L * (t * k + j));
-            pr[j] = in.probs.getFloat(4L * (t * k + j));
-          }
-          rows.add(new Object[] {(long) b, 5L + 3L * t, hid, ids, pr});
-        }
+        all.addAll(chunks(in, rank, b, 5, 3, parts[b], true, true, rnd));
       }
-      // cut into tables at awkward places: inside batch 0, right after batch 1's markers, ...
-      int[] cuts = {0, 97, 153, 154, 300, rows.size()};
+      // tables cut inside batch 0, after batch 1's only chunk, inside batch 3
+      int[] cuts = {0, 2, 4, 6, all.size()};
       List<Table> tables = new ArrayList<>();
       for (int c = 0; c + 1 < cuts.length; c++) {
-        tables.add(dispatchTable(rows.subList(cuts[c], cuts[c + 1]), rank));
+        tables.add(table(all.subList(cuts[c], cuts[c + 1])));
       }
-      Iterator<Table> it = tables.iterator();
       List<Table> out = new ArrayList<>();
-      try (CudfRankBatches batches = new CudfRankBatches(it, spec, true, rowBytes * 50)) {
+      try (CudfRankBatches batches =
+          new CudfRankBatches(tables.iterator(), spec, true, rowBytes * 50)) {
         batches.forEachRemaining(out::add);
         assertEquals(sizes.length, batches.batches());
       }
       try {
         int next = 0;
         for (int b = 0; b < sizes.length; b++) {
-          RandomBatch in = inputs.get(b);
-          try (PermuteResult exp = CPU.permute(in.input(true), spec.optionsForRank(rank))) {
+          try (PermuteResult exp =
+              CPU.permute(inputs.get(b).input(true), spec.optionsForRank(rank))) {
             List<Table> mine = new ArrayList<>();
             long rowsSeen = 0;
             while (rowsSeen < exp.numOut()) {
@@ -248,11 +237,7 @@ final class CudfGpuChecks {
               mine.add(t);
               rowsSeen += t.getRowCount();
             }
-            long[] tokenIds = new long[sizes[b]];
-            for (int t = 0; t < sizes[b]; t++) {
-              tokenIds[t] = 5L + 3L * t;
-            }
-            checkTables("batch " + b, mine, exp, tokenIds, rank, b, spec, rowBytes * 50);
+            checkTables("batch " + b, mine, exp, ids(sizes[b], 5, 3), rank, b, spec, rowBytes * 50);
           }
         }
         assertEquals(out.size(), next, "tables beyond the batches");
@@ -264,91 +249,105 @@ final class CudfGpuChecks {
     }
   }
 
-  /** A table of Schemas.DISPATCH columns from (batch, token, hidden, ids, probs) rows. */
-  private static Table dispatchTable(List<Object[]> rows, int rank) {
-    int n = rows.size();
+  private static List<Table> run(List<Chunk> chunks, PermuteSpec spec, boolean withProbs) {
+    List<Table> out = new ArrayList<>();
+    try (CudfRankBatches batches =
+        new CudfRankBatches(
+            List.of(table(chunks)).iterator(),
+            spec,
+            withProbs,
+            CudfPermuter.CUDF_MAX_CHILD_BYTES)) {
+      batches.forEachRemaining(out::add);
+    }
+    return out;
+  }
+
+  private static long[] ids(int n, long first, long step) {
+    long[] v = new long[n];
+    for (int t = 0; t < n; t++) {
+      v[t] = first + step * t;
+    }
+    return v;
+  }
+
+  /** A table of Schemas.DISPATCH columns, built on the device, one row per chunk. */
+  static Table table(List<Chunk> chunks) {
+    int n = chunks.size();
     int[] ranks = new int[n];
     int[] pkeys = new int[n];
     long[] batches = new long[n];
-    long[] tokens = new long[n];
-    List<List<Byte>> hidden = new ArrayList<>();
-    List<List<Integer>> ids = new ArrayList<>();
-    List<List<Float>> probs = new ArrayList<>();
+    int[] counts = new int[n];
+    byte[][] tokens = new byte[n][];
+    byte[][] ids = new byte[n][];
+    byte[][] probs = new byte[n][];
+    byte[][] hidden = new byte[n][];
+    boolean anyProbs = false;
     for (int i = 0; i < n; i++) {
-      Object[] r = rows.get(i);
-      ranks[i] = rank;
+      Chunk c = chunks.get(i);
+      ranks[i] = c.rank();
       pkeys[i] = 7;
-      batches[i] = (Long) r[0];
-      tokens[i] = (Long) r[1];
-      List<Byte> hb = new ArrayList<>();
-      for (byte x : (byte[]) r[2]) {
-        hb.add(x);
-      }
-      hidden.add(hb);
-      List<Integer> ib = new ArrayList<>();
-      for (int x : (int[]) r[3]) {
-        ib.add(x);
-      }
-      ids.add(ib);
-      if (r[4] == null) {
-        probs.add(null);
-      } else {
-        List<Float> pb = new ArrayList<>();
-        for (float x : (float[]) r[4]) {
-          pb.add(x);
+      batches[i] = c.batch();
+      counts[i] = c.tokenIds().length;
+      tokens[i] = new byte[8 * counts[i]];
+      for (int t = 0; t < counts[i]; t++) {
+        for (int x = 0; x < 8; x++) {
+          tokens[i][8 * t + x] = (byte) (c.tokenIds()[t] >>> (8 * x));
         }
-        probs.add(pb);
       }
+      ids[i] = c.ids();
+      probs[i] = c.probs();
+      anyProbs |= c.probs() != null;
+      hidden[i] = c.hidden();
     }
     try (ColumnVector c0 = ColumnVector.fromInts(ranks);
         ColumnVector c1 = ColumnVector.fromInts(pkeys);
         ColumnVector c2 = ColumnVector.fromLongs(batches);
-        ColumnVector c3 = ColumnVector.fromLongs(tokens);
-        ColumnVector c4 = fromLists(ai.rapids.cudf.DType.UINT8, hidden);
-        ColumnVector c5 = fromLists(ai.rapids.cudf.DType.INT32, ids);
-        ColumnVector c6 = fromLists(ai.rapids.cudf.DType.FLOAT32, probs)) {
-      return new Table(c0, c1, c2, c3, c4, c5, c6);
-    }
-  }
-
-  @SuppressWarnings({"unchecked", "rawtypes"})
-  private static ColumnVector fromLists(ai.rapids.cudf.DType element, List<? extends List<?>> l) {
-    HostColumnVector.DataType t =
-        new HostColumnVector.ListType(true, new HostColumnVector.BasicType(false, element));
-    return ColumnVector.fromLists(t, l.toArray(new List[0]));
-  }
-
-  /** INT64 {@code first, first + step, ...} on the device. */
-  private static ColumnVector longs(int n, long first, long step) {
-    try (Scalar a = Scalar.fromLong(first);
-        Scalar s = Scalar.fromLong(step)) {
-      return ColumnVector.sequence(a, s, n);
+        ColumnVector c3 = ColumnVector.fromInts(counts);
+        ColumnVector c4 = binary(tokens);
+        ColumnVector c5 = binary(ids);
+        ColumnVector c6 = anyProbs ? binary(probs) : nullBinary(n);
+        ColumnVector c7 = binary(hidden)) {
+      return new Table(c0, c1, c2, c3, c4, c5, c6, c7);
     }
   }
 
   /**
-   * A LIST column of {@code n} rows of {@code perRow} elements, built on the device: the host
-   * buffer's bytes become the child column (one upload), and the offsets a device sequence.
+   * A BINARY (LIST&lt;UINT8&gt;) column built on the device: the rows' bytes uploaded once as the
+   * child, the offsets their running lengths.
    */
-  private static ColumnVector lists(
-      HostBuffer src, int n, long perRow, ai.rapids.cudf.DType element) {
-    long count = n * perRow;
-    int size = element.getSizeInBytes();
-    try (HostMemoryBuffer h = HostMemoryBuffer.allocate(Math.max(1, count * size))) {
-      for (long i = 0; i < count * size; i++) {
-        h.setByte(i, src.getByte(i));
-      }
-      ai.rapids.cudf.DeviceMemoryBuffer dev =
-          ai.rapids.cudf.DeviceMemoryBuffer.allocate(Math.max(1, count * size));
-      dev.copyFromHostBuffer(h);
-      try (ColumnVector child =
-              new ColumnVector(element, count, java.util.Optional.of(0L), dev, null, null);
-          Scalar zero = Scalar.fromInt(0);
-          Scalar step = Scalar.fromInt((int) perRow);
-          ColumnVector offsets = ColumnVector.sequence(zero, step, n + 1)) {
-        return child.makeListFromOffsets(n, offsets);
-      }
+  private static ColumnVector binary(byte[][] rows) {
+    int n = rows.length;
+    int[] offsets = new int[n + 1];
+    for (int i = 0; i < n; i++) {
+      offsets[i + 1] = offsets[i] + rows[i].length;
     }
+    long bytes = offsets[n];
+    ai.rapids.cudf.DeviceMemoryBuffer dev =
+        ai.rapids.cudf.DeviceMemoryBuffer.allocate(Math.max(1, bytes));
+    try (HostMemoryBuffer h = HostMemoryBuffer.allocate(Math.max(1, bytes))) {
+      for (int i = 0; i < n; i++) {
+        h.setBytes(offsets[i], rows[i], 0, rows[i].length);
+      }
+      dev.copyFromHostBuffer(h);
+    } catch (RuntimeException | Error e) {
+      dev.close();
+      throw e;
+    }
+    try (ColumnVector child =
+            new ColumnVector(
+                ai.rapids.cudf.DType.UINT8, bytes, java.util.Optional.of(0L), dev, null, null);
+        ColumnVector off = ColumnVector.fromInts(offsets)) {
+      return child.makeListFromOffsets(n, off);
+    }
+  }
+
+  @SuppressWarnings("unchecked")
+  private static ColumnVector nullBinary(int n) {
+    HostColumnVector.DataType t =
+        new HostColumnVector.ListType(
+            true, new HostColumnVector.BasicType(false, ai.rapids.cudf.DType.UINT8));
+    List<Byte>[] nulls = new List[n];
+    return ColumnVector.<Byte>fromLists(t, nulls);
   }
 
   /**
