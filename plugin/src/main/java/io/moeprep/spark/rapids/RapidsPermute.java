@@ -23,9 +23,10 @@ import org.apache.spark.sql.Dataset;
  * 2^31-byte limit per LIST column comes as several tables. As with every RAPIDS {@code
  * ColumnarRdd}, the consumer closes each table, and the RDD must not be shuffled or cached.
  *
- * <p>This class links to cudf: only call it when {@link PermuteOutput#route()} says {@link
- * RapidsRoute#usesCudf()}. The RAPIDS jar is reached by reflection (it is not a compile
- * dependency); put the MoePrep jar on the same class path as the RAPIDS jar.
+ * <p>Only a session whose {@link PermuteOutput#route()} {@link RapidsRoute#usesCudf() uses cudf}
+ * gets tables; any other fails with the route's reason, without loading a cudf class. The RAPIDS
+ * jar is reached by reflection (it is not a compile dependency); put the MoePrep jar on the same
+ * class path as the RAPIDS jar, whose cudf classes the tables are.
  */
 public final class RapidsPermute {
   private RapidsPermute() {}
