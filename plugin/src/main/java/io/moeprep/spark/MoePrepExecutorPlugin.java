@@ -10,8 +10,9 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Executor start-up: probes the GPU once, records the GPU Spark assigned to this executor, and
- * registers the metrics. Every step catches everything: a CPU-only executor always starts.
+ * Executor start-up: probes the GPU once, loads the CUDA kernels when it can run them, records the
+ * GPU Spark assigned to this executor, and registers the metrics. Every step catches everything: a
+ * CPU-only executor always starts.
  */
 final class MoePrepExecutorPlugin implements ExecutorPlugin {
   private static final Logger LOG = LoggerFactory.getLogger(MoePrepExecutorPlugin.class);
@@ -33,6 +34,9 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
     }
     try {
       CudaSupport.Probe p = ExecutorRuntime.probe();
+      if (p.available()) {
+        ExecutorRuntime.kernels(io.moeprep.kernels.BackendChoice.AUTO); // loads the module once
+      }
       LOG.info(
           "moeprep: executor {}: GPU {} ({}), device {}",
           ctx.executorID(),

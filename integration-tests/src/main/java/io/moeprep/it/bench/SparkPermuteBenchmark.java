@@ -25,8 +25,9 @@ import org.apache.spark.sql.SparkSession;
 /**
  * MoePrep's permute (ROWS and PACKED) against the plain Spark recipe for the same result
  * (posexplode, filter -1, repartition by rank, sortWithinPartitions by batch, expert and token),
- * Parquet to Parquet, same session and data, on {@code local[2]}. Prints times, bytes shuffled and
- * written, and the ratios.
+ * Parquet to Parquet, same session and data, on {@code local[2]}, every variant written with the
+ * same options ({@link MoePrep#PARQUET_OPTIONS}). Prints times, bytes shuffled and written, and the
+ * ratios.
  *
  * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
  * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu}. Run it
@@ -146,7 +147,12 @@ public final class SparkPermuteBenchmark {
         waitForListeners(spark);
         bytes.reset();
         long start = System.nanoTime();
-        out.write().mode(SaveMode.Overwrite).format(a.get("format")).save(dir + "/out-" + which);
+        // the same writer options for every variant (they suit large binary values)
+        out.write()
+            .mode(SaveMode.Overwrite)
+            .options(MoePrep.PARQUET_OPTIONS)
+            .format(a.get("format"))
+            .save(dir + "/out-" + which);
         double s = (System.nanoTime() - start) / 1e9;
         waitForListeners(spark);
         Result res =

@@ -43,6 +43,18 @@ import org.apache.spark.sql.types.StructType;
 public final class MoePrep {
   private MoePrep() {}
 
+  /**
+   * Parquet writer options for permuted data ({@code df.write().options(PARQUET_OPTIONS)}): no
+   * dictionary (hidden rows never repeat) and a page-size check after every value (a PACKED block
+   * is megabytes; Parquet's default checks every 100 values, buffering hundreds of MiB per page).
+   * Measured here, they halve the time to write PACKED blocks.
+   */
+  public static final java.util.Map<String, String> PARQUET_OPTIONS =
+      java.util.Map.of(
+          "parquet.enable.dictionary", "false",
+          "parquet.page.size.row.check.min", "1",
+          "parquet.page.size.row.check.max", "2");
+
   /** Plans a permute; nothing runs until an output is used. */
   public static PermuteOutput permute(Dataset<Row> tokens, PermuteSpec spec) {
     SparkSession spark = tokens.sparkSession();
