@@ -2,6 +2,7 @@ package io.moeprep.spark.api;
 
 import io.moeprep.spark.exec.RankBatchRunner;
 import io.moeprep.spark.exec.RankOutput;
+import io.moeprep.spark.rapids.RapidsRoute;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
@@ -17,11 +18,31 @@ public final class PermuteOutput {
   private final Dataset<Row> dispatched;
   private final PermuteSpec spec;
   private final boolean hasProbs;
+  private final RapidsRoute route;
 
   PermuteOutput(Dataset<Row> dispatched, PermuteSpec spec, boolean hasProbs) {
     this.dispatched = dispatched;
     this.spec = spec;
     this.hasProbs = hasProbs;
+    this.route = RapidsRoute.plan(dispatched.sparkSession(), spec.backend());
+  }
+
+  /**
+   * The path this permute takes in its session (CPU, rows on CUDA, or the RAPIDS cudf route, also
+   * when RAPIDS only explains), decided when it was planned and logged once.
+   */
+  public RapidsRoute route() {
+    return route;
+  }
+
+  /** {@link #route()} in one line, such as {@code MoePrep path RAPIDS_EXPLAIN_ONLY: ...}. */
+  public String executionPath() {
+    return route.describe();
+  }
+
+  /** Whether the input has probs (then every output carries them). */
+  public boolean hasProbs() {
+    return hasProbs;
   }
 
   /** The permuted data in the spec's layout ({@link #rows()} or {@link #packed()}). */

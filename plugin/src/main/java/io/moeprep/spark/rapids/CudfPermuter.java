@@ -1,0 +1,452 @@
+package io.moeprep.spark.rapids;
+
+import ai.rapids.cudf.BaseDeviceMemoryBuffer;
+import ai.rapids.cudf.BinaryOp;
+import ai.rapids.cudf.ColumnVector;
+import ai.rapids.cudf.ColumnView;
+import ai.rapids.cudf.Cuda;
+import ai.rapids.cudf.DType;
+import ai.rapids.cudf.DeviceMemoryBuffer;
+import ai.rapids.cudf.DeviceMemoryBufferView;
+import ai.rapids.cudf.HostMemoryBuffer;
+import ai.rapids.cudf.OutOfBoundsPolicy;
+import ai.rapids.cudf.Scalar;
+import ai.rapids.cudf.Table;
+import io.moeprep.kernels.contract.PermuteOptions;
+import io.moeprep.kernels.contract.SegmentLayout;
+import io.moeprep.kernels.cuda.CudaDevice;
+import io.moeprep.kernels.cuda.DeviceKernels;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+
+/**
+ * Permutes one (rank, batch) held in cudf columns on the GPU, without copying the hidden data to
+ * the host: the device addresses of the dispatched chunks' {@code hidden} and {@code expert_ids}
+ * child buffers (BINARY columns, cudf LIST&lt;UINT8&gt;, holding packed bf16/f32/... rows and int32
+ * ids) go straight to {@link DeviceKernels}, which run on the calling thread's per-thread default
+ * stream (cudf's stream under RAPIDS); every output buffer comes from RMM ({@link
+ * DeviceMemoryBuffer#allocate}); the output is cudf tables.
+ *
+ * <p>Each output table holds consecutive output rows with the columns of {@link #COLUMNS} (the
+ * {@code ROWS} layout: {@code ep_rank INT32, batch INT64, row INT32, expert INT32, local_expert
+ * INT32, token_id INT64, slot INT32, prob FLOAT32 (null without probs), hidden LIST<UINT8>}). A
+ * cudf LIST column has 32-bit offsets, so its child data must stay below 2^31 bytes: the permuted
+ * rows are cut into several tables of at most {@code maxPieceBytes} hidden bytes each. The hidden
+ * columns of all pieces are slices of one RMM buffer written by the permute kernel (no copy); only
+ * the small per-row columns are built per piece.
+ *
+ * <p>Only metadata crosses the bus, never the hidden rows: the token ids (to order and check them),
+ * the per-expert counts of the plan and the segment lengths; and, when the chunks of a batch do not
+ * come in token order, the routing and probs (to reorder them) and the row map (to match the rows
+ * where they lie).
+ */
+public final class CudfPermuter {
+  /** cudf's limit on the child data of one LIST column: 32-bit offsets. */
+  public static final long CUDF_MAX_CHILD_BYTES = Integer.MAX_VALUE;
+
+  /** The columns of every output table, in order. */
+  public static final List<String> COLUMNS =
+      List.of(
+          "ep_rank",
+          "batch",
+          "row",
+          "expert",
+          "local_expert",
+          "token_id",
+          "slot",
+          "prob",
+          "hidden");
+
+  /** Index of the hidden column in the output tables. */
+  public static final int HIDDEN_COLUMN = 8;
+
+  private final int hidden;
+  private final io.moeprep.kernels.DType dtype;
+  private final int topK;
+  private final long rowBytes;
+  private final long maxPieceBytes;
+
+  /**
+   * @param hidden elements per token
+   * @param dtype element type of the hidden rows
+   * @param topK slots per token
+   * @param maxPieceBytes most hidden bytes in one output table, in {@code [rowBytes, 2^31 - 1]}
+   *     ({@link #CUDF_MAX_CHILD_BYTES} in production; smaller in tests to force a split)
+   */
+  public CudfPermuter(int hidden, io.moeprep.kernels.DType dtype, int topK, long maxPieceBytes) {
+    this.hidden = hidden;
+    this.dtype = dtype;
+    this.topK = topK;
+    this.rowBytes = (long) hidden * dtype.bytes();
+    if (maxPieceBytes < rowBytes || maxPieceBytes > CUDF_MAX_CHILD_BYTES) {
+      throw new IllegalArgumentException(
+          "maxPieceBytes = "
+              + maxPieceBytes
+              + " is invalid: must be in ["
+              + rowBytes
+              + " (one row), "
+              + CUDF_MAX_CHILD_BYTES
+              + "] (cudf's 32-bit list offsets)");
+    }
+    this.maxPieceBytes = maxPieceBytes;
+  }
+
+  /** Output rows per table: as many whole rows as fit {@code maxPieceBytes}. */
+  public long rowsPerPiece() {
+    return maxPieceBytes / rowBytes;
+  }
+
+  /**
+   * One batch's tokens on the device, as raw addresses of packed little-endian arrays (the child
+   * data of the dispatched chunks): {@code tokenIds} int64 {@code n}, {@code expertIds} int32
+   * {@code n x K} (masked to the rank), {@code probs} float32 {@code n x K} (0 when none, or when
+   * {@code n = 0}), {@code hidden} {@code n x H} elements. The tokens may come in any order; the
+   * permute is that of the batch sorted by token id.
+   */
+  public record BatchBuffers(
+      long tokenIds, long expertIds, long probs, long hidden, int numTokens, boolean withProbs) {}
+
+  /**
+   * Permutes one (rank, batch). The caller owns the returned tables (close them); on failure
+   * nothing is left allocated.
+   *
+   * @param localExperts the rank's global expert ids in local order ({@code local_expert} is the
+   *     index in this array)
+   * @return the output tables in row order; none when the batch has no output row
+   */
+  public List<Table> permute(
+      BatchBuffers in, PermuteOptions options, int rank, long batch, int[] localExperts) {
+    int n = in.numTokens();
+    long k = topK;
+    // token ids are metadata: read on the host, to sort and to check them
+    long[] ids = hostLongs(in.tokenIds(), n);
+    boolean sorted = true;
+    for (int t = 1; t < n; t++) {
+      sorted &= ids[t - 1] < ids[t];
+    }
+    int[] order = sorted ? null : argsort(ids);
+    long[] sortedIds = new long[n];
+    for (int t = 0; t < n; t++) {
+      sortedIds[t] = sorted ? ids[t] : ids[order[t]];
+      if (t > 0 && sortedIds[t - 1] == sortedIds[t]) {
+        throw new IllegalArgumentException(
+            "token_id=" + sortedIds[t] + ": appears more than once in batch " + batch);
+      }
+    }
+    long probsIn = in.withProbs() ? in.probs() : 0;
+    if (in.withProbs() && n > 0 && probsIn == 0) {
+      throw new IllegalArgumentException("batch " + batch + ": probs expected but absent");
+    }
+    int device = Cuda.getDevice();
+    DeviceKernels kernels = DeviceKernels.on(CudaDevice.get(device));
+    List<AutoCloseable> owned = new ArrayList<>();
+    List<Table> out = new ArrayList<>();
+    try {
+      long numOut;
+      SegmentLayout layout;
+      boolean padding;
+      DeviceMemoryBuffer permuted;
+      ColumnVector srcToken;
+      ColumnVector srcSlot;
+      ColumnVector probs = null;
+      // the kernels take the routing in token-id order, 4-byte aligned: reorder (or realign) the
+      // small routing and probs arrays when the chunks do not give them so; never the hidden rows
+      long routing = in.expertIds();
+      long probsAt = probsIn;
+      if (n > 0 && (!sorted || routing % 4 != 0 || probsAt % 4 != 0)) {
+        routing = reordered(in.expertIds(), n, 4 * k, order, false, owned).getAddress();
+        if (probsAt != 0) {
+          probsAt = reordered(probsIn, n, 4 * k, order, false, owned).getAddress();
+        }
+      }
+      try (DeviceKernels.RoutingPlan plan = kernels.plan(routing, n, topK, options, null, null)) {
+        layout = plan.layout();
+        numOut = plan.numOut();
+        padding = plan.hasPadding();
+        if (numOut == 0) {
+          return out;
+        }
+        if (numOut > Integer.MAX_VALUE) {
+          throw new IllegalArgumentException(
+              "rank " + rank + " batch " + batch + ": " + numOut + " output rows exceed 2^31 - 1");
+        }
+        DeviceMemoryBuffer rowIdMap = alloc(4L * n * k, owned);
+        DeviceMemoryBuffer tokBuf = DeviceMemoryBuffer.allocate(8L * numOut);
+        srcToken = own(column(DType.INT64, numOut, tokBuf), owned);
+        DeviceMemoryBuffer slotBuf = DeviceMemoryBuffer.allocate(8L * numOut);
+        srcSlot = own(column(DType.INT64, numOut, slotBuf), owned);
+        DeviceMemoryBuffer probBuf = null;
+        if (probsAt != 0) {
+          probBuf = DeviceMemoryBuffer.allocate(4L * numOut);
+          probs = own(column(DType.FLOAT32, numOut, probBuf), owned);
+        }
+        permuted = alloc(numOut * rowBytes, owned);
+        kernels.buildMaps(
+            plan,
+            rowIdMap.getAddress(),
+            tokBuf.getAddress(),
+            slotBuf.getAddress(),
+            probsAt,
+            probBuf == null ? 0 : probBuf.getAddress(),
+            null);
+        long rowMap = rowIdMap.getAddress();
+        if (!sorted) {
+          // the hidden rows stay where the chunks put them: give the kernel the row map in that
+          // order (row order[t] of the chunks is token t of the sorted batch)
+          kernels.device().synchronize(CudaDevice.PER_THREAD_STREAM);
+          rowMap = reordered(rowIdMap.getAddress(), n, 4 * k, order, true, owned).getAddress();
+        }
+        kernels.permuteRows(
+            in.hidden(),
+            rowMap,
+            n,
+            topK,
+            tokBuf.getAddress(),
+            permuted.getAddress(),
+            numOut,
+            padding,
+            hidden,
+            dtype,
+            null);
+        // the plan's scratch is freed on close: wait for the kernels that read it
+        kernels.device().synchronize(CudaDevice.PER_THREAD_STREAM);
+      }
+      int rows = (int) numOut;
+      ColumnVector tokenIds = own(tokenIds(sortedIds, srcToken), owned);
+      ColumnVector slots = own(srcSlot.castTo(DType.INT32), owned);
+      ColumnVector prob;
+      if (probs != null) {
+        prob = probs;
+      } else if (in.withProbs()) {
+        // probs given but no token: every row is padding, with prob 0
+        try (Scalar zero = Scalar.fromFloat(0f)) {
+          prob = own(ColumnVector.fromScalar(zero, rows), owned);
+        }
+      } else {
+        prob = own(nulls(DType.FLOAT32, rows), owned);
+      }
+      Table experts = own(expertColumns(layout, localExperts), owned);
+      ColumnVector rowNo;
+      ColumnVector rankCol;
+      ColumnVector batchCol;
+      try (Scalar zero = Scalar.fromInt(0);
+          Scalar r = Scalar.fromInt(rank);
+          Scalar b = Scalar.fromLong(batch)) {
+        rowNo = own(ColumnVector.sequence(zero, rows), owned);
+        rankCol = own(ColumnVector.fromScalar(r, rows), owned);
+        batchCol = own(ColumnVector.fromScalar(b, rows), owned);
+      }
+      ColumnVector[] whole = {
+        rankCol, batchCol, rowNo, experts.getColumn(0), experts.getColumn(1), tokenIds, slots, prob
+      };
+      long per = rowsPerPiece();
+      for (long a = 0; a < numOut; a += per) {
+        int from = (int) a;
+        int to = (int) Math.min(numOut, a + per);
+        out.add(piece(whole, permuted, from, to, from == 0 && to == rows));
+      }
+      Cuda.DEFAULT_STREAM.sync();
+      return out;
+    } catch (RuntimeException | Error e) {
+      for (Table t : out) {
+        t.close();
+      }
+      throw e;
+    } finally {
+      closeAll(owned);
+    }
+  }
+
+  /** One output table: rows {@code [from, to)}; the hidden column is a slice of {@code data}. */
+  private Table piece(
+      ColumnVector[] whole, DeviceMemoryBuffer data, int from, int to, boolean all) {
+    List<ColumnVector> cols = new ArrayList<>();
+    try {
+      for (ColumnVector c : whole) {
+        cols.add(all ? c.incRefCount() : c.subVector(from, to));
+      }
+      cols.add(hiddenList(data, from, to));
+      return new Table(cols.toArray(new ColumnVector[0]));
+    } finally {
+      // the table holds its own references
+      for (ColumnVector c : cols) {
+        c.close();
+      }
+    }
+  }
+
+  /**
+   * A LIST&lt;UINT8&gt; column over rows {@code [from, to)} of the permuted buffer, sharing its
+   * memory: the child is a slice of {@code data}, the offsets are {@code i * rowBytes}.
+   */
+  private ColumnVector hiddenList(DeviceMemoryBuffer data, int from, int to) {
+    int rows = to - from;
+    long bytes = rows * rowBytes;
+    DeviceMemoryBuffer offsets = DeviceMemoryBuffer.allocate(4L * (rows + 1));
+    DeviceMemoryBuffer slice = null;
+    try {
+      try (Scalar zero = Scalar.fromInt(0);
+          Scalar step = Scalar.fromInt((int) rowBytes);
+          ColumnVector seq = ColumnVector.sequence(zero, step, rows + 1);
+          BaseDeviceMemoryBuffer seqData = seq.getData()) {
+        offsets.copyFromDeviceBufferAsync(0, seqData, 0, 4L * (rows + 1), Cuda.DEFAULT_STREAM);
+      }
+      slice = data.slice(from * rowBytes, bytes);
+      try (ColumnView child =
+          new ColumnView(
+              DType.UINT8, bytes, Optional.of(0L), slice, (BaseDeviceMemoryBuffer) null)) {
+        ColumnVector list =
+            new ColumnVector(
+                DType.LIST,
+                rows,
+                Optional.of(0L),
+                null,
+                null,
+                offsets,
+                List.of(slice),
+                new long[] {child.getNativeView()});
+        offsets = null;
+        slice = null;
+        return list;
+      }
+    } finally {
+      if (offsets != null) {
+        offsets.close();
+      }
+      if (slice != null) {
+        slice.close();
+      }
+    }
+  }
+
+  /** token_id of every output row: the sorted ids gathered by source token, -1 on padding. */
+  private static ColumnVector tokenIds(long[] sortedIds, ColumnVector srcToken) {
+    try (ColumnVector ids = ColumnVector.fromLongs(sortedIds);
+        Table t = new Table(ids);
+        Table gathered = t.gather(srcToken, OutOfBoundsPolicy.NULLIFY);
+        Scalar zero = Scalar.fromLong(0);
+        Scalar minusOne = Scalar.fromLong(-1);
+        ColumnVector pad = srcToken.binaryOp(BinaryOp.LESS, zero, DType.BOOL8)) {
+      // cudf wraps negative gather indices: padding rows are set explicitly
+      return pad.ifElse(minusOne, gathered.getColumn(0));
+    }
+  }
+
+  /** The {@code n} int64 values at a device address, on the host. */
+  private static long[] hostLongs(long address, int n) {
+    long[] v = new long[n];
+    if (n == 0) {
+      return v;
+    }
+    try (HostMemoryBuffer h = HostMemoryBuffer.allocate(8L * n);
+        DeviceMemoryBufferView d = new DeviceMemoryBufferView(address, 8L * n)) {
+      h.copyFromDeviceBuffer(d);
+      for (int i = 0; i < n; i++) {
+        v[i] = h.getLong(8L * i);
+      }
+    }
+    return v;
+  }
+
+  /** Indices of {@code ids} in ascending order of id. */
+  private static int[] argsort(long[] ids) {
+    return java.util.stream.IntStream.range(0, ids.length)
+        .boxed()
+        .sorted(java.util.Comparator.comparingLong(i -> ids[i]))
+        .mapToInt(Integer::intValue)
+        .toArray();
+  }
+
+  /**
+   * A new RMM buffer of {@code n} rows of {@code rowBytes} from {@code src}, through the host
+   * (these are routing-sized arrays, never hidden rows): row {@code t} is source row {@code
+   * order[t]}, or with {@code scatter} row {@code order[t]} is source row {@code t}; {@code order
+   * == null} keeps the order (a realigned copy).
+   */
+  private static DeviceMemoryBuffer reordered(
+      long src, int n, long rowBytes, int[] order, boolean scatter, List<AutoCloseable> owned) {
+    long bytes = n * rowBytes;
+    DeviceMemoryBuffer dst = alloc(bytes, owned);
+    try (HostMemoryBuffer a = HostMemoryBuffer.allocate(bytes);
+        HostMemoryBuffer b = HostMemoryBuffer.allocate(bytes);
+        DeviceMemoryBufferView s = new DeviceMemoryBufferView(src, bytes)) {
+      a.copyFromDeviceBuffer(s);
+      for (int t = 0; t < n; t++) {
+        int o = order == null ? t : order[t];
+        long from = (scatter ? t : o) * rowBytes;
+        long to = (scatter ? o : t) * rowBytes;
+        b.copyFromHostBuffer(to, a, from, rowBytes);
+      }
+      dst.copyFromHostBuffer(b);
+    }
+    return dst;
+  }
+
+  /** expert and local_expert of every output row: each segment's ids repeated by its length. */
+  private static Table expertColumns(SegmentLayout l, int[] localExperts) {
+    int e = l.numExperts();
+    int[] local = new int[e];
+    java.util.Arrays.fill(local, -1);
+    for (int i = 0; i < localExperts.length; i++) {
+      local[localExperts[i]] = i;
+    }
+    int[] experts = new int[e + 1];
+    int[] locals = new int[e + 1];
+    int[] counts = new int[e + 1];
+    for (int x = 0; x < e; x++) {
+      experts[x] = x;
+      locals[x] = local[x];
+      counts[x] = Math.toIntExact(l.offset(x + 1) - l.offset(x));
+    }
+    experts[e] = -1; // numOut's zero tail beyond the last segment
+    locals[e] = -1;
+    counts[e] = Math.toIntExact(l.numOut() - l.offset(e));
+    try (ColumnVector ex = ColumnVector.fromInts(experts);
+        ColumnVector lo = ColumnVector.fromInts(locals);
+        ColumnVector ct = ColumnVector.fromInts(counts);
+        Table seg = new Table(ex, lo)) {
+      return seg.repeat(ct);
+    }
+  }
+
+  private static ColumnVector column(DType type, long rows, DeviceMemoryBuffer data) {
+    try {
+      return new ColumnVector(type, rows, Optional.of(0L), data, null, null);
+    } catch (RuntimeException | Error e) {
+      data.close();
+      throw e;
+    }
+  }
+
+  private static ColumnVector nulls(DType type, int rows) {
+    try (Scalar s = Scalar.fromNull(type)) {
+      return ColumnVector.fromScalar(s, rows);
+    }
+  }
+
+  private static DeviceMemoryBuffer alloc(long bytes, List<AutoCloseable> owned) {
+    return own(DeviceMemoryBuffer.allocate(Math.max(bytes, 1)), owned);
+  }
+
+  private static <T extends AutoCloseable> T own(T x, List<AutoCloseable> owned) {
+    owned.add(x);
+    return x;
+  }
+
+  private static void closeAll(List<AutoCloseable> owned) {
+    RuntimeException first = null;
+    for (int i = owned.size() - 1; i >= 0; i--) {
+      try {
+        owned.get(i).close();
+      } catch (Exception e) {
+        if (first == null) {
+          first = new IllegalStateException("closing " + owned.get(i) + " failed", e);
+        }
+      }
+    }
+    if (first != null) {
+      throw first;
+    }
+  }
+}

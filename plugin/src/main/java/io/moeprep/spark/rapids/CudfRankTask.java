@@ -1,0 +1,47 @@
+package io.moeprep.spark.rapids;
+
+import ai.rapids.cudf.Table;
+import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.exec.ExecutorRuntime;
+import java.util.Iterator;
+import org.apache.spark.TaskContext;
+import org.apache.spark.api.java.function.FlatMapFunction;
+import org.apache.spark.util.TaskCompletionListener;
+
+/**
+ * The task of the RAPIDS route: one rank partition's cudf tables in, its permuted cudf tables out
+ * ({@link CudfRankBatches}), on the task thread (so on its per-thread default stream). Leftovers
+ * are closed when the task completes, also on failure.
+ */
+final class CudfRankTask implements FlatMapFunction<Iterator<Table>, Table> {
+  private static final long serialVersionUID = 1L;
+
+  private final PermuteSpec spec;
+  private final boolean hasProbs;
+  private final long maxPieceBytes;
+
+  CudfRankTask(PermuteSpec spec, boolean hasProbs, long maxPieceBytes) {
+    this.spec = spec;
+    this.hasProbs = hasProbs;
+    this.maxPieceBytes = maxPieceBytes;
+  }
+
+  @Override
+  public Iterator<Table> call(Iterator<Table> in) {
+    CudfRankBatches batches = new CudfRankBatches(in, spec, hasProbs, maxPieceBytes);
+    TaskContext ctx = TaskContext.get();
+    if (ctx != null) {
+      ExecutorRuntime.noteTaskDevice(ctx);
+      ctx.addTaskCompletionListener(
+          (TaskCompletionListener)
+              c -> {
+                batches.close();
+                // the consumer closes the tables it took; count what this task produced
+                ExecutorRuntime.GPU_BATCHES.inc(batches.batches());
+                ExecutorRuntime.ROWS_PERMUTED.inc(batches.rowsOut());
+                ExecutorRuntime.BYTES_PERMUTED.inc(batches.rowsOut() * spec.rowBytes());
+              });
+    }
+    return batches;
+  }
+}

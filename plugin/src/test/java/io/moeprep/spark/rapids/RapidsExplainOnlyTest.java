@@ -1,0 +1,162 @@
+package io.moeprep.spark.rapids;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import io.moeprep.kernels.BackendChoice;
+import io.moeprep.kernels.DType;
+import io.moeprep.spark.SparkSessions;
+import io.moeprep.spark.TokenBatch;
+import io.moeprep.spark.api.MoePrep;
+import io.moeprep.spark.api.PermuteOutput;
+import io.moeprep.spark.api.PermuteSpec;
+import java.io.File;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
+import org.apache.spark.sql.Row;
+import org.junit.jupiter.api.Assumptions;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * CI without a GPU: a Spark session with the RAPIDS Accelerator 26.08.1 in {@code
+ * spark.rapids.sql.mode=explainOnly} (started in a child JVM, {@link RapidsExplainOnlyApp}, so that
+ * its plugin does not meet this JVM's shared session). MoePrep must detect RAPIDS, plan the cudf
+ * route and say so, refuse the cudf tables (nothing may run on a GPU in that mode), and still give
+ * exactly the rows of the CPU backend in a plain session.
+ */
+@Tag("rapids-explain")
+class RapidsExplainOnlyTest {
+  private static final long TIMEOUT_S = 300;
+
+  /** The input of both sessions: 3 batches, 16 experts over 4 ranks, K = 4, H = 67 bf16. */
+  static TokenBatch tokens() {
+    return TokenBatch.random(new SplittableRandom(7), 3, 97, 67, DType.BF16, 4, 16, 0.2);
+  }
+
+  /** The permute of both sessions: per-expert capacity 13 with padding, backend from the conf. */
+  static PermuteSpec spec() {
+    return PermuteSpec.builder(16, 4)
+        .hidden(67, DType.BF16)
+        .topK(4)
+        .perExpertCapacity(13, true)
+        .build();
+  }
+
+  /** ROWS output rows as text, sorted by (rank, batch, row). */
+  static List<String> lines(List<Row> rows) {
+    List<String> out = new ArrayList<>();
+    for (Row r : rows) {
+      out.add(line(r));
+    }
+    out.sort(null);
+    return out;
+  }
+
+  /** One ROWS row: every field, the prob by its bits, the hidden bytes in hex. */
+  static String line(Row r) {
+    return String.format(
+        "%d %06d %06d %d %d %d %d %s %s",
+        r.getInt(0),
+        r.getLong(1),
+        r.getInt(2),
+        r.getInt(3),
+        r.getInt(4),
+        r.getLong(5),
+        r.getInt(6),
+        r.isNullAt(7) ? "null" : Integer.toHexString(Float.floatToRawIntBits(r.getFloat(7))),
+        HexFormat.of().formatHex((byte[]) r.get(8)));
+  }
+
+  @Test
+  void explainOnlySessionPlansTheCudfRouteAndComputesTheCpuResult() throws Exception {
+    String jar = System.getProperty("moeprep.rapids.jar", "");
+    Assumptions.assumeTrue(
+        !jar.isEmpty() && new File(jar).isFile(),
+        "no RAPIDS jar at '" + jar + "' (fetched by the build unless -Dmoeprep.rapids.skip=true)");
+    Path dir = Files.createTempDirectory("moeprep-rapids");
+    Path result = dir.resolve("result.txt");
+    Path log = dir.resolve("child.log");
+    List<String> cmd = new ArrayList<>();
+    cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
+    cmd.addAll(Arrays.asList(System.getProperty("moeprep.jvm.opens", "").trim().split("\\s+")));
+    cmd.add("-Xmx2g");
+    cmd.add("-cp");
+    // this JVM's class path without cudf-java: in a RAPIDS session cudf comes from the RAPIDS jar
+    cmd.add(
+        Arrays.stream(System.getProperty("java.class.path").split(File.pathSeparator))
+            .filter(e -> !new File(e).getName().startsWith("cudf-"))
+            .collect(Collectors.joining(File.pathSeparator)));
+    cmd.add(RapidsExplainOnlyApp.class.getName());
+    cmd.add(jar);
+    cmd.add(result.toString());
+    cmd.removeIf(String::isEmpty);
+    Process p =
+        new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+    boolean done = p.waitFor(TIMEOUT_S, TimeUnit.SECONDS);
+    if (!done) {
+      p.destroyForcibly();
+    }
+    String childLog = Files.readString(log, StandardCharsets.UTF_8);
+    String tail = childLog.substring(Math.max(0, childLog.length() - 6000));
+    assertTrue(done, "the RAPIDS session did not finish in " + TIMEOUT_S + " s:\n" + tail);
+    assertEquals(0, p.exitValue(), "the RAPIDS session failed:\n" + tail);
+    // RAPIDS itself started, in explain-only mode
+    assertTrue(
+        childLog.contains("RAPIDS Accelerator is in explain only mode"),
+        "RAPIDS did not report explain-only mode:\n" + tail);
+    // MoePrep saw it and said so, in the log and in the plan's path
+    assertTrue(
+        childLog.contains("moeprep: MoePrep path RAPIDS_EXPLAIN_ONLY"),
+        "MoePrep did not log the explain-only route:\n" + tail);
+    List<String> got = Files.readAllLines(result, StandardCharsets.UTF_8);
+    int rowsAt = 0;
+    while (!got.get(rowsAt).startsWith("rows=")) {
+      rowsAt++;
+    }
+    java.util.Map<String, String> v = new java.util.HashMap<>();
+    for (String line : got.subList(0, rowsAt)) {
+      int eq = line.indexOf('=');
+      v.put(eq < 0 ? line : line.substring(0, eq), eq < 0 ? "" : line.substring(eq + 1));
+    }
+    assertEquals("RAPIDS_EXPLAIN_ONLY", v.get("route"));
+    assertTrue(v.get("path").contains(RapidsRoute.COLUMNAR_RDD), v.get("path"));
+    String tables = got.stream().filter(l -> l.startsWith("tables: ")).findFirst().orElse("");
+    assertTrue(tables.startsWith("tables: the cudf route is not available"), tables);
+    assertTrue(Long.parseLong(v.get("cpuBatches")) > 0, "the rows ran on the CPU backend: " + v);
+    assertEquals("0", v.get("gpuBatches"), "nothing ran on a GPU: " + v);
+    int n = Integer.parseInt(got.get(rowsAt).substring("rows=".length()));
+    List<String> rapidsRows = got.subList(rowsAt + 1, rowsAt + 1 + n);
+
+    // the same permute in this JVM's plain session, on the CPU backend
+    PermuteSpec cpuSpec = spec().toBuilder().backend(BackendChoice.CPU).build();
+    PermuteOutput cpu = MoePrep.permute(tokens().toDataFrame(SparkSessions.local(), true), cpuSpec);
+    assertEquals(RapidsRoute.Path.CPU, cpu.route().path());
+    List<String> expected = lines(cpu.rows().collectAsList());
+    assertTrue(expected.size() > 100, "a non-trivial output: " + expected.size() + " rows");
+    assertEquals(expected.size(), rapidsRows.size(), "rows");
+    for (int i = 0; i < expected.size(); i++) {
+      assertEquals(expected.get(i), rapidsRows.get(i), "row " + i + " (rank batch row ...)");
+    }
+    System.out.println(
+        "RAPIDS explainOnly session: "
+            + v.get("path")
+            + "; "
+            + n
+            + " rows equal to the CPU API; cpuBatches="
+            + v.get("cpuBatches")
+            + ", gpuBatches="
+            + v.get("gpuBatches")
+            + ", fallback: "
+            + v.get("fallbackReason")
+                .substring(0, Math.min(160, v.get("fallbackReason").length())));
+  }
+}
