@@ -16,16 +16,26 @@ import org.junit.jupiter.api.Test;
  * 10,000 batches through permute and unpermute on the CPU backend, failures included: host memory
  * in use (the buffers' own accounting) is back at its starting level afterwards.
  */
-class ManyBatchesLeakTest {
+public class ManyBatchesLeakTest {
 
   @Test
   void tenThousandBatchesLeaveNoHostMemoryBehind() {
-    MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
-    SplittableRandom rnd = Seeds.fresh("ManyBatchesLeakTest");
     long live = HostBuffer.liveBuffers();
     long bytes = HostBuffer.bytesInUse();
+    long rows = runBatches(MoeKernels.on(CpuBackend.INSTANCE), 10_000);
+    assertEquals(live, HostBuffer.liveBuffers(), "live host buffers after 10,000 batches");
+    assertEquals(bytes, HostBuffer.bytesInUse(), "host bytes in use after 10,000 batches");
+    System.out.println("10,000 batches, " + rows + " permuted rows, no host memory left behind");
+  }
+
+  /**
+   * Permutes and unpermutes {@code batches} random batches on {@code kernels}, every hundredth one
+   * bad (refused); returns the permuted rows.
+   */
+  public static long runBatches(MoeKernels cpu, int batches) {
+    SplittableRandom rnd = Seeds.fresh("ManyBatchesLeakTest on " + cpu.backend().name());
     long rows = 0;
-    for (int i = 0; i < 10_000; i++) {
+    for (int i = 0; i < batches; i++) {
       int n = 1 + rnd.nextInt(32);
       int k = 1 + rnd.nextInt(4);
       try (RandomBatch b =
@@ -56,8 +66,6 @@ class ManyBatchesLeakTest {
         }
       }
     }
-    assertEquals(live, HostBuffer.liveBuffers(), "live host buffers after 10,000 batches");
-    assertEquals(bytes, HostBuffer.bytesInUse(), "host bytes in use after 10,000 batches");
-    System.out.println("10,000 batches, " + rows + " permuted rows, no host memory left behind");
+    return rows;
   }
 }
