@@ -23,8 +23,8 @@ import net.jqwik.api.lifecycle.AfterProperty;
  * Property-based fuzzing of the CPU backend against the naive oracle (jqwik): shapes, dtypes,
  * routing maps (generated entry by entry, so a failure shrinks to a minimal map), explicit
  * placements and masking, capacities, padding and alignment. jqwik prints the seed of each run and
- * stores failing samples in {@code .jqwik-database} (git-ignored), replaying them first next time; a
- * shrunk failure is added below as an {@code @Example}, so it stays a regression test.
+ * stores failing samples in {@code .jqwik-database} (git-ignored), replaying them first next time;
+ * a shrunk failure is added below as an {@code @Example}, so it stays a regression test.
  *
  * <p>The number of tries ({@code jqwik.tries.default} in {@code junit-platform.properties}, 400)
  * bounds its time in CI to about 20 seconds.

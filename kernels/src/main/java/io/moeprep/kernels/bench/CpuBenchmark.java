@@ -125,7 +125,11 @@ public final class CpuBenchmark {
   }
 
   private static double median(int iters, Runnable op) {
-    op.run(); // warm-up
+    // warm-up: until the JIT has compiled the loops (at least 3 runs and 1.5 s)
+    long until = System.nanoTime() + 1_500_000_000L;
+    for (int i = 0; i < 3 || System.nanoTime() < until; i++) {
+      op.run();
+    }
     double[] ms = new double[iters];
     for (int i = 0; i < iters; i++) {
       long t0 = System.nanoTime();

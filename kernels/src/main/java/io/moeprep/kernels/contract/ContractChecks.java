@@ -117,7 +117,7 @@ public final class ContractChecks {
     var u = HostBuffer.unsafe();
     CpuPool.forRange(
         slots,
-        1 << 16,
+        1 << 13,
         (from, to) -> {
           for (long i = from; i < to; i++) {
             int v = u.getInt(base + 4 * i);

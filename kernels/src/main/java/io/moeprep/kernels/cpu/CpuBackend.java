@@ -26,7 +26,7 @@ public final class CpuBackend implements KernelBackend {
   private static final Unsafe U = HostBuffer.unsafe();
 
   /** Tokens per chunk of the counting sort, at least. */
-  private static final long SORT_GRAIN = 4096;
+  private static final long SORT_GRAIN = 1024;
 
   /** Output rows per copy task, at least. */
   private static final long COPY_GRAIN = 64;
