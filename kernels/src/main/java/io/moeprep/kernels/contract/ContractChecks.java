@@ -129,19 +129,23 @@ public final class ContractChecks {
         });
     long i = firstBad.get();
     if (i != Long.MAX_VALUE) {
-      int v = u.getInt(base + 4 * i);
-      throw new IllegalArgumentException(
-          name
-              + "[t="
-              + (i / k)
-              + "][k="
-              + (i % k)
-              + "] = "
-              + v
-              + " is out of range [0, "
-              + bound
-              + ") or -1");
+      throw idOutOfRange(name, i, k, u.getInt(base + 4 * i), bound);
     }
+  }
+
+  /** {@code name[t=..][k=..] = v is out of range [0, bound) or -1} for flat slot {@code i}. */
+  static IllegalArgumentException idOutOfRange(String name, long i, int k, long v, long bound) {
+    return new IllegalArgumentException(
+        name
+            + "[t="
+            + (i / k)
+            + "][k="
+            + (i % k)
+            + "] = "
+            + v
+            + " is out of range [0, "
+            + bound
+            + ") or -1");
   }
 
   static void nonNegative(String name, long v) {

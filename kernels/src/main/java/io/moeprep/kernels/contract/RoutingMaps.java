@@ -38,16 +38,7 @@ public final class RoutingMaps {
     for (long i = 0; i < slots; i++) {
       long v = ids64.getLong(8 * i);
       if (v < -1 || v >= numExperts) {
-        throw new IllegalArgumentException(
-            "routing[t="
-                + (i / k)
-                + "][k="
-                + (i % k)
-                + "] = "
-                + v
-                + " is out of range [0, "
-                + numExperts
-                + ") or -1");
+        throw ContractChecks.idOutOfRange("routing", i, k, v, numExperts);
       }
     }
     HostBuffer out = HostBuffer.allocate(slots * 4);

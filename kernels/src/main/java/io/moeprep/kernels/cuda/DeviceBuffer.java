@@ -2,10 +2,7 @@ package io.moeprep.kernels.cuda;
 
 import static io.moeprep.kernels.cuda.Driver.check;
 
-import java.lang.ref.Cleaner;
-import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.atomic.AtomicLong;
-import java.util.logging.Logger;
+import io.moeprep.kernels.memory.NativeAllocation;
 import jcuda.driver.JCudaDriver;
 
 /**
@@ -13,28 +10,21 @@ import jcuda.driver.JCudaDriver;
  *
  * <p>A buffer has exactly one owner, which closes it (try-with-resources); {@link #close()} is
  * idempotent. Every allocation is counted in {@link #bytesInUse()} and {@link #liveBuffers()}, so
- * that tests can assert that nothing leaked. A {@link Cleaner} frees a buffer that became
- * unreachable without being closed and logs it as a leak: a backstop, not a way to manage memory. A
- * buffer of 0 bytes holds no memory and has address 0.
+ * that tests can assert that nothing leaked. A Cleaner frees a buffer that became unreachable
+ * without being closed and logs it as a leak (a {@link NativeAllocation}): a backstop, not a way to
+ * manage memory. A buffer of 0 bytes holds no memory and has address 0.
  */
 public final class DeviceBuffer implements AutoCloseable {
-  private static final Logger LOG = Logger.getLogger(DeviceBuffer.class.getName());
-  private static final Cleaner CLEANER = Cleaner.create();
-  private static final AtomicLong BYTES_IN_USE = new AtomicLong();
-  private static final AtomicLong LIVE = new AtomicLong();
-  private static final AtomicLong IDS = new AtomicLong();
+  private static final NativeAllocation.Ledger LEDGER = new NativeAllocation.Ledger("DeviceBuffer");
 
-  private final long id;
   private final long size;
   private final CudaDevice device;
-  private final Release release;
-  private final Cleaner.Cleanable cleanable;
+  private final NativeAllocation allocation;
 
   private DeviceBuffer(CudaDevice device, long size) {
     if (size < 0) {
       throw new IllegalArgumentException("buffer size " + size + " is invalid: must be >= 0");
     }
-    this.id = IDS.incrementAndGet();
     this.size = size;
     this.device = device;
     long address = 0;
@@ -45,10 +35,16 @@ public final class DeviceBuffer implements AutoCloseable {
       check(rc, "cuMemAlloc(" + size + " bytes) on device " + device.ordinal());
       address = p.address();
     }
-    BYTES_IN_USE.addAndGet(size);
-    LIVE.incrementAndGet();
-    this.release = new Release(id, device, address, size);
-    this.cleanable = CLEANER.register(this, release);
+    this.allocation =
+        new NativeAllocation(
+            this,
+            LEDGER,
+            address,
+            size,
+            a -> {
+              device.makeCurrent();
+              check(JCudaDriver.cuMemFree(Driver.device(a)), "cuMemFree(" + a + ")");
+            });
   }
 
   /** Allocates {@code bytes} of uninitialised device memory on {@code device}. */
@@ -58,12 +54,12 @@ public final class DeviceBuffer implements AutoCloseable {
 
   /** Bytes currently allocated by all open device buffers of this process. */
   public static long bytesInUse() {
-    return BYTES_IN_USE.get();
+    return LEDGER.bytesInUse();
   }
 
   /** Number of device buffers allocated and not yet closed. */
   public static long liveBuffers() {
-    return LIVE.get();
+    return LEDGER.liveCount();
   }
 
   /** Size in bytes. */
@@ -78,62 +74,22 @@ public final class DeviceBuffer implements AutoCloseable {
 
   /** Device address of byte 0 (0 for an empty buffer); valid until {@link #close()}. */
   public long address() {
-    if (release.closed.get()) {
-      throw new IllegalStateException(this + " is closed");
-    }
-    return release.address;
+    return allocation.address();
   }
 
   /** True once closed. */
   public boolean isClosed() {
-    return release.closed.get();
+    return allocation.isClosed();
   }
 
   /** Frees the memory; later calls do nothing. */
   @Override
   public void close() {
-    release.explicit = true;
-    cleanable.clean();
+    allocation.close();
   }
 
   @Override
   public String toString() {
-    return "DeviceBuffer#" + id + "[" + size + " bytes on device " + device.ordinal() + "]";
-  }
-
-  private static final class Release implements Runnable {
-    final long id;
-    final CudaDevice device;
-    final long address;
-    final long size;
-    final AtomicBoolean closed = new AtomicBoolean();
-    volatile boolean explicit;
-
-    Release(long id, CudaDevice device, long address, long size) {
-      this.id = id;
-      this.device = device;
-      this.address = address;
-      this.size = size;
-    }
-
-    @Override
-    public void run() {
-      if (!closed.compareAndSet(false, true)) {
-        return;
-      }
-      if (!explicit) {
-        LOG.warning("leak: DeviceBuffer#" + id + " of " + size + " bytes was never closed");
-      }
-      try {
-        if (address != 0) {
-          device.makeCurrent();
-          check(
-              JCudaDriver.cuMemFree(Driver.device(address)), "cuMemFree(DeviceBuffer#" + id + ")");
-        }
-      } finally {
-        BYTES_IN_USE.addAndGet(-size);
-        LIVE.decrementAndGet();
-      }
-    }
+    return allocation.label() + "[" + size + " bytes on device " + device.ordinal() + "]";
   }
 }

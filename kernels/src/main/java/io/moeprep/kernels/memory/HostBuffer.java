@@ -2,7 +2,6 @@ package io.moeprep.kernels.memory;
 
 import java.io.EOFException;
 import java.io.IOException;
-import java.lang.ref.Cleaner;
 import java.lang.reflect.Field;
 import java.nio.Buffer;
 import java.nio.ByteBuffer;
@@ -11,9 +10,7 @@ import java.nio.channels.FileChannel;
 import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.ConcurrentLinkedDeque;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.logging.Logger;
 import sun.misc.Unsafe;
 
 /**
@@ -21,9 +18,8 @@ import sun.misc.Unsafe;
  *
  * <p>A buffer has exactly one owner, which closes it (try-with-resources); {@link #close()} is
  * idempotent. Every allocation is counted in {@link #bytesInUse()} and {@link #liveBuffers()}, so
- * that tests can assert that nothing leaked. A {@link Cleaner} frees a buffer that became
- * unreachable without being closed, and logs it as a leak: it is a backstop, not a way to manage
- * memory.
+ * that tests can assert that nothing leaked. A Cleaner frees a buffer that became unreachable
+ * without being closed, and logs it as a leak: it is a backstop, not a way to manage memory.
  *
  * <p>Large blocks (1 MiB and up) are recycled: a closed buffer's memory goes to a size-class cache
  * (at most {@code -Dmoeprep.host.cacheBytes}, default 2 GiB) from which later allocations of the
@@ -36,12 +32,8 @@ import sun.misc.Unsafe;
  * load).
  */
 public final class HostBuffer implements AutoCloseable {
-  private static final Logger LOG = Logger.getLogger(HostBuffer.class.getName());
   private static final Unsafe UNSAFE = loadUnsafe();
-  private static final Cleaner CLEANER = Cleaner.create();
-  private static final AtomicLong BYTES_IN_USE = new AtomicLong();
-  private static final AtomicLong LIVE = new AtomicLong();
-  private static final AtomicLong IDS = new AtomicLong();
+  private static final NativeAllocation.Ledger LEDGER = new NativeAllocation.Ledger("HostBuffer");
   private static final long STAGE_BYTES = 16L << 20;
   private static final long BUFFER_ADDRESS = bufferAddressOffset();
   private static final long POOL_MIN = 1L << 20;
@@ -56,27 +48,21 @@ public final class HostBuffer implements AutoCloseable {
     }
   }
 
-  private final long id;
   private final long address;
   private final long size;
-  private final Release release;
-  private final Cleaner.Cleanable cleanable;
+  private final NativeAllocation allocation;
 
   private HostBuffer(long size, boolean zero) {
     if (size < 0) {
       throw new IllegalArgumentException("buffer size " + size + " is invalid: must be >= 0");
     }
-    this.id = IDS.incrementAndGet();
     this.size = size;
     long block = blockSize(size);
     this.address = size == 0 ? 0 : obtain(block);
     if (zero && size > 0) {
       UNSAFE.setMemory(address, size, (byte) 0);
     }
-    BYTES_IN_USE.addAndGet(size);
-    LIVE.incrementAndGet();
-    this.release = new Release(id, address, size, block);
-    this.cleanable = CLEANER.register(this, release);
+    this.allocation = new NativeAllocation(this, LEDGER, address, size, a -> recycle(a, block));
   }
 
   /** Allocates {@code bytes} of uninitialised memory. */
@@ -91,7 +77,7 @@ public final class HostBuffer implements AutoCloseable {
 
   /** Bytes currently allocated by all open host buffers of this process. */
   public static long bytesInUse() {
-    return BYTES_IN_USE.get();
+    return LEDGER.bytesInUse();
   }
 
   /** Bytes of closed buffers kept for reuse (not counted in {@link #bytesInUse()}). */
@@ -149,7 +135,7 @@ public final class HostBuffer implements AutoCloseable {
 
   /** Number of host buffers allocated and not yet closed. */
   public static long liveBuffers() {
-    return LIVE.get();
+    return LEDGER.liveCount();
   }
 
   /** The raw {@link Unsafe}, for bulk copies by the backends over {@link #address()}. */
@@ -170,7 +156,7 @@ public final class HostBuffer implements AutoCloseable {
 
   /** True once closed. */
   public boolean isClosed() {
-    return release.closed.get();
+    return allocation.isClosed();
   }
 
   public byte getByte(long offset) {
@@ -295,52 +281,18 @@ public final class HostBuffer implements AutoCloseable {
   }
 
   private void checkOpen() {
-    if (release.closed.get()) {
-      throw new IllegalStateException(this + " is closed");
-    }
+    allocation.address();
   }
 
   /** Frees the memory; later calls do nothing. */
   @Override
   public void close() {
-    release.explicit = true;
-    cleanable.clean();
+    allocation.close();
   }
 
   @Override
   public String toString() {
-    return "HostBuffer#" + id + "[" + size + " bytes]";
-  }
-
-  private static final class Release implements Runnable {
-    final long id;
-    final long address;
-    final long size;
-    final long block;
-    final AtomicBoolean closed = new AtomicBoolean();
-    volatile boolean explicit;
-
-    Release(long id, long address, long size, long block) {
-      this.id = id;
-      this.address = address;
-      this.size = size;
-      this.block = block;
-    }
-
-    @Override
-    public void run() {
-      if (!closed.compareAndSet(false, true)) {
-        return;
-      }
-      if (!explicit) {
-        LOG.warning("leak: HostBuffer#" + id + " of " + size + " bytes was never closed");
-      }
-      if (address != 0) {
-        recycle(address, block);
-      }
-      BYTES_IN_USE.addAndGet(-size);
-      LIVE.decrementAndGet();
-    }
+    return allocation.label() + "[" + size + " bytes]";
   }
 
   private static long bufferAddressOffset() {
