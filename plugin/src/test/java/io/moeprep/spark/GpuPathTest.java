@@ -52,6 +52,15 @@ class GpuPathTest {
           MoePrep.unpermute(gpu.data(), gpu.rowMap(), gs),
           "batch, token_id");
     }
+    // the GPU Spark's resource scheduling assigns is the one the kernels run on
+    int before = ExecutorRuntime.device();
+    ExecutorRuntime.useDevice(0);
+    try {
+      var backend = ExecutorRuntime.kernels(BackendChoice.CUDA).backend();
+      assertEquals(0, ((io.moeprep.kernels.cuda.CudaBackend) backend).device().ordinal());
+    } finally {
+      ExecutorRuntime.useDevice(before);
+    }
     assertTrue(
         ExecutorRuntime.GPU_BATCHES.getCount() > gpuBefore,
         "the GPU path ran: gpuBatches " + ExecutorRuntime.GPU_BATCHES.getCount());

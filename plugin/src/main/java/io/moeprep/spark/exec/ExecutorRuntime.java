@@ -7,7 +7,9 @@ import com.codahale.metrics.Timer;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.MoeKernels;
 import io.moeprep.kernels.cpu.CpuBackend;
+import io.moeprep.kernels.cuda.CudaBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
@@ -48,7 +50,9 @@ public final class ExecutorRuntime {
   private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
   private static final AtomicInteger DEVICE = new AtomicInteger(-1);
   private static volatile MoeKernels cpu;
-  private static volatile MoeKernels gpu;
+
+  /** The CUDA kernels per device ordinal ({@code -1}: the backend's default device). */
+  private static final ConcurrentHashMap<Integer, MoeKernels> GPU = new ConcurrentHashMap<>();
 
   private ExecutorRuntime() {}
 
@@ -151,17 +155,21 @@ public final class ExecutorRuntime {
     return k;
   }
 
+  /**
+   * The CUDA kernels on the GPU Spark assigned ({@link #device()}), or on the backend's default
+   * device when Spark assigned none.
+   */
   private static MoeKernels gpuKernels() {
-    MoeKernels k = gpu;
-    if (k == null) {
-      synchronized (ExecutorRuntime.class) {
-        if (gpu == null) {
-          gpu = MoeKernels.create(BackendChoice.CUDA);
-        }
-        k = gpu;
-      }
-    }
-    return k;
+    int d = device();
+    return GPU.computeIfAbsent(
+        d,
+        ordinal -> {
+          if (ordinal < 0) {
+            return MoeKernels.create(BackendChoice.CUDA);
+          }
+          CudaSupport.backend(); // fails with the probe's reason when CUDA cannot run
+          return MoeKernels.on(CudaBackend.on(ordinal));
+        });
   }
 
   /** Registers the metrics under {@code moeprep.*} in a registry (the plugin's). */
