@@ -189,6 +189,40 @@ class BadRowsAtScaleTest {
   }
 
   @Test
+  void sqlDataSourceSkipsAndListsBadRows() {
+    tokens(20_000, Map.of(Kind.NAN_PROB, 12_345L, Kind.K_MISMATCH, 7L), false)
+        .createOrReplaceTempView("bad_sql_tokens");
+    String opts =
+        "numExperts '4', epSize '2', hidden '1', dtype 'f32', topK '2', tokensPerBatch '4096',"
+            + " badRows 'skip'";
+    spark.sql(
+        "CREATE OR REPLACE TEMPORARY VIEW bad_sql_side USING moeprep OPTIONS (op 'permute',"
+            + " table 'bad_sql_tokens', output 'badRows', "
+            + opts
+            + ")");
+    List<Row> side = spark.sql("SELECT * FROM bad_sql_side ORDER BY token_id").collectAsList();
+    assertEquals(2, side.size(), side.toString());
+    assertEquals(7L, side.get(0).getLong(0));
+    assertEquals(Kind.K_MISMATCH.reason, side.get(0).getString(2));
+    assertEquals(12_345L, side.get(1).getLong(0));
+    assertEquals(3L, side.get(1).getLong(1));
+    assertEquals(Kind.NAN_PROB.reason, side.get(1).getString(2));
+    spark.sql(
+        "CREATE OR REPLACE TEMPORARY VIEW bad_sql_rows USING moeprep OPTIONS (op 'permute',"
+            + " table 'bad_sql_tokens', output 'rows', "
+            + opts
+            + ")");
+    assertEquals(
+        0,
+        spark.sql("SELECT * FROM bad_sql_rows WHERE token_id IN (7, 12345)").count(),
+        "the skipped tokens have no output row");
+    assertEquals(
+        2 * (20_000 - 2),
+        spark.sql("SELECT * FROM bad_sql_rows WHERE token_id >= 0").count(),
+        "K rows per good token");
+  }
+
+  @Test
   void policyComesFromTheSessionConfigAndIsChecked() {
     PermuteSpec unset = PermuteSpec.builder(4, 2).hidden(1, DType.F32).topK(2).build();
     assertEquals(BadRowPolicy.FAIL, unset.resolve(k -> null).badRows(), "default");
