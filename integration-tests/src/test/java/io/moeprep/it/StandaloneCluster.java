@@ -62,6 +62,49 @@ final class StandaloneCluster implements AutoCloseable {
     }
   }
 
+  /** The executor JVMs the workers of this cluster have started and that are alive. */
+  List<ProcessHandle> executors() {
+    List<ProcessHandle> out = new ArrayList<>();
+    for (Process p : processes) {
+      p.descendants()
+          .filter(ProcessHandle::isAlive)
+          .filter(h -> commandLine(h).contains("CoarseGrainedExecutorBackend"))
+          .forEach(out::add);
+    }
+    return out;
+  }
+
+  /** The whole command line (ProcessHandle.Info cuts long ones: read /proc where it exists). */
+  static String commandLine(ProcessHandle h) {
+    Path proc = Path.of("/proc", Long.toString(h.pid()), "cmdline");
+    try {
+      if (Files.exists(proc)) {
+        return new String(Files.readAllBytes(proc), java.nio.charset.StandardCharsets.UTF_8)
+            .replace('\0', ' ');
+      }
+    } catch (IOException e) {
+      // gone, or not readable: fall back
+    }
+    return h.info().commandLine().orElse("");
+  }
+
+  /** The processes of this cluster and their descendants, for messages. */
+  String describe() {
+    StringBuilder b = new StringBuilder();
+    for (Process p : processes) {
+      b.append(p.pid()).append(' ').append(p.info().command().orElse("?")).append('\n');
+      p.descendants()
+          .forEach(
+              h ->
+                  b.append("  ")
+                      .append(h.pid())
+                      .append(' ')
+                      .append(commandLine(h).replaceAll("-cp \\S+", "-cp ..."))
+                      .append('\n'));
+    }
+    return b.toString();
+  }
+
   String masterUrl() {
     return "spark://127.0.0.1:" + masterPort;
   }

@@ -4,6 +4,7 @@ import static org.apache.spark.sql.functions.col;
 import static org.apache.spark.sql.functions.lit;
 import static org.apache.spark.sql.functions.size;
 
+import io.moeprep.spark.exec.BadRowScanner;
 import io.moeprep.spark.exec.CombineRunner;
 import io.moeprep.spark.exec.DispatchMapper;
 import io.moeprep.spark.exec.RankPartitioning;
@@ -20,6 +21,7 @@ import org.apache.spark.sql.types.ArrayType;
 import org.apache.spark.sql.types.DataType;
 import org.apache.spark.sql.types.DataTypes;
 import org.apache.spark.sql.types.StructType;
+import org.apache.spark.util.LongAccumulator;
 
 /**
  * Expert-parallel permute (dispatch) and unpermute (combine) on DataFrames.
@@ -37,8 +39,9 @@ import org.apache.spark.sql.types.StructType;
  * [0, E)} or -1), optional {@code probs} ({@code array<float>} of length K), optional {@code batch}
  * (long; without it token {@code t} is in batch {@code t / tokensPerBatch}). Every row is validated
  * in the map tasks, before anything is emitted: a bad row fails the job with a message naming its
- * token id. Within a batch, rows are permuted in token-id order, so the output equals the
- * single-device kernel run on the batch sorted by token id.
+ * token id, or, under {@link BadRowPolicy#SKIP}, is left out, counted and listed in {@link
+ * PermuteOutput#badRows()}. Within a batch, rows are permuted in token-id order, so the output
+ * equals the single-device kernel run on the batch sorted by token id.
  */
 public final class MoePrep {
   private MoePrep() {}
@@ -94,13 +97,21 @@ public final class MoePrep {
     Dataset<Row> selected = tokens.select(tokenId, hidden, ids, probs, batch);
     int ranks = s.expertPlacement().numRanks();
     int[] keys = RankPartitioning.keys(ranks);
+    LongAccumulator badRowCount = null;
+    if (s.badRows() == BadRowPolicy.SKIP) {
+      badRowCount = spark.sparkContext().longAccumulator("moeprep.badRows");
+    }
     Dataset<Row> dispatched =
         selected
             .mapPartitions(
-                new DispatchMapper(s, hasProbs, hasBatch, keys), Encoders.row(Schemas.DISPATCH))
+                new DispatchMapper(s, hasProbs, hasBatch, keys, badRowCount),
+                Encoders.row(Schemas.DISPATCH))
             .repartition(ranks, col("pkey"))
             .sortWithinPartitions(col("batch"));
-    return new PermuteOutput(dispatched, s, hasProbs);
+    Dataset<Row> badRows =
+        selected.mapPartitions(
+            new BadRowScanner(s, hasProbs, hasBatch), Encoders.row(Schemas.BAD_ROWS));
+    return new PermuteOutput(dispatched, s, hasProbs, badRows, badRowCount);
   }
 
   /**

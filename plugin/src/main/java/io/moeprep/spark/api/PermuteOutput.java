@@ -7,6 +7,7 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.types.StructType;
+import org.apache.spark.util.LongAccumulator;
 
 /**
  * The outputs of one permute, each a lazy {@link Dataset} with one partition per EP rank (partition
@@ -19,8 +20,17 @@ public final class PermuteOutput {
   private final PermuteSpec spec;
   private final boolean hasProbs;
   private final RapidsRoute route;
+  private final Dataset<Row> badRows;
+  private final LongAccumulator badRowCount;
 
-  PermuteOutput(Dataset<Row> dispatched, PermuteSpec spec, boolean hasProbs) {
+  PermuteOutput(
+      Dataset<Row> dispatched,
+      PermuteSpec spec,
+      boolean hasProbs,
+      Dataset<Row> badRows,
+      LongAccumulator badRowCount) {
+    this.badRows = badRows;
+    this.badRowCount = badRowCount;
     this.dispatched = dispatched;
     this.spec = spec;
     this.hasProbs = hasProbs;
@@ -73,6 +83,26 @@ public final class PermuteOutput {
   /** The dispatched records ({@link Schemas#DISPATCH}), partitioned by rank, sorted by batch. */
   public Dataset<Row> dispatched() {
     return dispatched;
+  }
+
+  /**
+   * The side table of bad input rows ({@link Schemas#BAD_ROWS}: token_id, batch, reason), one row
+   * per input row that fails validation, computed by its own job over the input. Under {@link
+   * BadRowPolicy#SKIP} these are exactly the rows the permute left out; under {@link
+   * BadRowPolicy#FAIL} it lists the rows that would fail the job (the first one met does).
+   */
+  public Dataset<Row> badRows() {
+    return badRows;
+  }
+
+  /**
+   * The {@code moeprep.badRows} accumulator counting the rows skipped under {@link
+   * BadRowPolicy#SKIP} (null under FAIL). Like any accumulator updated in a transformation, it adds
+   * once per evaluation of the dispatch: each output computed (and each re-run stage) adds again.
+   * {@code badRows().count()} is the exact number.
+   */
+  public LongAccumulator badRowCount() {
+    return badRowCount;
   }
 
   /** The resolved spec this output was planned with. */

@@ -54,6 +54,7 @@ public final class PermuteSpec implements Serializable {
   final Long maxBlockBytes;
   final Long chunkBytes;
   final Integer combinePartitions;
+  final BadRowPolicy badRows;
   final String tokenIdCol;
   final String hiddenCol;
   final String expertIdsCol;
@@ -78,6 +79,7 @@ public final class PermuteSpec implements Serializable {
     maxBlockBytes = b.maxBlockBytes;
     chunkBytes = b.chunkBytes;
     combinePartitions = b.combinePartitions;
+    badRows = b.badRows;
     tokenIdCol = b.tokenIdCol;
     hiddenCol = b.hiddenCol;
     expertIdsCol = b.expertIdsCol;
@@ -99,8 +101,9 @@ public final class PermuteSpec implements Serializable {
    * or {@code placement} (comma-separated rank of each expert), {@code hidden}, {@code dtype},
    * {@code topK}, optional {@code capacity} ({@code none}, {@code numOut:M}, {@code perExpert:C},
    * {@code perExpertPadded:C}), {@code align}, {@code tokensPerBatch}, {@code dispatch}, {@code
-   * layout}, {@code backend}, {@code maxBlockBytes}, and column names {@code tokenIdCol}, {@code
-   * hiddenCol}, {@code expertIdsCol}, {@code probsCol}, {@code batchCol}. Keys ignore case.
+   * layout}, {@code backend}, {@code maxBlockBytes}, {@code badRows} ({@code fail | skip}), and
+   * column names {@code tokenIdCol}, {@code hiddenCol}, {@code expertIdsCol}, {@code probsCol},
+   * {@code batchCol}. Keys ignore case.
    */
   public static PermuteSpec fromOptions(Map<String, String> options) {
     Function<String, String> o =
@@ -169,6 +172,9 @@ public final class PermuteSpec implements Serializable {
     if (o.apply("chunkBytes") != null) {
       b.chunkBytes(MoePrepConf.DISPATCH_CHUNK_BYTES.parse(o.apply("chunkBytes")));
     }
+    if (o.apply("badRows") != null) {
+      b.badRows(BadRowPolicy.parse(MoePrepConf.BAD_ROWS.parse(o.apply("badRows"))));
+    }
     if (o.apply("maxBlockBytes") != null) {
       b.maxBlockBytes(MoePrepConf.PACKED_MAX_BLOCK_BYTES.parse(o.apply("maxBlockBytes")));
     }
@@ -233,6 +239,9 @@ public final class PermuteSpec implements Serializable {
     if (b.combinePartitions == null) {
       b.combinePartitions = MoePrepConf.COMBINE_PARTITIONS.readFrom(conf);
     }
+    if (b.badRows == null) {
+      b.badRows = BadRowPolicy.parse(MoePrepConf.BAD_ROWS.readFrom(conf));
+    }
     return b.build();
   }
 
@@ -254,6 +263,7 @@ public final class PermuteSpec implements Serializable {
     b.maxBlockBytes = maxBlockBytes;
     b.chunkBytes = chunkBytes;
     b.combinePartitions = combinePartitions;
+    b.badRows = badRows;
     b.tokenIdCol = tokenIdCol;
     b.hiddenCol = hiddenCol;
     b.expertIdsCol = expertIdsCol;
@@ -327,6 +337,11 @@ public final class PermuteSpec implements Serializable {
     return combinePartitions;
   }
 
+  /** What happens to a bad input row, or {@code null} before {@link #resolve}. */
+  public BadRowPolicy badRows() {
+    return badRows;
+  }
+
   /** Input column names: token id, hidden, expert ids, probs, batch. */
   public String[] columns() {
     return new String[] {tokenIdCol, hiddenCol, expertIdsCol, probsCol, batchCol};
@@ -372,6 +387,7 @@ public final class PermuteSpec implements Serializable {
     private Long maxBlockBytes;
     private Long chunkBytes;
     private Integer combinePartitions;
+    private BadRowPolicy badRows;
     private String tokenIdCol = "token_id";
     private String hiddenCol = "hidden";
     private String expertIdsCol = "expert_ids";
@@ -492,6 +508,16 @@ public final class PermuteSpec implements Serializable {
     /** Partitions of the combine stage ({@code 0} = {@code spark.sql.shuffle.partitions}). */
     public Builder combinePartitions(int p) {
       combinePartitions = MoePrepConf.COMBINE_PARTITIONS.parse(Integer.toString(p));
+      return this;
+    }
+
+    /**
+     * What happens to an input row that fails validation: {@link BadRowPolicy#FAIL} (the default)
+     * fails the job naming its token id; {@link BadRowPolicy#SKIP} leaves it out, counts it and
+     * lists it in {@link PermuteOutput#badRows()}.
+     */
+    public Builder badRows(BadRowPolicy p) {
+      badRows = java.util.Objects.requireNonNull(p, "badRows");
       return this;
     }
 

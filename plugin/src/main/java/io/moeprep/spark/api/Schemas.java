@@ -4,6 +4,7 @@ import static org.apache.spark.sql.types.DataTypes.BinaryType;
 import static org.apache.spark.sql.types.DataTypes.FloatType;
 import static org.apache.spark.sql.types.DataTypes.IntegerType;
 import static org.apache.spark.sql.types.DataTypes.LongType;
+import static org.apache.spark.sql.types.DataTypes.StringType;
 import static org.apache.spark.sql.types.DataTypes.createArrayType;
 import static org.apache.spark.sql.types.DataTypes.createStructField;
 
@@ -26,6 +27,18 @@ public final class Schemas {
    * ALL_TO_ALL), {@code probs} ({@code n x K} float32, or null), {@code hidden} ({@code n x H}
    * elements). A chunk with {@code n = 0} only says that the batch exists.
    */
+  /**
+   * The bad-row side table of {@link PermuteOutput#badRows()}: the token id and batch of each input
+   * row that failed validation (null where the row has none), and why.
+   */
+  public static final StructType BAD_ROWS =
+      new StructType(
+          new StructField[] {
+            f("token_id", LongType, true),
+            f("batch", LongType, true),
+            f("reason", StringType, false)
+          });
+
   public static final StructType DISPATCH =
       new StructType(
           new StructField[] {

@@ -102,6 +102,18 @@ public final class MoePrepConf {
           Integer.MAX_VALUE,
           false);
 
+  /** What a permute does with an input row that fails validation. */
+  public static final ConfigEntry<String> BAD_ROWS =
+      choice(
+          "badRows",
+          "fail: a bad input row (null, wrong hidden length, expert id out of range, K mismatch,"
+              + " NaN prob) fails the job with its token id. skip: bad rows are left out of the"
+              + " permute, counted in the moeprep.badRows accumulator and listed with their reason"
+              + " in PermuteOutput.badRows().",
+          "fail",
+          Set.of("fail", "skip"),
+          true);
+
   /** All entries, in documentation order. */
   public static final List<ConfigEntry<?>> ALL =
       List.of(
@@ -109,6 +121,7 @@ public final class MoePrepConf {
           DISPATCH,
           LAYOUT,
           TOKENS_PER_BATCH,
+          BAD_ROWS,
           PACKED_MAX_BLOCK_BYTES,
           DISPATCH_CHUNK_BYTES,
           GPU_REQUIRED,

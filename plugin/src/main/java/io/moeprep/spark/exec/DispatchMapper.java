@@ -1,6 +1,7 @@
 package io.moeprep.spark.exec;
 
 import io.moeprep.kernels.contract.ExpertPlacement;
+import io.moeprep.spark.api.BadRowPolicy;
 import io.moeprep.spark.api.Dispatch;
 import io.moeprep.spark.api.PermuteSpec;
 import java.util.ArrayDeque;
@@ -14,6 +15,7 @@ import java.util.Set;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
+import org.apache.spark.util.LongAccumulator;
 
 /**
  * The map side of dispatch: validates each token row and packs it into the chunk of each
@@ -36,12 +38,28 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
   private final boolean hasBatch;
   private final int[] partitionKeys;
   private final int chunkTokens;
+  private final LongAccumulator badRowCount;
+  private static final org.slf4j.Logger LOG =
+      org.slf4j.LoggerFactory.getLogger(DispatchMapper.class);
 
   /**
    * @param partitionKeys per rank, a key that Spark's hash partitioning sends to partition {@code
    *     rank} (see {@link RankPartitioning})
    */
   public DispatchMapper(PermuteSpec spec, boolean hasProbs, boolean hasBatch, int[] partitionKeys) {
+    this(spec, hasProbs, hasBatch, partitionKeys, null);
+  }
+
+  /**
+   * @param badRowCount counts the rows skipped under {@link BadRowPolicy#SKIP}, or null
+   */
+  public DispatchMapper(
+      PermuteSpec spec,
+      boolean hasProbs,
+      boolean hasBatch,
+      int[] partitionKeys,
+      LongAccumulator badRowCount) {
+    this.badRowCount = badRowCount;
     this.spec = spec;
     this.hasProbs = hasProbs;
     this.hasBatch = hasBatch;
@@ -122,6 +140,7 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
     ArrayDeque<Row> ready = new ArrayDeque<>();
     return new Iterator<>() {
       private long buffered;
+      private long skippedHere;
       private boolean done;
 
       @Override
@@ -153,11 +172,26 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
       }
 
       private void add(Row r) {
-        long t = TokenRows.tokenId(r);
-        int[] ids = TokenRows.expertIds(r, t, spec);
-        byte[] hidden = TokenRows.hidden(r, t, spec);
-        float[] probs = TokenRows.probs(r, t, spec, hasProbs);
-        long batch = TokenRows.batch(r, t, spec, hasBatch);
+        TokenRows.Parsed p;
+        try {
+          p = TokenRows.parse(r, spec, hasProbs, hasBatch);
+        } catch (IllegalArgumentException e) {
+          if (spec.badRows() != BadRowPolicy.SKIP) {
+            throw e;
+          }
+          if (badRowCount != null) {
+            badRowCount.add(1);
+          }
+          if (skippedHere++ < 10) {
+            LOG.warn("skipping bad row (spark.moeprep.badRows=skip): {}", e.getMessage());
+          }
+          return;
+        }
+        long t = p.tokenId();
+        int[] ids = p.ids();
+        byte[] hidden = p.hidden();
+        float[] probs = p.probs();
+        long batch = p.batch();
         seen.put(batch, Boolean.TRUE);
         Chunk[] chunks = open.computeIfAbsent(batch, b -> new Chunk[ranks]);
         if (spec.dispatch() == Dispatch.ALL_GATHER) {

@@ -135,7 +135,11 @@ final class TokenRows {
       if (x == null) {
         throw new IllegalArgumentException("token_id=" + t + ": probs[" + j + "] is null");
       }
-      out[j] = ((Number) x).floatValue();
+      float f = ((Number) x).floatValue();
+      if (Float.isNaN(f)) {
+        throw new IllegalArgumentException("token_id=" + t + ": probs[" + j + "] is NaN");
+      }
+      out[j] = f;
     }
     return out;
   }
@@ -148,6 +152,41 @@ final class TokenRows {
       throw new IllegalArgumentException("token_id=" + t + ": batch is null");
     }
     return r.getLong(BATCH);
+  }
+
+  /** One validated row. */
+  record Parsed(long tokenId, int[] ids, byte[] hidden, float[] probs, long batch) {}
+
+  /** Reads and validates every column of a row; throws naming the token id. */
+  static Parsed parse(
+      org.apache.spark.sql.Row r, PermuteSpec spec, boolean hasProbs, boolean hasBatch) {
+    long t = tokenId(r);
+    int[] ids = expertIds(r, t, spec);
+    byte[] hidden = hidden(r, t, spec);
+    float[] probs = probs(r, t, spec, hasProbs);
+    long batch = batch(r, t, spec, hasBatch);
+    return new Parsed(t, ids, hidden, probs, batch);
+  }
+
+  /**
+   * The side-table row of a bad row ({@link io.moeprep.spark.api.Schemas#BAD_ROWS}): its token id
+   * and batch where they can be read (else null), and the reason without the token id prefix.
+   */
+  static org.apache.spark.sql.Row badRow(
+      org.apache.spark.sql.Row r, PermuteSpec spec, boolean hasBatch, IllegalArgumentException e) {
+    Long t = r.isNullAt(TOKEN) ? null : r.getLong(TOKEN);
+    Long batch;
+    if (hasBatch) {
+      batch = r.isNullAt(BATCH) ? null : r.getLong(BATCH);
+    } else {
+      batch = t == null || t < 0 ? null : t / spec.tokensPerBatch();
+    }
+    String reason = String.valueOf(e.getMessage());
+    String prefix = "token_id=" + t + ": ";
+    if (t != null && reason.startsWith(prefix)) {
+      reason = reason.substring(prefix.length());
+    }
+    return org.apache.spark.sql.RowFactory.create(t, batch, reason);
   }
 
   private static void putShort(byte[] b, int at, short v) {

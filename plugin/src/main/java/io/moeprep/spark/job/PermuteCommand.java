@@ -7,6 +7,7 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.kernels.contract.ExpertPlacement;
+import io.moeprep.spark.api.BadRowPolicy;
 import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
@@ -40,8 +41,10 @@ final class PermuteCommand implements Command.Runner {
             DIR/data               the permuted tokens (layout rows or packed)
             DIR/row_map            the output row of every slot, per (rank, batch, token)
             DIR/tokens_per_expert  kept and dropped slots and the segment per (rank, batch, expert)
+            DIR/bad_rows           with --bad-rows skip: the skipped rows (token_id, batch,
+                                   reason)
             DIR/manifest.json      inputs, options, backend per rank, tokens per expert, dropped
-                                   slots and timings
+                                   slots, bad rows and timings
           DIR appears only when complete. --experts, --hidden, --dtype and --top-k default to the
           values in TOKENS/_manifest.json when TOKENS was written by moeprep generate.
 
@@ -66,6 +69,9 @@ final class PermuteCommand implements Command.Runner {
             --max-block-bytes B    largest packed block (default: spark.moeprep.packed.maxBlockBytes)
             --chunk-bytes B        hidden bytes per dispatch chunk (default:
                                    spark.moeprep.dispatch.chunkBytes)
+            --bad-rows P           fail (a bad input row fails the job, naming its token id) or
+                                   skip (left out, listed in DIR/bad_rows, counted in the
+                                   manifest) (default: spark.moeprep.badRows, fail)
             --force                replace DIR if it exists
           """,
           Set.of(
@@ -86,7 +92,8 @@ final class PermuteCommand implements Command.Runner {
               "dispatch",
               "backend",
               "max-block-bytes",
-              "chunk-bytes"),
+              "chunk-bytes",
+              "bad-rows"),
           Set.of("pad-to-capacity", "force"),
           PermuteCommand::new);
 
@@ -182,7 +189,8 @@ final class PermuteCommand implements Command.Runner {
           {"dispatch", "dispatch"},
           {"backend", "backend"},
           {"max-block-bytes", "maxBlockBytes"},
-          {"chunk-bytes", "chunkBytes"}
+          {"chunk-bytes", "chunkBytes"},
+          {"bad-rows", "badRows"}
         }) {
       if (args.has(kv[0])) {
         o.put(kv[1], args.str(kv[0], ""));
@@ -223,6 +231,7 @@ final class PermuteCommand implements Command.Runner {
     o.put("backend", s.backend().name().toLowerCase(Locale.ROOT));
     o.put("maxBlockBytes", Long.toString(s.maxBlockBytes()));
     o.put("chunkBytes", Long.toString(s.chunkBytes()));
+    o.put("badRows", s.badRows().name().toLowerCase(Locale.ROOT));
     return o;
   }
 
@@ -268,9 +277,18 @@ final class PermuteCommand implements Command.Runner {
             .parquet(dir.path("tokens_per_expert"));
         timings.put("tokens_per_expert", s.done());
       }
+      long badRows = 0;
+      if (spec.badRows() == BadRowPolicy.SKIP) {
+        try (Progress.Step s = ctx.progress.step("bad rows")) {
+          perm.badRows().write().parquet(dir.path("bad_rows"));
+          badRows = ctx.spark.read().parquet(dir.path("bad_rows")).count();
+          timings.put("bad_rows", s.done());
+        }
+      }
       ObjectNode m;
       try (Progress.Step s = ctx.progress.step("manifest")) {
         m = manifest(ctx, dir, spec, options, gen, backends.value());
+        m.put("bad_rows", badRows);
         timings.put("manifest", s.done());
       }
       timings.put("total", (System.nanoTime() - start) / 1e9);
@@ -282,7 +300,7 @@ final class PermuteCommand implements Command.Runner {
       ctx.out.printf(
           Locale.ROOT,
           "permute: %d tokens -> %d rows on %d ranks (%s, %s, backend %s), %d of %d slots dropped"
-              + " (%.1f%%) -> %s%n",
+              + " (%.1f%%)%s -> %s%n",
           m.get("input").get("rows").asLong(),
           m.get("rows_out").asLong(),
           spec.expertPlacement().numRanks(),
@@ -292,6 +310,7 @@ final class PermuteCommand implements Command.Runner {
           dropped,
           slots,
           slots == 0 ? 0.0 : 100.0 * dropped / slots,
+          spec.badRows() == BadRowPolicy.SKIP ? ", " + badRows + " bad rows skipped" : "",
           out);
     } catch (Exception ex) {
       IllegalArgumentException bad = JobMain.badInput(ex);

@@ -30,7 +30,7 @@ import scala.jdk.javaapi.CollectionConverters;
  * </pre>
  *
  * {@code output} is one of {@code data} (the spec's layout, default), {@code rows}, {@code packed},
- * {@code rowMap}, {@code tokensPerExpert}.
+ * {@code rowMap}, {@code tokensPerExpert}, {@code badRows} (the bad-row side table).
  */
 public final class MoePrepSource implements RelationProvider, DataSourceRegister {
   @Override
@@ -56,12 +56,13 @@ public final class MoePrepSource implements RelationProvider, DataSourceRegister
               case "packed" -> out.packed();
               case "rowmap" -> out.rowMap();
               case "tokensperexpert" -> out.tokensPerExpert();
+              case "badrows" -> out.badRows();
               default ->
                   throw new IllegalArgumentException(
                       "output '"
                           + which
                           + "' is invalid: must be one of data, rows, packed, rowMap,"
-                          + " tokensPerExpert");
+                          + " tokensPerExpert, badRows");
             };
       }
       case "unpermute" ->

@@ -46,7 +46,9 @@ class BadRowsTest {
             + " expert_ids[1] is null",
         "X'0A0B0C0D' | array(1, 2) | CAST(NULL AS ARRAY<FLOAT>) | token_id=42: probs is null",
         "X'0A0B0C0D' | array(1, 2) | array(0.5f) | token_id=42: probs has 1 entries, expected topK"
-            + " = 2"
+            + " = 2",
+        "X'0A0B0C0D' | array(1, 2) | array(CAST('NaN' AS FLOAT), 0.5f) | token_id=42: probs[0] is"
+            + " NaN"
       })
   void badRowFailsTheJobAndCommitsNothing(String hidden, String ids, String probs, String msg) {
     Dataset<Row> good =

@@ -269,6 +269,58 @@ class JobEndToEndTest {
   }
 
   @Test
+  void permuteFailsOnABadRowOrSkipsItIntoBadRows() throws IOException {
+    Path in = tmp.resolve("bad-tokens");
+    spark
+        .sql(
+            "SELECT id AS token_id, array(CAST(id AS FLOAT)) AS hidden, array(CAST(id % 4 AS INT),"
+                + " CASE WHEN id = 777 THEN 9 ELSE CAST((id + 1) % 4 AS INT) END) AS expert_ids,"
+                + " array(0.5f, 0.5f) AS probs FROM range(0, 2000, 1, 2)")
+        .write()
+        .parquet(in.toString());
+    List<String> common =
+        List.of(
+            "permute",
+            "--input",
+            in.toString(),
+            "--experts",
+            "4",
+            "--ep-size",
+            "2",
+            "--hidden",
+            "1",
+            "--dtype",
+            "f32",
+            "--top-k",
+            "2",
+            "--tokens-per-batch",
+            "500",
+            "--backend",
+            "cpu");
+    Path failed = tmp.resolve("bad-fail");
+    List<String> a = new ArrayList<>(common);
+    a.addAll(List.of("--out", failed.toString()));
+    JobCliTest.Result r = job(a.toArray(String[]::new));
+    assertNotEquals(0, r.code(), r.out());
+    assertTrue(r.err().contains("token_id=777: expert_ids[1] = 9 is out of range"), r.err());
+    assertFalse(Files.exists(failed), "no output after the failure");
+
+    Path skipped = tmp.resolve("bad-skip");
+    List<String> b = new ArrayList<>(common);
+    b.addAll(List.of("--out", skipped.toString(), "--bad-rows", "skip"));
+    JobCliTest.Result s = ok(b.toArray(String[]::new));
+    assertTrue(s.out().contains(", 1 bad rows skipped"), s.out());
+    JsonNode m = manifest(skipped.resolve("manifest.json"));
+    assertEquals(1, m.get("bad_rows").asLong());
+    assertEquals("skip", m.get("options").get("badRows").asText());
+    List<Row> bad = spark.read().parquet(skipped.resolve("bad_rows").toString()).collectAsList();
+    assertEquals(1, bad.size(), bad.toString());
+    assertEquals(777L, bad.get(0).getLong(0));
+    assertEquals(1L, bad.get(0).getLong(1));
+    assertEquals("expert_ids[1] = 9 is out of range [0, 4) or -1", bad.get(0).getString(2));
+  }
+
+  @Test
   void packedAllGatherWithAlignmentThenUnpermuteVerifiesByteForByte() throws IOException {
     Path out = tmp.resolve("perm-packed");
     ok(
