@@ -1,6 +1,7 @@
 package io.moeprep.it;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.bench.SyntheticRouting;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -56,20 +57,9 @@ public final class TokenData {
                     }
                     byte[] h = new byte[rowBytes];
                     rnd.nextBytes(h);
-                    int[] perm = new int[e];
-                    for (int i = 0; i < e; i++) {
-                      perm[i] = i;
-                    }
                     int[] ids = new int[k];
                     float[] probs = new float[k];
-                    for (int j = 0; j < k; j++) {
-                      int pick = j + rnd.nextInt(e - j);
-                      int v = perm[pick];
-                      perm[pick] = perm[j];
-                      perm[j] = v;
-                      ids[j] = rnd.nextDouble() < minus1 ? -1 : v;
-                      probs[j] = (float) rnd.nextDouble();
-                    }
+                    SyntheticRouting.pickToken(rnd, new int[e], ids, probs, e, minus1);
                     out.add(RowFactory.create(t, h, ids, probs));
                   }
                   return out.iterator();

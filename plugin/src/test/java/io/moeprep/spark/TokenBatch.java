@@ -8,6 +8,7 @@ import static org.apache.spark.sql.types.DataTypes.createArrayType;
 import static org.apache.spark.sql.types.DataTypes.createStructField;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.bench.SyntheticRouting;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
@@ -70,20 +71,9 @@ public final class TokenBatch {
         for (int x = 0; x < hidden.length; x++) {
           hidden[x] = (byte) rnd.nextInt();
         }
-        int[] perm = new int[e];
-        for (int x = 0; x < e; x++) {
-          perm[x] = x;
-        }
         int[] ids = new int[k];
         float[] probs = new float[k];
-        for (int j = 0; j < k; j++) {
-          int pick = j + rnd.nextInt(e - j);
-          int v = perm[pick];
-          perm[pick] = perm[j];
-          perm[j] = v;
-          ids[j] = rnd.nextDouble() < minus1 ? -1 : v;
-          probs[j] = (float) rnd.nextDouble();
-        }
+        SyntheticRouting.pickToken(rnd, new int[e], ids, probs, e, minus1);
         out.add(new Token(id, b, hidden, ids, probs));
       }
     }
