@@ -66,6 +66,82 @@ class GpuPathTest {
         "the GPU path ran: gpuBatches " + ExecutorRuntime.GPU_BATCHES.getCount());
   }
 
+  @Test
+  void outOfDeviceMemoryRunsTheBatchOnTheCpu() {
+    CudaSupport.Probe probe = ExecutorRuntime.probe();
+    GpuTests.require(probe.available(), probe.reason());
+    SparkSession spark = SparkSessions.local();
+    SplittableRandom rnd = Seeds.fresh("outOfDeviceMemoryRunsTheBatchOnTheCpu");
+    TokenBatch tb = TokenBatch.random(rnd, 2, 300 + rnd.nextInt(300), 256, DType.BF16, 2, 8, 0.1);
+    Dataset<Row> df = tb.toDataFrame(spark, true);
+    PermuteSpec.Builder b = PermuteSpec.builder(8, 2).hidden(256, DType.BF16).topK(2);
+    PermuteSpec cs = b.backend(BackendChoice.CPU).build();
+    // 64 KiB of device memory cannot hold one batch (each holds > 100 KiB of hidden data)
+    PermuteSpec gs = b.backend(BackendChoice.CUDA).gpuMemoryLimit(64 << 10).build();
+    long oomBefore = ExecutorRuntime.OOM_FALLBACKS.getCount();
+    long gpuBefore = ExecutorRuntime.GPU_BATCHES.getCount();
+    PermuteOutput cpu = MoePrep.permute(df, cs);
+    PermuteOutput gpu = MoePrep.permute(df, gs);
+    assertSame(cpu.data(), gpu.data(), "ep_rank, batch, row");
+    assertSame(
+        MoePrep.unpermute(cpu.data(), cpu.rowMap(), cs),
+        MoePrep.unpermute(gpu.data(), gpu.rowMap(), gs),
+        "batch, token_id");
+    long batches = 2L * 2; // 2 batches on each of 2 ranks
+    assertTrue(
+        ExecutorRuntime.OOM_FALLBACKS.getCount() - oomBefore >= batches,
+        "oomFallbacks grew by " + (ExecutorRuntime.OOM_FALLBACKS.getCount() - oomBefore));
+    assertEquals(gpuBefore, ExecutorRuntime.GPU_BATCHES.getCount(), "no batch fit on the GPU");
+    String reason = ExecutorRuntime.fallbackReason();
+    assertTrue(
+        reason.contains("batch ") && reason.contains("memory limit is 65536 bytes"),
+        "reason names the batch and the limit: " + reason);
+    // without the fallback, the job fails naming rank, batch and the limit
+    PermuteSpec strict = gs.toBuilder().oomFallback(false).build();
+    Exception e =
+        org.junit.jupiter.api.Assertions.assertThrows(
+            Exception.class, () -> MoePrep.permute(df, strict).data().count());
+    String all = causes(e);
+    assertTrue(all.contains("rank ") && all.contains(", batch "), all);
+    assertTrue(all.contains("DeviceOutOfMemoryException"), all);
+  }
+
+  @Test
+  void aFailingLaunchNamesKernelGridRankAndBatch() {
+    CudaSupport.Probe probe = ExecutorRuntime.probe();
+    GpuTests.require(probe.available(), probe.reason());
+    SparkSession spark = SparkSessions.local();
+    SplittableRandom rnd = Seeds.fresh("aFailingLaunchNamesKernelGridRankAndBatch");
+    TokenBatch tb = TokenBatch.random(rnd, 1, 64, 64, DType.BF16, 2, 4, 0.0);
+    Dataset<Row> df = tb.toDataFrame(spark, true);
+    PermuteSpec gs =
+        PermuteSpec.builder(4, 2)
+            .hidden(64, DType.BF16)
+            .topK(2)
+            .backend(BackendChoice.CUDA)
+            .build();
+    System.setProperty(io.moeprep.kernels.cuda.CudaDevice.FAIL_LAUNCH, "moeprep_permute_rows");
+    try {
+      Exception e =
+          org.junit.jupiter.api.Assertions.assertThrows(
+              Exception.class, () -> MoePrep.permute(df, gs).data().count());
+      String all = causes(e);
+      assertTrue(
+          all.matches("(?s).*rank \\d, batch 0: kernel moeprep_permute_rows_v\\d+ <<<.*"), all);
+      assertTrue(all.contains("CUDA_ERROR_INVALID_VALUE"), all);
+    } finally {
+      System.clearProperty(io.moeprep.kernels.cuda.CudaDevice.FAIL_LAUNCH);
+    }
+  }
+
+  private static String causes(Throwable t) {
+    StringBuilder b = new StringBuilder();
+    for (Throwable c = t; c != null; c = c.getCause()) {
+      b.append(c).append('\n');
+    }
+    return b.toString();
+  }
+
   private static void assertSame(Dataset<Row> a, Dataset<Row> b, String order) {
     String o = order == null ? "ep_rank, batch, row_offset" : order;
     List<Row> x = a.orderBy(o.split(", ")[0], o.split(", ")).collectAsList();

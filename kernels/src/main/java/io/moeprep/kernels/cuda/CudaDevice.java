@@ -30,12 +30,21 @@ public final class CudaDevice {
   /** Launches synchronise and check right away when set, so that a fault names its kernel. */
   private static final boolean SYNC_LAUNCHES = Boolean.getBoolean("moeprep.cuda.syncLaunches");
 
+  /**
+   * Fault injection for tests: kernels whose name starts with this property's value are launched
+   * with an invalid block size, so that the driver refuses them (CUDA_ERROR_INVALID_VALUE).
+   */
+  public static final String FAIL_LAUNCH = "moeprep.cuda.failLaunch";
+
   private final int ordinal;
   private final CUcontext context = new CUcontext();
   private final int multiprocessors;
   private final String name;
   private final Map<String, CUfunction> functions = new ConcurrentHashMap<>();
   private final List<CUmodule> modules = new java.util.ArrayList<>();
+  private final java.util.concurrent.atomic.AtomicLong allocated =
+      new java.util.concurrent.atomic.AtomicLong();
+  private volatile long memoryLimit;
 
   private CudaDevice(int ordinal) {
     this.ordinal = ordinal;
@@ -103,6 +112,54 @@ public final class CudaDevice {
     return new long[] {free[0], total[0]};
   }
 
+  /**
+   * Caps the device memory that MoePrep's {@link DeviceBuffer}s of this JVM may hold on this device
+   * at {@code bytes} ({@code 0}: no cap but the device's own). An allocation that would cross it
+   * fails with {@link DeviceOutOfMemoryException} exactly as one the driver refuses, so that a
+   * smaller card's behaviour can be had on a large one, and so that MoePrep leaves room to others
+   * sharing the GPU (cudf, a training process).
+   */
+  public void setMemoryLimit(long bytes) {
+    if (bytes < 0) {
+      throw new IllegalArgumentException("memory limit = " + bytes + " is invalid: must be >= 0");
+    }
+    memoryLimit = bytes;
+  }
+
+  /** The cap set by {@link #setMemoryLimit}, or {@code 0}. */
+  public long memoryLimit() {
+    return memoryLimit;
+  }
+
+  /** Bytes held by the open {@link DeviceBuffer}s on this device. */
+  public long bytesAllocated() {
+    return allocated.get();
+  }
+
+  /** Counts {@code bytes} against the limit before an allocation; see {@link #setMemoryLimit}. */
+  void reserve(long bytes) {
+    long limit = memoryLimit;
+    long now = allocated.addAndGet(bytes);
+    if (limit > 0 && now > limit) {
+      allocated.addAndGet(-bytes);
+      throw new DeviceOutOfMemoryException(
+          "cuMemAlloc("
+              + bytes
+              + " bytes) on device "
+              + ordinal
+              + " refused: MoePrep's device memory limit is "
+              + limit
+              + " bytes and "
+              + (now - bytes)
+              + " are in use");
+    }
+  }
+
+  /** Gives back what {@link #reserve} counted. */
+  void release(long bytes) {
+    allocated.addAndGet(-bytes);
+  }
+
   /** Waits for the work queued on {@code stream}. */
   public void synchronize(CUstream stream) {
     check(JCudaDriver.cuStreamSynchronize(stream), "cuStreamSynchronize");
@@ -124,6 +181,10 @@ public final class CudaDevice {
       throw new IllegalStateException(name + ": grid of " + blocks + " blocks exceeds 2^31-1");
     }
     CUfunction f = function(name);
+    String failing = System.getProperty(FAIL_LAUNCH);
+    if (failing != null && !failing.isEmpty() && name.startsWith(failing)) {
+      threads = 4096; // more than any device allows: the driver itself refuses the launch
+    }
     // kernelParams built in native memory (values, then the array of pointers to them), so that
     // JCuda passes one address instead of marshalling an object per argument
     var u = io.moeprep.kernels.memory.HostBuffer.unsafe();

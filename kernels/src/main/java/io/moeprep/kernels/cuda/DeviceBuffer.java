@@ -28,11 +28,19 @@ public final class DeviceBuffer implements AutoCloseable {
     this.size = size;
     this.device = device;
     long address = 0;
+    long held = size; // captured by the release action, which must not hold this buffer
     if (size > 0) {
       device.makeCurrent();
+      device.reserve(size);
       Driver.AllocatedPointer p = new Driver.AllocatedPointer();
-      int rc = JCudaDriver.cuMemAlloc(p, size);
-      check(rc, "cuMemAlloc(" + size + " bytes) on device " + device.ordinal());
+      try {
+        check(
+            JCudaDriver.cuMemAlloc(p, size),
+            "cuMemAlloc(" + size + " bytes) on device " + device.ordinal());
+      } catch (RuntimeException e) {
+        device.release(size);
+        throw e;
+      }
       address = p.address();
     }
     this.allocation =
@@ -44,6 +52,7 @@ public final class DeviceBuffer implements AutoCloseable {
             a -> {
               device.makeCurrent();
               check(JCudaDriver.cuMemFree(Driver.device(a)), "cuMemFree(" + a + ")");
+              device.release(held);
             });
   }
 

@@ -14,6 +14,9 @@ final class Driver {
    * CUDA_SUCCESS}.
    */
   static void check(int result, String what) {
+    if (result == CUresult.CUDA_ERROR_OUT_OF_MEMORY) {
+      throw new DeviceOutOfMemoryException(what + " failed: " + errorName(result));
+    }
     if (result != CUresult.CUDA_SUCCESS) {
       throw new MoePrepCudaException(what + " failed: " + errorName(result), result);
     }

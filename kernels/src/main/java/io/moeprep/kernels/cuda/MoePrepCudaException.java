@@ -2,9 +2,10 @@ package io.moeprep.kernels.cuda;
 
 /**
  * The one exception type for device failures: a CUDA driver call or kernel launch that failed. The
- * message names the call (or the kernel and its grid) and the driver's error name and code.
+ * message names the call (or the kernel and its grid) and the driver's error name and code; a
+ * caller that knows more (the Spark rank and batch) adds it with {@link #in(String)}.
  */
-public final class MoePrepCudaException extends RuntimeException {
+public class MoePrepCudaException extends RuntimeException {
   private static final long serialVersionUID = 1L;
 
   private final int errorCode;
@@ -21,8 +22,22 @@ public final class MoePrepCudaException extends RuntimeException {
     this.errorCode = -1;
   }
 
+  /** A failure with the driver's error code, found while doing something described by a caller. */
+  protected MoePrepCudaException(String message, int errorCode, Throwable cause) {
+    super(message, cause);
+    this.errorCode = errorCode;
+  }
+
   /** The driver's {@code CUresult}, or {@code -1} when the failure did not come from the driver. */
   public int errorCode() {
     return errorCode;
+  }
+
+  /**
+   * The same failure (same type and code) with {@code where} (for example {@code "rank 3, batch
+   * 17"}) in front of the message; this exception is the cause.
+   */
+  public MoePrepCudaException in(String where) {
+    return new MoePrepCudaException(where + ": " + getMessage(), errorCode, this);
   }
 }

@@ -55,6 +55,8 @@ public final class PermuteSpec implements Serializable {
   final Long chunkBytes;
   final Integer combinePartitions;
   final BadRowPolicy badRows;
+  final Long gpuMemoryLimit;
+  final Boolean oomFallback;
   final String tokenIdCol;
   final String hiddenCol;
   final String expertIdsCol;
@@ -80,6 +82,8 @@ public final class PermuteSpec implements Serializable {
     chunkBytes = b.chunkBytes;
     combinePartitions = b.combinePartitions;
     badRows = b.badRows;
+    gpuMemoryLimit = b.gpuMemoryLimit;
+    oomFallback = b.oomFallback;
     tokenIdCol = b.tokenIdCol;
     hiddenCol = b.hiddenCol;
     expertIdsCol = b.expertIdsCol;
@@ -101,9 +105,9 @@ public final class PermuteSpec implements Serializable {
    * or {@code placement} (comma-separated rank of each expert), {@code hidden}, {@code dtype},
    * {@code topK}, optional {@code capacity} ({@code none}, {@code numOut:M}, {@code perExpert:C},
    * {@code perExpertPadded:C}), {@code align}, {@code tokensPerBatch}, {@code dispatch}, {@code
-   * layout}, {@code backend}, {@code maxBlockBytes}, {@code badRows} ({@code fail | skip}), and
-   * column names {@code tokenIdCol}, {@code hiddenCol}, {@code expertIdsCol}, {@code probsCol},
-   * {@code batchCol}. Keys ignore case.
+   * layout}, {@code backend}, {@code maxBlockBytes}, {@code badRows} ({@code fail | skip}), {@code
+   * gpuMemoryLimit}, {@code oomFallback}, and column names {@code tokenIdCol}, {@code hiddenCol},
+   * {@code expertIdsCol}, {@code probsCol}, {@code batchCol}. Keys ignore case.
    */
   public static PermuteSpec fromOptions(Map<String, String> options) {
     Function<String, String> o =
@@ -175,6 +179,12 @@ public final class PermuteSpec implements Serializable {
     if (o.apply("badRows") != null) {
       b.badRows(BadRowPolicy.parse(MoePrepConf.BAD_ROWS.parse(o.apply("badRows"))));
     }
+    if (o.apply("gpuMemoryLimit") != null) {
+      b.gpuMemoryLimit(MoePrepConf.GPU_MEMORY_LIMIT.parse(o.apply("gpuMemoryLimit")));
+    }
+    if (o.apply("oomFallback") != null) {
+      b.oomFallback(MoePrepConf.GPU_OOM_FALLBACK.parse(o.apply("oomFallback")));
+    }
     if (o.apply("maxBlockBytes") != null) {
       b.maxBlockBytes(MoePrepConf.PACKED_MAX_BLOCK_BYTES.parse(o.apply("maxBlockBytes")));
     }
@@ -242,6 +252,12 @@ public final class PermuteSpec implements Serializable {
     if (b.badRows == null) {
       b.badRows = BadRowPolicy.parse(MoePrepConf.BAD_ROWS.readFrom(conf));
     }
+    if (b.gpuMemoryLimit == null) {
+      b.gpuMemoryLimit = MoePrepConf.GPU_MEMORY_LIMIT.readFrom(conf);
+    }
+    if (b.oomFallback == null) {
+      b.oomFallback = MoePrepConf.GPU_OOM_FALLBACK.readFrom(conf);
+    }
     return b.build();
   }
 
@@ -264,6 +280,8 @@ public final class PermuteSpec implements Serializable {
     b.chunkBytes = chunkBytes;
     b.combinePartitions = combinePartitions;
     b.badRows = badRows;
+    b.gpuMemoryLimit = gpuMemoryLimit;
+    b.oomFallback = oomFallback;
     b.tokenIdCol = tokenIdCol;
     b.hiddenCol = hiddenCol;
     b.expertIdsCol = expertIdsCol;
@@ -342,6 +360,19 @@ public final class PermuteSpec implements Serializable {
     return badRows;
   }
 
+  /** Device memory cap of MoePrep in bytes (0 = none), or {@code null} before {@link #resolve}. */
+  public Long gpuMemoryLimit() {
+    return gpuMemoryLimit;
+  }
+
+  /**
+   * Whether a batch that runs out of device memory runs again on the CPU (else the task fails), or
+   * {@code null} before {@link #resolve}.
+   */
+  public Boolean oomFallback() {
+    return oomFallback;
+  }
+
   /** Input column names: token id, hidden, expert ids, probs, batch. */
   public String[] columns() {
     return new String[] {tokenIdCol, hiddenCol, expertIdsCol, probsCol, batchCol};
@@ -388,6 +419,8 @@ public final class PermuteSpec implements Serializable {
     private Long chunkBytes;
     private Integer combinePartitions;
     private BadRowPolicy badRows;
+    private Long gpuMemoryLimit;
+    private Boolean oomFallback;
     private String tokenIdCol = "token_id";
     private String hiddenCol = "hidden";
     private String expertIdsCol = "expert_ids";
@@ -518,6 +551,24 @@ public final class PermuteSpec implements Serializable {
      */
     public Builder badRows(BadRowPolicy p) {
       badRows = java.util.Objects.requireNonNull(p, "badRows");
+      return this;
+    }
+
+    /**
+     * Caps the device memory MoePrep holds per GPU and executor ({@code 0}: no cap); a batch that
+     * would cross it runs out of device memory (see {@link #oomFallback}).
+     */
+    public Builder gpuMemoryLimit(long bytes) {
+      gpuMemoryLimit = MoePrepConf.GPU_MEMORY_LIMIT.parse(Long.toString(bytes));
+      return this;
+    }
+
+    /**
+     * Whether a batch that runs out of device memory runs again on the CPU, logged and counted in
+     * the {@code oomFallbacks} metric (the default), or fails its task.
+     */
+    public Builder oomFallback(boolean fallback) {
+      oomFallback = fallback;
       return this;
     }
 

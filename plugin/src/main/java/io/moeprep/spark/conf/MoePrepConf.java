@@ -91,6 +91,28 @@ public final class MoePrepConf {
           false,
           true);
 
+  /** Cap on the device memory MoePrep holds per GPU. */
+  public static final ConfigEntry<Long> GPU_MEMORY_LIMIT =
+      byteSize(
+          "gpu.memoryLimit",
+          "Most device memory, in bytes, that MoePrep's kernels hold at once on one GPU of an"
+              + " executor (all its tasks together); 0 means no cap but the card's. A batch that"
+              + " would cross it, or that the card itself cannot hold, runs out of device memory:"
+              + " see gpu.oomFallback. Leaves room to cudf or a training process on the same GPU."
+              + " Bytes, or with a unit: 512m, 2g.",
+          0L,
+          true);
+
+  /** What a batch that runs out of device memory does. */
+  public static final ConfigEntry<Boolean> GPU_OOM_FALLBACK =
+      bool(
+          "gpu.oomFallback",
+          "When true, a batch that runs out of device memory runs again on the CPU (same bytes),"
+              + " with the rank, batch and reason logged and counted in the oomFallbacks metric."
+              + " When false, the task fails with that reason.",
+          true,
+          true);
+
   /** Shuffle partitions of the combine (unpermute) stage. */
   public static final ConfigEntry<Integer> COMBINE_PARTITIONS =
       intRange(
@@ -125,6 +147,8 @@ public final class MoePrepConf {
           PACKED_MAX_BLOCK_BYTES,
           DISPATCH_CHUNK_BYTES,
           GPU_REQUIRED,
+          GPU_MEMORY_LIMIT,
+          GPU_OOM_FALLBACK,
           COMBINE_PARTITIONS);
 
   private static ConfigEntry<String> choice(
@@ -161,6 +185,17 @@ public final class MoePrepConf {
         Long::parseLong,
         v -> v >= min && v <= max,
         "must be in [" + min + ", " + max + "]",
+        user);
+  }
+
+  private static ConfigEntry<Long> byteSize(String name, String doc, long def, boolean user) {
+    return new ConfigEntry<>(
+        PREFIX + name,
+        doc,
+        def,
+        org.apache.spark.network.util.JavaUtils::byteStringAsBytes,
+        v -> v >= 0,
+        "must be a size in bytes >= 0, such as 1073741824, 512m or 2g",
         user);
   }
 

@@ -158,11 +158,10 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
       slots.clear();
       UnpermuteInput input =
           new UnpermuteInput(expertOut, numOut, rowIds, n, k, spec.hidden(), spec.dtype(), probs);
-      long start = System.nanoTime();
-      try (HostBuffer combined = kernels.unpermute(input)) {
-        ExecutorRuntime.KERNEL_TIME.update(
-            System.nanoTime() - start, java.util.concurrent.TimeUnit.NANOSECONDS);
-        ExecutorRuntime.countBatch(kernels);
+      String where =
+          "combine partition " + org.apache.spark.TaskContext.getPartitionId() + ", batch " + batch;
+      try (HostBuffer combined =
+          ExecutorRuntime.runBatch(kernels, spec, where, kk -> kk.unpermute(input))) {
         ExecutorRuntime.ROWS_COMBINED.inc(n);
         for (int t = 0; t < n; t++) {
           byte[] h = new byte[(int) rowBytes];

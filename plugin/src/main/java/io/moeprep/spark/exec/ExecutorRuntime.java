@@ -9,6 +9,8 @@ import io.moeprep.kernels.MoeKernels;
 import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.cuda.CudaBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
+import io.moeprep.kernels.cuda.DeviceOutOfMemoryException;
+import io.moeprep.kernels.cuda.MoePrepCudaException;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -44,6 +46,9 @@ public final class ExecutorRuntime {
 
   /** Times backend auto fell back to the CPU; the reason is {@link #fallbackReason()}. */
   public static final Counter FALLBACKS = new Counter();
+
+  /** Batches that ran out of device memory and ran again on the CPU. */
+  public static final Counter OOM_FALLBACKS = new Counter();
 
   private static final AtomicReference<CudaSupport.Probe> PROBE = new AtomicReference<>();
   private static final AtomicReference<String> FALLBACK_REASON = new AtomicReference<>("");
@@ -129,8 +134,50 @@ public final class ExecutorRuntime {
     }
   }
 
+  /**
+   * Runs one batch's kernel call {@code op} on {@code kernels}, timed and counted, under the GPU
+   * settings of {@code spec}: its device memory limit applies to the GPU; a batch that runs out of
+   * device memory runs again on the CPU when {@code spec.oomFallback()} (logged with {@code where}
+   * and the reason, counted in {@link #OOM_FALLBACKS} and {@link #FALLBACKS}; the CPU gives the
+   * same bytes); any other device failure fails with {@code where} (such as {@code "rank 3, batch
+   * 17"}) in front of the kernel, grid and driver error.
+   */
+  public static <T> T runBatch(
+      MoeKernels kernels,
+      io.moeprep.spark.api.PermuteSpec spec,
+      String where,
+      java.util.function.Function<MoeKernels, T> op) {
+    if (kernels.backend() instanceof CudaBackend cuda) {
+      Long limit = spec.gpuMemoryLimit();
+      cuda.device().setMemoryLimit(limit == null ? 0 : limit);
+    }
+    try {
+      return timed(kernels, op);
+    } catch (DeviceOutOfMemoryException e) {
+      if (Boolean.FALSE.equals(spec.oomFallback())) {
+        throw e.in(where);
+      }
+      String reason = where + ": " + e.getMessage();
+      OOM_FALLBACKS.inc();
+      FALLBACKS.inc();
+      FALLBACK_REASON.set(reason);
+      LOG.warn("moeprep: {}; running this batch again on the CPU", reason);
+      return timed(cpuKernels(), op);
+    } catch (MoePrepCudaException e) {
+      throw e.in(where);
+    }
+  }
+
+  private static <T> T timed(MoeKernels k, java.util.function.Function<MoeKernels, T> op) {
+    long start = System.nanoTime();
+    T result = op.apply(k);
+    KERNEL_TIME.update(System.nanoTime() - start, java.util.concurrent.TimeUnit.NANOSECONDS);
+    countBatch(k);
+    return result;
+  }
+
   /** Counts one batch on the backend that ran it. */
-  static void countBatch(MoeKernels k) {
+  private static void countBatch(MoeKernels k) {
     if ("cuda".equals(k.backend().name())) {
       GPU_BATCHES.inc();
     } else {
@@ -181,6 +228,7 @@ public final class ExecutorRuntime {
     registry.register("gpuBatches", GPU_BATCHES);
     registry.register("cpuBatches", CPU_BATCHES);
     registry.register("fallbacks", FALLBACKS);
+    registry.register("oomFallbacks", OOM_FALLBACKS);
     registry.register("fallbackReason", (Gauge<String>) FALLBACK_REASON::get);
     registry.register("device", (Gauge<Integer>) DEVICE::get);
   }

@@ -372,11 +372,12 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
         chunks.clear();
         PermuteInput input =
             new PermuteInput(tokens, n, spec.hidden(), spec.dtype(), routing, k, probs);
-        long start = System.nanoTime();
-        PermuteResult result = kernels.permute(input, spec.optionsForRank(rank));
-        ExecutorRuntime.KERNEL_TIME.update(
-            System.nanoTime() - start, java.util.concurrent.TimeUnit.NANOSECONDS);
-        ExecutorRuntime.countBatch(kernels);
+        PermuteResult result =
+            ExecutorRuntime.runBatch(
+                kernels,
+                spec,
+                "rank " + rank + ", batch " + batch,
+                backend -> backend.permute(input, spec.optionsForRank(rank)));
         ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
         ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * rowBytes);
         try {
