@@ -296,3 +296,309 @@ extern "C" __global__ void __launch_bounds__(kBlockThreads)
   }
 MOEPREP_SCATTER(moeprep_scatter_rows_shared, true)
 MOEPREP_SCATTER(moeprep_scatter_rows_global, false)
+
+// ---------------------------------------------------------------------------------------------
+// The fused map: the whole row-map construction in one cooperative launch, for batches small
+// enough that the three kernels above and the host round trip between them would cost more than
+// the work (up to a few million slots, at most kFusedMaxExperts experts).
+//   phase 1: block b counts the valid local slots of each expert in its slot range, per warp
+//            (warp w of block b owns a contiguous sub-range), and publishes its block totals;
+//   barrier;
+//   phase 2: one warp per expert turns that expert's row of block totals into exclusive prefixes
+//            over the blocks and writes the expert's valid count;
+//   barrier;
+//   phase 3: every block reads its base ranks and the valid counts, computes the layout of
+//            SegmentLayout (capacity, padding, alignment) itself, redundantly, then each warp walks
+//            its sub-range again in (token, slot) order and scatters, exactly as scatter_rows; the
+//            padding rows get source -1.
+// Block 0 writes numOut and the offsets for the host, which recomputes the layout from the valid
+// counts with SegmentLayout and checks that both agree. Outputs are sized by the host from an
+// upper bound of numOut; rows past the real numOut are not written.
+namespace moeprep {
+
+constexpr int kFusedWarps = kBlockThreads / 32;
+constexpr int kFusedMaxBlocks = 512;
+constexpr int kFusedTiles = 8;
+
+// A barrier of the whole grid, which must be co-resident (a cooperative launch). count and
+// generation live in device memory across launches: the last block to arrive resets count and
+// then advances generation, which releases the blocks spinning on it.
+__device__ void grid_barrier(unsigned int* count, unsigned int* generation) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    volatile unsigned int* gen = generation;
+    const unsigned int g = *gen;
+    __threadfence();
+    if (atomicAdd(count, 1u) == gridDim.x - 1) {
+      atomicExch(count, 0u);
+      __threadfence();
+      atomicAdd(generation, 1u);
+    } else {
+      while (*gen == g) {
+        __nanosleep(20);
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// In place, over the block: a[i] becomes the sum of a[0..i); returns the sum of all n values.
+// Each thread owns a contiguous run of ceil(n / blockDim.x) entries.
+__device__ unsigned long long block_exclusive_scan(long long* a, int32_t n,
+                                                   unsigned long long* warp_sums,
+                                                   unsigned long long* total) {
+  const int32_t per = (n + static_cast<int32_t>(blockDim.x) - 1) / static_cast<int32_t>(blockDim.x);
+  const int32_t first = static_cast<int32_t>(threadIdx.x) * per;
+  unsigned long long sum = 0;
+  for (int32_t i = first; i < min(n, first + per); i++) {
+    sum += static_cast<unsigned long long>(a[i]);
+  }
+  const unsigned long long inclusive = block_inclusive_sum(sum, warp_sums, total);
+  const unsigned long long all = *total;
+  unsigned long long run = inclusive - sum;
+  for (int32_t i = first; i < min(n, first + per); i++) {
+    const unsigned long long v = static_cast<unsigned long long>(a[i]);
+    a[i] = static_cast<long long>(run);
+    run += v;
+  }
+  __syncthreads();
+  return all;
+}
+
+// The warp's slot ids of kFusedTiles tiles of 32 from step, -1 past end or when not local.
+__device__ __forceinline__ void load_keys(const int32_t* __restrict__ ids, const uint8_t* local_s,
+                                          int64_t step, int64_t end, int lane,
+                                          int32_t (&key)[kFusedTiles]) {
+#pragma unroll
+  for (int j = 0; j < kFusedTiles; j++) {
+    const int64_t s = step + j * 32 + lane;
+    key[j] = s < end ? ids[s] : -1;
+  }
+#pragma unroll
+  for (int j = 0; j < kFusedTiles; j++) {
+    key[j] = key[j] >= 0 && local_s[key[j]] ? key[j] : -1;
+  }
+}
+
+// Shapes: ids int32 [slots]; local uint8 [E]; probs float [slots] or null; row_id_map int32
+// [slots]; src_token, src_slot int64 and permuted_probs float (or null) [upper bound of numOut];
+// table uint32 [E][gridDim.x]; barrier uint32 [2] (persistent, zero at first use); result int64
+// [2E + 2]: numOut, valid[E], offsets[E + 1]. cap_mode: 0 none, 1 per expert (cap, pad_to_cap),
+// 2 numOut (cap = M). block_slots: slots per block, a multiple of kBlockThreads; gridDim.x at
+// most kFusedMaxBlocks. Dynamic shared memory: kept [E], offsets [E + 1] (int64), ranks
+// [kFusedWarps][E] (uint32), local [E] (uint8).
+__device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __restrict__ local,
+                          int64_t slots, int32_t k, int32_t num_experts, int32_t cap_mode,
+                          int64_t cap, int32_t pad_to_cap, int32_t align, int64_t block_slots,
+                          const float* __restrict__ probs, int32_t* __restrict__ row_id_map,
+                          long long* __restrict__ src_token, long long* __restrict__ src_slot,
+                          float* __restrict__ permuted_probs, unsigned int* table,
+                          unsigned int* barrier, long long* result) {
+  extern __shared__ long long fused_shared[];
+  __shared__ unsigned long long warp_sums[32];
+  __shared__ unsigned long long scan_total;
+  const int32_t e_count = num_experts;
+  long long* kept_s = fused_shared;
+  long long* offsets_s = kept_s + e_count;
+  unsigned int* ranks_s = reinterpret_cast<unsigned int*>(offsets_s + e_count + 1);
+  uint8_t* local_s = reinterpret_cast<uint8_t*>(ranks_s + kFusedWarps * e_count);
+  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5;
+  const unsigned lanes_below = (1u << lane) - 1u;
+  const int64_t warp_slots = block_slots / kFusedWarps;
+  const int64_t start =
+      min(slots, static_cast<int64_t>(blockIdx.x) * block_slots + warp * warp_slots);
+  const int64_t end = min(slots, start + warp_slots);
+  const int64_t blocks = gridDim.x;
+  unsigned int* my_ranks = ranks_s + warp * e_count;
+
+  for (int32_t i = threadIdx.x; i < kFusedWarps * e_count; i += blockDim.x) {
+    ranks_s[i] = 0;
+  }
+  for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+    local_s[e] = local[e];
+  }
+  __syncthreads();
+
+  // phase 1: per-warp counts, then the exclusive prefix over the warps of the block; the block
+  // totals go to the table
+  for (int64_t step = start; step < end; step += 32 * kFusedTiles) {
+    int32_t key[kFusedTiles];
+    load_keys(ids, local_s, step, end, lane, key);
+#pragma unroll
+    for (int j = 0; j < kFusedTiles; j++) {
+      const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
+      if (key[j] >= 0 && lane == 31 - __clz(peers)) {
+        my_ranks[key[j]] += __popc(peers);
+      }
+      __syncwarp();
+    }
+  }
+  __syncthreads();
+  for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+    unsigned int run = 0;
+    for (int w = 0; w < kFusedWarps; w++) {
+      const unsigned int c = ranks_s[w * e_count + e];
+      ranks_s[w * e_count + e] = run;
+      run += c;
+    }
+    table[e * blocks + blockIdx.x] = run;
+  }
+  __threadfence();
+  grid_barrier(barrier, barrier + 1);
+
+  // phase 2: per expert, exclusive prefix over the blocks (lane l owns a contiguous run of the
+  // row) and the valid count
+  constexpr int kPer = kFusedMaxBlocks / 32;
+  const int per = static_cast<int>((blocks + 31) / 32);
+  for (int64_t e = blockIdx.x * kFusedWarps + warp; e < e_count; e += blocks * kFusedWarps) {
+    unsigned int* row = table + e * blocks;
+    unsigned int v[kPer];
+    unsigned int sum = 0;
+#pragma unroll
+    for (int j = 0; j < kPer; j++) {
+      const int64_t b = static_cast<int64_t>(lane) * per + j;
+      v[j] = j < per && b < blocks ? __ldcg(row + b) : 0u;
+      sum += v[j];
+    }
+    unsigned int inclusive = sum;
+    for (int d = 1; d < 32; d <<= 1) {
+      const unsigned int o = __shfl_up_sync(0xFFFFFFFFu, inclusive, d);
+      if (lane >= d) {
+        inclusive += o;
+      }
+    }
+    unsigned int run = inclusive - sum;
+#pragma unroll
+    for (int j = 0; j < kPer; j++) {
+      const int64_t b = static_cast<int64_t>(lane) * per + j;
+      if (j < per && b < blocks) {
+        row[b] = run;
+        run += v[j];
+      }
+    }
+    if (lane == 31) {
+      result[1 + e] = static_cast<long long>(inclusive);
+    }
+  }
+  __threadfence();
+  grid_barrier(barrier, barrier + 1);
+
+  // phase 3: base ranks and valid counts, the layout, then the scatter
+  for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+    const unsigned int before = __ldcg(table + e * blocks + blockIdx.x);
+    const long long valid = __ldcg(result + 1 + e);
+    for (int w = 0; w < kFusedWarps; w++) {
+      ranks_s[w * e_count + e] += before;
+    }
+    kept_s[e] = valid;
+    offsets_s[e] = valid;
+  }
+  __syncthreads();
+  if (cap_mode == 2) {
+    // kept(e) = min(valid(e), max(0, M - valid slots of the experts before e))
+    block_exclusive_scan(offsets_s, e_count, warp_sums, &scan_total);
+    for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+      kept_s[e] = min(kept_s[e], max(0ll, static_cast<long long>(cap) - offsets_s[e]));
+    }
+    __syncthreads();
+  }
+  for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+    long long kept = kept_s[e];
+    if (cap_mode == 1) {
+      kept = min(kept, static_cast<long long>(cap));
+      kept_s[e] = kept;
+    }
+    long long rows = kept;
+    if (local_s[e] && cap_mode == 1 && pad_to_cap) {
+      rows = cap;
+    }
+    if (local_s[e] && align > 1) {
+      rows = (rows + align - 1) / align * align;
+    }
+    offsets_s[e] = rows;
+  }
+  __syncthreads();
+  const long long total_rows =
+      static_cast<long long>(block_exclusive_scan(offsets_s, e_count, warp_sums, &scan_total));
+  if (threadIdx.x == 0) {
+    offsets_s[e_count] = total_rows;
+  }
+  __syncthreads();
+  const long long num_out =
+      cap_mode == 2 ? max(static_cast<long long>(cap), total_rows) : total_rows;
+  if (blockIdx.x == 0) {
+    if (threadIdx.x == 0) {
+      result[0] = num_out;
+    }
+    for (int32_t e = threadIdx.x; e <= e_count; e += blockDim.x) {
+      result[1 + e_count + e] = offsets_s[e];
+    }
+  }
+
+  for (int64_t step = start; step < end; step += 32 * kFusedTiles) {
+    int32_t key[kFusedTiles];
+    float prob[kFusedTiles];
+#pragma unroll
+    for (int j = 0; j < kFusedTiles; j++) {
+      const int64_t s = step + j * 32 + lane;
+      prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
+    }
+    load_keys(ids, local_s, step, end, lane, key);
+#pragma unroll
+    for (int j = 0; j < kFusedTiles; j++) {
+      const int64_t s = step + j * 32 + lane;
+      const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
+      unsigned long long r = 0;
+      if (key[j] >= 0) {
+        r = my_ranks[key[j]] + __popc(peers & lanes_below);
+      }
+      __syncwarp();
+      if (key[j] >= 0 && lane == 31 - __clz(peers)) {
+        my_ranks[key[j]] += __popc(peers);
+      }
+      __syncwarp();
+      int32_t row = -1;
+      if (key[j] >= 0 && r < static_cast<unsigned long long>(kept_s[key[j]])) {
+        const int64_t out = offsets_s[key[j]] + static_cast<int64_t>(r);
+        row = static_cast<int32_t>(out);
+        const int64_t t = s / k;
+        src_token[out] = t;
+        src_slot[out] = s - t * k;
+        if (probs != nullptr) {
+          permuted_probs[out] = prob[j];
+        }
+      }
+      if (s < end) {
+        row_id_map[s] = row;
+      }
+    }
+  }
+  // padding rows: source -1, prob 0
+  const int64_t warps = blocks * kFusedWarps;
+  for (int64_t e = static_cast<int64_t>(blockIdx.x) * kFusedWarps + warp; e <= e_count;
+       e += warps) {
+    const int64_t from = e < e_count ? offsets_s[e] + kept_s[e] : offsets_s[e_count];
+    const int64_t to = e < e_count ? offsets_s[e + 1] : num_out;
+    for (int64_t i = from + lane; i < to; i += 32) {
+      src_token[i] = -1;
+      src_slot[i] = -1;
+      if (permuted_probs != nullptr) {
+        permuted_probs[i] = 0.0f;
+      }
+    }
+  }
+}
+
+}  // namespace moeprep
+
+extern "C" __global__ void __launch_bounds__(kBlockThreads)
+    moeprep_map_fused(const int32_t* ids, const uint8_t* local, int64_t slots, int32_t k,
+                      int32_t num_experts, int32_t cap_mode, int64_t cap, int32_t pad_to_cap,
+                      int32_t align, int64_t block_slots, const float* probs, int32_t* row_id_map,
+                      long long* src_token, long long* src_slot, float* permuted_probs,
+                      unsigned int* table, unsigned int* barrier, long long* result) {
+  map_fused(ids, local, slots, k, num_experts, cap_mode, cap, pad_to_cap, align, block_slots,
+            probs, row_id_map, src_token, src_slot, permuted_probs, table, barrier, result);
+}

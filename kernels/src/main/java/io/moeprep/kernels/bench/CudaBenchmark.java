@@ -17,10 +17,11 @@ import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
 /**
- * Times the CUDA kernels on device-resident BF16 batches: map building (plan + buildMaps, host
- * round trip for the per-expert counts included), permute (data movement) and unpermute with probs,
- * each as the median of many runs timed with CUDA events, against a device-to-device copy ({@code
- * cuMemcpyDtoD}) that moves the same number of bytes, measured in the same run.
+ * Times the CUDA kernels on device-resident BF16 batches: map building ({@code DeviceKernels.map}:
+ * the fused kernel where it applies, its wait for the layout included; and, for comparison, the
+ * unfused plan + buildMaps with their host round trip), permute (data movement) and unpermute with
+ * probs, each as the median of many runs timed with CUDA events, against a device-to-device copy
+ * ({@code cuMemcpyDtoD}) that moves the same number of bytes, measured in the same run.
  *
  * <p>Bytes moved: permute reads each token row that has a kept slot once and writes every output
  * row; unpermute reads every kept row and writes every token row; a copy of B bytes reads and
@@ -195,6 +196,45 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
+                  try (DeviceKernels.DeviceMaps m =
+                      k.map(
+                          dRouting.address(),
+                          dProbs.address(),
+                          n,
+                          kk,
+                          o,
+                          dRowId.address(),
+                          scratch,
+                          s)) {
+                    numOut[0] = m.numOut();
+                  }
+                });
+        if (numOut[0] != keptRows) {
+          throw new IllegalStateException("map numOut " + numOut[0] + " != " + keptRows);
+        }
+        // the same without waiting for the layout: the device-side cost of the maps in a
+        // pipeline that sizes its outputs for the worst case (no padding here)
+        double asyncMs =
+            timer.median(
+                iters,
+                () -> {
+                  try (DeviceKernels.DeviceMaps m =
+                      k.mapAsync(
+                          dRouting.address(),
+                          dProbs.address(),
+                          n,
+                          kk,
+                          o,
+                          dRowId.address(),
+                          scratch,
+                          s)) {
+                    // closed without asking for the layout
+                  }
+                });
+        double unfusedMs =
+            timer.median(
+                iters,
+                () -> {
                   try (DeviceKernels.RoutingPlan p =
                       k.plan(dRouting.address(), n, kk, o, scratch, s)) {
                     k.buildMaps(
@@ -296,15 +336,20 @@ public final class CudaBenchmark {
             timer.median(iters, () -> k.copy(dCopy.address(), src.address(), unpermCopy, s));
         long mapBytes = slots * 4 * 3 + keptRows * (8 + 8 + 4) + slots * 4;
         out.add(row(c.label(), "map total", mapMs, mapBytes, Double.NaN, 0));
-        out.add(row(c.label(), "map plan", planMs, slots * 4 * 2, Double.NaN, 0));
+        out.add(row(c.label(), "map async", asyncMs, mapBytes, Double.NaN, 0));
+        out.add(row(c.label(), "map unfused", unfusedMs, mapBytes, Double.NaN, 0));
+        out.add(row(c.label(), "map unfused plan", planMs, slots * 4 * 2, Double.NaN, 0));
         out.add(row(c.label(), "permute", permMs, permBytes, permCopyMs, permCopy * 2));
         out.add(row(c.label(), "unpermute", unpermMs, unpermBytes, unpermCopyMs, unpermCopy * 2));
         out.add(
             String.format(
                 Locale.ROOT,
-                "| %-36s | map/permute = %.1f%% (numOut %d, tokens read %d) variants ms: %s",
+                "| %-36s | map/permute = %.1f%% (async %.1f%%, unfused %.1f%%; numOut %d, tokens"
+                    + " read %d) variants ms: %s",
                 c.label(),
                 100 * mapMs / permMs,
+                100 * asyncMs / permMs,
+                100 * unfusedMs / permMs,
                 keptRows,
                 readRows,
                 String.join(", ", variants)));
@@ -346,7 +391,8 @@ public final class CudaBenchmark {
       return String.format(
           Locale.ROOT,
           "fixed costs (host clock): one kernel launch %.1f us, one device-to-host round trip %.1f us;"
-              + " map building = 3 launches + 1 round trip + 1 small host-to-device copy",
+              + " unfused map building = 3 launches + 1 round trip + 1 small host-to-device copy;"
+              + " fused = 1 launch + 1 round trip; async = 1 launch",
           launchUs,
           tripUs);
     }

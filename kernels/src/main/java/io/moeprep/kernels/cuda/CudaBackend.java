@@ -55,39 +55,43 @@ public final class CudaBackend implements KernelBackend {
     HostBuffer permutedProbs = null;
     try (DeviceBuffer dRouting = upload(in.routing(), slots * 4, s);
         DeviceBuffer dProbs = withProbs ? upload(in.probs(), slots * 4, s) : null;
-        DeviceKernels.RoutingPlan plan = kernels.plan(dRouting.address(), n, k, options, null, s)) {
-      long numOut = plan.numOut();
-      try (DeviceBuffer dRowId = DeviceBuffer.allocate(dev, slots * 4);
-          DeviceBuffer dSrcToken = DeviceBuffer.allocate(dev, numOut * 8);
-          DeviceBuffer dSrcSlot = DeviceBuffer.allocate(dev, numOut * 8);
-          DeviceBuffer dPermProbs = withProbs ? DeviceBuffer.allocate(dev, numOut * 4) : null;
-          DeviceBuffer dTokens = upload(in.tokens(), n * rowBytes, s);
+        DeviceBuffer dRowId = DeviceBuffer.allocate(dev, slots * 4);
+        DeviceKernels.DeviceMaps maps =
+            kernels.map(
+                dRouting.address(),
+                withProbs ? dProbs.address() : 0,
+                n,
+                k,
+                options,
+                dRowId.address(),
+                null,
+                s)) {
+      long numOut = maps.numOut();
+      try (DeviceBuffer dTokens = upload(in.tokens(), n * rowBytes, s);
           DeviceBuffer dPermuted = DeviceBuffer.allocate(dev, numOut * rowBytes)) {
-        kernels.buildMaps(
-            plan,
-            dRowId.address(),
-            dSrcToken.address(),
-            dSrcSlot.address(),
-            withProbs ? dProbs.address() : 0,
-            withProbs ? dPermProbs.address() : 0,
-            s);
         kernels.permuteRows(
             dTokens.address(),
             dRowId.address(),
             n,
             k,
-            dSrcToken.address(),
+            maps.srcToken(),
             dPermuted.address(),
             numOut,
-            plan.hasPadding(),
+            maps.hasPadding(),
             in.hidden(),
             in.dtype(),
             s);
-        rowIdMap = download(dRowId, s);
-        srcToken = download(dSrcToken, s);
-        srcSlot = download(dSrcSlot, s);
-        permutedProbs = withProbs ? download(dPermProbs, s) : null;
-        permuted = download(dPermuted, s);
+        rowIdMap = download(dRowId.address(), slots * 4, s);
+        srcToken = download(maps.srcToken(), numOut * 8, s);
+        srcSlot = download(maps.srcSlot(), numOut * 8, s);
+        if (withProbs) {
+          // without tokens (N = 0) there are no probs on the device: only padding rows, prob 0
+          permutedProbs =
+              n == 0
+                  ? HostBuffer.allocateZeroed(numOut * 4)
+                  : download(maps.permutedProbs(), numOut * 4, s);
+        }
+        permuted = download(dPermuted.address(), numOut * rowBytes, s);
         dev.synchronize(s);
         return new PermuteResult(
             permuted,
@@ -95,7 +99,7 @@ public final class CudaBackend implements KernelBackend {
             srcToken,
             srcSlot,
             permutedProbs,
-            plan.layout(),
+            maps.layout(),
             in.dtype(),
             in.hidden());
       }
@@ -129,7 +133,7 @@ public final class CudaBackend implements KernelBackend {
           in.hidden(),
           in.dtype(),
           s);
-      HostBuffer result = download(dResult, s);
+      HostBuffer result = download(dResult.address(), dResult.size(), s);
       dev.synchronize(s);
       return result;
     }
@@ -160,8 +164,8 @@ public final class CudaBackend implements KernelBackend {
           in.splitSizes(),
           in.sortedIndex(),
           s);
-      outRows = download(dOutRows, s);
-      outProbs = withProbs ? download(dOutProbs, s) : null;
+      outRows = download(dOutRows.address(), bytes, s);
+      outProbs = withProbs ? download(dOutProbs.address(), rows * 4, s) : null;
       dev.synchronize(s);
       return new ChunkSortResult(outRows, outProbs);
     } catch (RuntimeException | Error e) {
@@ -184,12 +188,12 @@ public final class CudaBackend implements KernelBackend {
     }
   }
 
-  /** A host copy of {@code src}; complete once the stream is synchronised. */
-  private HostBuffer download(DeviceBuffer src, CUstream s) {
-    HostBuffer h = HostBuffer.allocate(src.size());
+  /** A host copy of {@code bytes} at device address {@code src}; complete once synchronised. */
+  private HostBuffer download(long src, long bytes, CUstream s) {
+    HostBuffer h = HostBuffer.allocate(bytes);
     try {
-      if (src.size() > 0) {
-        kernels.copyToHost(h.address(), src.address(), src.size(), s);
+      if (bytes > 0) {
+        kernels.copyToHost(h.address(), src, bytes, s);
       }
       return h;
     } catch (RuntimeException | Error e) {

@@ -174,6 +174,39 @@ public final class CudaDevice {
    */
   void launch(
       String name, long blocks, int threads, int sharedBytes, CUstream stream, Object... args) {
+    launch(false, name, blocks, threads, sharedBytes, stream, args);
+  }
+
+  /**
+   * As {@link #launch}, as a cooperative launch: all blocks are resident at once, so that they may
+   * wait for each other; {@code blocks} must not exceed {@link #cooperativeBlocks}.
+   */
+  void launchCooperative(
+      String name, long blocks, int threads, int sharedBytes, CUstream stream, Object... args) {
+    launch(true, name, blocks, threads, sharedBytes, stream, args);
+  }
+
+  /**
+   * The most blocks of kernel {@code name} with this block size and dynamic shared memory that can
+   * be resident on the device at once (the limit of a cooperative launch).
+   */
+  long cooperativeBlocks(String name, int threads, int sharedBytes) {
+    int[] perSm = new int[1];
+    check(
+        JCudaDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            perSm, function(name), threads, sharedBytes),
+        "cuOccupancyMaxActiveBlocksPerMultiprocessor(" + name + ")");
+    return (long) perSm[0] * multiprocessors;
+  }
+
+  private void launch(
+      boolean cooperative,
+      String name,
+      long blocks,
+      int threads,
+      int sharedBytes,
+      CUstream stream,
+      Object... args) {
     if (blocks <= 0) {
       return;
     }
@@ -206,18 +239,30 @@ public final class CudaDevice {
         u.putLong(mem + 8L * n + 8L * i, at);
       }
       int rc =
-          JCudaDriver.cuLaunchKernel(
-              f,
-              (int) blocks,
-              1,
-              1,
-              threads,
-              1,
-              1,
-              sharedBytes,
-              stream,
-              Driver.host(mem + 8L * n),
-              null);
+          cooperative
+              ? JCudaDriver.cuLaunchCooperativeKernel(
+                  f,
+                  (int) blocks,
+                  1,
+                  1,
+                  threads,
+                  1,
+                  1,
+                  sharedBytes,
+                  stream,
+                  Driver.host(mem + 8L * n))
+              : JCudaDriver.cuLaunchKernel(
+                  f,
+                  (int) blocks,
+                  1,
+                  1,
+                  threads,
+                  1,
+                  1,
+                  sharedBytes,
+                  stream,
+                  Driver.host(mem + 8L * n),
+                  null);
       if (rc != CUresult.CUDA_SUCCESS) {
         check(rc, describe(name, blocks, threads, sharedBytes));
       }
@@ -262,7 +307,8 @@ public final class CudaDevice {
   private static String moduleOf(String kernel) {
     if (kernel.startsWith("moeprep_count_")
         || kernel.startsWith("moeprep_scan_")
-        || kernel.startsWith("moeprep_scatter_")) {
+        || kernel.startsWith("moeprep_scatter_")
+        || kernel.startsWith("moeprep_map_")) {
       return "routing_map";
     }
     if (kernel.startsWith("moeprep_permute_") || kernel.startsWith("moeprep_zero_")) {

@@ -3,6 +3,7 @@ package io.moeprep.kernels.cuda;
 import static io.moeprep.kernels.cuda.Driver.check;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.contract.CapacityPolicy;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.memory.HostBuffer;
@@ -26,6 +27,15 @@ public final class DeviceKernels {
   private static final int SCATTER_WARPS = 4;
   private static final int SHARED_LIMIT = 48 * 1024;
   private static final long MAX_TABLE_ENTRIES = 1L << 22;
+
+  /** Most slots of a batch whose maps the fused kernel builds. */
+  public static final long FUSED_MAX_SLOTS = 1L << 22;
+
+  /** Most blocks of the fused kernel (kFusedMaxBlocks in routing_map.cu). */
+  private static final long FUSED_MAX_BLOCKS = 512;
+
+  /** Most experts of a batch whose maps the fused kernel builds (its shared memory). */
+  public static final int FUSED_MAX_EXPERTS = 768;
 
   private final CudaDevice device;
 
@@ -74,18 +84,7 @@ public final class DeviceKernels {
     long slots = numTokens * topK;
     boolean owned = scratch == null;
     RoutingScratch sc = owned ? new RoutingScratch(device, slots, numExperts) : scratch;
-    if (sc.slots != slots || sc.numExperts != numExperts) {
-      throw new IllegalArgumentException(
-          "scratch for "
-              + sc.slots
-              + " slots and "
-              + sc.numExperts
-              + " experts cannot plan "
-              + slots
-              + " slots and "
-              + numExperts
-              + " experts");
-    }
+    sc.requireShape(slots, numExperts);
     boolean[] local = options.localExperts();
     RoutingPlan plan = new RoutingPlan(sc, owned, routing, numTokens, topK, local);
     try {
@@ -94,18 +93,7 @@ public final class DeviceKernels {
       long dev = sc.device.address();
       long[] valid = new long[numExperts];
       if (sc.chunks > 0) {
-        if (!java.util.Arrays.equals(sc.uploadedMask, local)) {
-          // the mask region is not in flight: the previous plan waited for its counts after it
-          for (int e = 0; e < numExperts; e++) {
-            u.putByte(host + RoutingScratch.maskAt(numExperts) + e, (byte) (local[e] ? 1 : 0));
-          }
-          copyToDevice(
-              dev + RoutingScratch.maskAt(numExperts),
-              host + RoutingScratch.maskAt(numExperts),
-              numExperts,
-              s);
-          sc.uploadedMask = local.clone();
-        }
+        uploadMask(sc, local, s);
         boolean sharedHist = numExperts * 4L <= SHARED_LIMIT;
         long table = dev + RoutingScratch.tableAt(numExperts);
         if (!sharedHist) {
@@ -161,6 +149,198 @@ public final class DeviceKernels {
     } catch (RuntimeException | Error e) {
       plan.close();
       throw e;
+    }
+  }
+
+  /**
+   * Uploads the local-expert mask unless the scratch holds it already (a new mask waits for the
+   * stream first: the previous upload may still read the pinned region).
+   */
+  private void uploadMask(RoutingScratch sc, boolean[] local, CUstream s) {
+    if (java.util.Arrays.equals(sc.uploadedMask, local)) {
+      return;
+    }
+    int numExperts = local.length;
+    var u = HostBuffer.unsafe();
+    long at = RoutingScratch.maskAt(numExperts);
+    device.synchronize(s); // a copy of the previous mask may still read the pinned region
+    for (int e = 0; e < numExperts; e++) {
+      u.putByte(sc.host.address() + at + e, (byte) (local[e] ? 1 : 0));
+    }
+    copyToDevice(sc.device.address() + at, sc.host.address() + at, numExperts, s);
+    sc.uploadedMask = local.clone();
+  }
+
+  /**
+   * Steps 1 and 2 of a permute at once: the layout, the row map and the source (token, slot and
+   * prob) of every output row, in the stable (expert, token, slot) order. Batches of up to {@value
+   * #FUSED_MAX_SLOTS} slots over at most {@value #FUSED_MAX_EXPERTS} experts take one cooperative
+   * kernel and one wait for {@code 2E + 2} numbers (the sources go to scratch buffers sized by an
+   * upper bound of the output rows); others take {@link #plan} and {@link #buildMaps} into buffers
+   * of the exact size. {@code -Dmoeprep.cuda.fusedMap=false} turns the fused kernel off. Waits for
+   * the layout; the sources are complete in stream order. Close the result.
+   *
+   * @param routing int32 {@code numTokens x topK} expert ids or {@code -1}
+   * @param probs float32 {@code numTokens x topK}, or 0 for none (then {@link
+   *     DeviceMaps#permutedProbs()} is 0)
+   * @param rowIdMap int32 {@code numTokens x topK}, the output, written entirely
+   * @param scratch from {@link #scratch} for this shape, or {@code null} for one of this call
+   */
+  public DeviceMaps map(
+      long routing,
+      long probs,
+      long numTokens,
+      int topK,
+      PermuteOptions options,
+      long rowIdMap,
+      RoutingScratch scratch,
+      CUstream stream) {
+    DeviceMaps maps = mapAsync(routing, probs, numTokens, topK, options, rowIdMap, scratch, stream);
+    try {
+      maps.layout(); // waits
+      return maps;
+    } catch (RuntimeException | Error e) {
+      maps.close();
+      throw e;
+    }
+  }
+
+  /**
+   * As {@link #map}, without waiting where the fused kernel applies: the row map and the sources
+   * are queued on the stream (their addresses are valid at once), and {@link DeviceMaps#layout()}
+   * waits for the layout when first asked. A pipeline that needs no output size before the data
+   * kernel (no padding: capacity none or per expert unpadded, align 1, and outputs sized for the
+   * worst case) thus runs without any host round trip. Close the result.
+   */
+  public DeviceMaps mapAsync(
+      long routing,
+      long probs,
+      long numTokens,
+      int topK,
+      PermuteOptions options,
+      long rowIdMap,
+      RoutingScratch scratch,
+      CUstream stream) {
+    CUstream s = orDefault(stream);
+    device.makeCurrent();
+    int numExperts = options.numExperts();
+    long slots = numTokens * topK;
+    long bound = outputBound(slots, options);
+    boolean fused =
+        slots > 0
+            && slots <= FUSED_MAX_SLOTS
+            && numExperts <= FUSED_MAX_EXPERTS
+            && bound < Integer.MAX_VALUE
+            && bound <= 4 * slots + (1L << 20)
+            && !"false".equals(System.getProperty("moeprep.cuda.fusedMap"));
+    if (!fused) {
+      RoutingPlan plan = plan(routing, numTokens, topK, options, scratch, s);
+      DeviceMaps maps = new DeviceMaps(plan.layout, plan.keptTotal, plan);
+      try {
+        long numOut = plan.numOut();
+        maps.own(numOut, probs != 0);
+        buildMaps(plan, rowIdMap, maps.srcToken, maps.srcSlot, probs, maps.permutedProbs, s);
+        return maps;
+      } catch (RuntimeException | Error e) {
+        maps.close();
+        throw e;
+      }
+    }
+    boolean owned = scratch == null;
+    RoutingScratch sc = owned ? new RoutingScratch(device, slots, numExperts) : scratch;
+    try {
+      sc.requireShape(slots, numExperts);
+      boolean[] local = options.localExperts();
+      uploadMask(sc, local, s);
+      sc.prepareFused(this, bound, s);
+      CapacityPolicy cap = options.capacity();
+      int capMode = 0;
+      long capValue = 0;
+      boolean pad = false;
+      if (cap instanceof CapacityPolicy.PerExpert p) {
+        capMode = 1;
+        capValue = p.capacity();
+        pad = p.padToCapacity();
+      } else if (cap instanceof CapacityPolicy.NumOut n) {
+        capMode = 2;
+        capValue = n.numOut();
+      }
+      long dev = sc.device.address();
+      long f = sc.fused.address();
+      device.launchCooperative(
+          "moeprep_map_fused",
+          sc.fusedBlocks,
+          BLOCK,
+          fusedShared(numExperts),
+          s,
+          routing,
+          dev + RoutingScratch.maskAt(numExperts),
+          slots,
+          topK,
+          numExperts,
+          capMode,
+          capValue,
+          pad ? 1 : 0,
+          options.align(),
+          sc.fusedBlockSlots,
+          probs,
+          rowIdMap,
+          sc.srcToken(),
+          sc.srcSlot(),
+          probs == 0 ? 0L : sc.permutedProbs(),
+          f + sc.fusedTableAt(),
+          f,
+          f + RoutingScratch.FUSED_RESULT_AT);
+      copyToHost(
+          sc.host.address(), f + RoutingScratch.FUSED_RESULT_AT, 8L * (2L * numExperts + 2), s);
+      DeviceMaps maps = new DeviceMaps(null, 0, null);
+      maps.pending = new Pending(sc, local, cap, options.align(), s);
+      maps.srcToken = sc.srcToken();
+      maps.srcSlot = sc.srcSlot();
+      maps.permutedProbs = probs == 0 ? 0 : sc.permutedProbs();
+      maps.ownedScratch = owned ? sc : null;
+      return maps;
+    } catch (RuntimeException | Error e) {
+      if (owned) {
+        sc.close();
+      }
+      throw e;
+    }
+  }
+
+  /** Dynamic shared memory of moeprep_map_fused: kept, offsets, per-warp ranks, mask. */
+  private static int fusedShared(int numExperts) {
+    return 8 * (2 * numExperts + 1) + 4 * (BLOCK / 32) * numExperts + numExperts;
+  }
+
+  /**
+   * An upper bound of the output rows of a permute of {@code slots} slots under {@code options},
+   * without counting: every slot kept, each local segment padded by up to {@code align - 1}.
+   * Saturates at {@link Long#MAX_VALUE}.
+   */
+  static long outputBound(long slots, PermuteOptions options) {
+    boolean[] local = options.localExperts();
+    long locals = 0;
+    for (boolean l : local) {
+      locals += l ? 1 : 0;
+    }
+    long slack = locals * (options.align() - 1);
+    CapacityPolicy cap = options.capacity();
+    try {
+      if (cap instanceof CapacityPolicy.PerExpert p) {
+        if (p.padToCapacity()) {
+          long seg = Math.addExact(p.capacity(), options.align() - 1);
+          return Math.multiplyExact(locals, seg);
+        }
+        long kept = Math.min(slots, Math.multiplyExact(locals, p.capacity()));
+        return Math.addExact(kept, slack);
+      }
+      if (cap instanceof CapacityPolicy.NumOut n) {
+        return Math.max(n.numOut(), Math.addExact(Math.min(slots, n.numOut()), slack));
+      }
+      return Math.addExact(slots, slack);
+    } catch (ArithmeticException e) {
+      return Long.MAX_VALUE;
     }
   }
 
@@ -499,6 +679,19 @@ public final class DeviceKernels {
     final PinnedBuffer host;
     boolean[] uploadedMask;
 
+    /** In {@link #fused}: 16 bytes of barrier words, then the result, then the table. */
+    static final long FUSED_RESULT_AT = 16;
+
+    /** The fused kernel's barrier words, result ({@code 2E + 2} int64) and table. */
+    DeviceBuffer fused;
+
+    /** The fused kernel's sources: token, slot (int64) and prob (float) of fusedBound rows. */
+    DeviceBuffer fusedMaps;
+
+    long fusedBound;
+    long fusedBlocks;
+    long fusedBlockSlots;
+
     RoutingScratch(CudaDevice dev, long slots, int numExperts) {
       this.slots = slots;
       this.numExperts = numExperts;
@@ -517,6 +710,70 @@ public final class DeviceKernels {
       this.device = d;
     }
 
+    /** Fails unless this scratch is for {@code slots} slots over {@code numExperts} experts. */
+    void requireShape(long slots, int numExperts) {
+      if (this.slots != slots || this.numExperts != numExperts) {
+        throw new IllegalArgumentException(
+            "scratch for "
+                + this.slots
+                + " slots and "
+                + this.numExperts
+                + " experts cannot plan "
+                + slots
+                + " slots and "
+                + numExperts
+                + " experts");
+      }
+    }
+
+    long fusedTableAt() {
+      return FUSED_RESULT_AT + 8L * (2L * numExperts + 2);
+    }
+
+    long srcToken() {
+      return fusedMaps.address();
+    }
+
+    long srcSlot() {
+      return fusedMaps.address() + 8L * fusedBound;
+    }
+
+    long permutedProbs() {
+      return fusedMaps.address() + 16L * fusedBound;
+    }
+
+    /**
+     * Allocates the fused kernel's memory on first use (its grid: at most one block per
+     * multiprocessor, about 512 slots per block or more) and sources for {@code bound} rows.
+     */
+    void prepareFused(DeviceKernels k, long bound, CUstream s) {
+      CudaDevice d = k.device;
+      if (fused == null) {
+        long most = d.cooperativeBlocks("moeprep_map_fused", BLOCK, fusedShared(numExperts));
+        if (most < 1) {
+          throw new IllegalStateException("moeprep_map_fused cannot be resident on " + d);
+        }
+        // two blocks per multiprocessor where they fit, at least 512 slots each; the kernel's
+        // scan over blocks takes at most FUSED_MAX_BLOCKS
+        long blocks = Math.min(Math.min(most, 2L * d.multiprocessors()), FUSED_MAX_BLOCKS);
+        blocks = Math.max(1, Math.min(blocks, slots / 512));
+        fusedBlockSlots = ceilDiv(ceilDiv(slots, blocks), BLOCK) * BLOCK;
+        fusedBlocks = ceilDiv(slots, fusedBlockSlots);
+        fused = DeviceBuffer.allocate(d, fusedTableAt() + 4L * numExperts * fusedBlocks);
+        check(
+            JCudaDriver.cuMemsetD8Async(Driver.device(fused.address()), (byte) 0, 16, s),
+            "cuMemsetD8Async(barrier)");
+      }
+      if (fusedMaps == null || fusedBound < bound) {
+        if (fusedMaps != null) {
+          fusedMaps.close(); // cuMemFree waits for the work that uses it
+        }
+        fusedMaps = null;
+        fusedMaps = DeviceBuffer.allocate(d, 20L * Math.max(1, bound));
+        fusedBound = Math.max(1, bound);
+      }
+    }
+
     static long keptAt(int e) {
       return 8L * e;
     }
@@ -533,9 +790,145 @@ public final class DeviceKernels {
     @Override
     public void close() {
       try (DeviceBuffer a = device;
-          PinnedBuffer b = host) {
-        // both closed
+          PinnedBuffer b = host;
+          DeviceBuffer c = fused;
+          DeviceBuffer m = fusedMaps) {
+        // all closed
       }
+    }
+  }
+
+  /**
+   * The maps of one permute from {@link #map}: the layout and the device addresses of the source
+   * token, slot and prob of every output row (in the scratch, or in memory this object owns). Valid
+   * until closed, or until the scratch serves the next batch. Close it.
+   */
+  public final class DeviceMaps implements AutoCloseable {
+    private SegmentLayout layout;
+    private long keptTotal;
+    private Pending pending;
+    private final RoutingPlan plan;
+    private DeviceBuffer ownedMaps;
+    private RoutingScratch ownedScratch;
+    private long srcToken;
+    private long srcSlot;
+    private long permutedProbs;
+
+    private DeviceMaps(SegmentLayout layout, long keptTotal, RoutingPlan plan) {
+      this.layout = layout;
+      this.keptTotal = keptTotal;
+      this.plan = plan;
+    }
+
+    /** Exact-size sources in memory of this object. */
+    private void own(long numOut, boolean withProbs) {
+      ownedMaps = DeviceBuffer.allocate(device, numOut * (withProbs ? 20 : 16));
+      srcToken = ownedMaps.address();
+      srcSlot = srcToken + 8 * numOut;
+      permutedProbs = withProbs ? srcToken + 16 * numOut : 0;
+    }
+
+    /**
+     * The output layout; after {@link #mapAsync}, the first call waits for the fused kernel's
+     * counts and checks its layout against {@link SegmentLayout}'s.
+     */
+    public SegmentLayout layout() {
+      if (pending != null) {
+        Pending p = pending;
+        layout = p.resolve();
+        keptTotal = 0;
+        for (int e = 0; e < layout.numExperts(); e++) {
+          keptTotal += layout.kept(e);
+        }
+        pending = null;
+      }
+      return layout;
+    }
+
+    /** Output rows, padding included (waits like {@link #layout()}). */
+    public long numOut() {
+      return layout().numOut();
+    }
+
+    /** True when some output rows are padding (waits like {@link #layout()}). */
+    public boolean hasPadding() {
+      return layout().numOut() > keptTotal;
+    }
+
+    /** int64 {@code numOut}: the source token of each output row, {@code -1} on padding. */
+    public long srcToken() {
+      return srcToken;
+    }
+
+    /** int64 {@code numOut}: the source slot of each output row, {@code -1} on padding. */
+    public long srcSlot() {
+      return srcSlot;
+    }
+
+    /** float32 {@code numOut}: each output row's prob (0 on padding), or 0 without probs. */
+    public long permutedProbs() {
+      return permutedProbs;
+    }
+
+    /** Frees what this object owns (waiting for the device's work on it). */
+    @Override
+    public void close() {
+      try (DeviceBuffer a = ownedMaps;
+          RoutingPlan b = plan;
+          RoutingScratch c = ownedScratch) {
+        // all closed
+      }
+    }
+  }
+
+  /**
+   * The fused kernel's result on its way to the host: what {@link DeviceMaps#layout()} waits for.
+   */
+  private final class Pending {
+    private final RoutingScratch scratch;
+    private final boolean[] local;
+    private final CapacityPolicy capacity;
+    private final int align;
+    private final CUstream stream;
+
+    Pending(
+        RoutingScratch scratch,
+        boolean[] local,
+        CapacityPolicy capacity,
+        int align,
+        CUstream stream) {
+      this.scratch = scratch;
+      this.local = local;
+      this.capacity = capacity;
+      this.align = align;
+      this.stream = stream;
+    }
+
+    /** Waits for the result (numOut, valid counts, offsets) and checks it. */
+    SegmentLayout resolve() {
+      device.makeCurrent();
+      device.synchronize(stream);
+      var u = HostBuffer.unsafe();
+      long host = scratch.host.address();
+      int numExperts = local.length;
+      long[] valid = new long[numExperts];
+      for (int e = 0; e < numExperts; e++) {
+        valid[e] = u.getLong(host + 8L * (1 + e));
+      }
+      SegmentLayout layout = SegmentLayout.of(valid, local, capacity, align);
+      boolean same = layout.numOut() == u.getLong(host);
+      for (int e = 0; e <= numExperts; e++) {
+        same &= layout.offset(e) == u.getLong(host + 8L * (1 + numExperts + e));
+      }
+      if (!same) {
+        throw new IllegalStateException(
+            "moeprep_map_fused computed a layout other than SegmentLayout's (numOut "
+                + u.getLong(host)
+                + " vs "
+                + layout.numOut()
+                + "): a kernel bug; -Dmoeprep.cuda.fusedMap=false avoids the fused kernel");
+      }
+      return layout;
     }
   }
 

@@ -33,7 +33,8 @@ class CudaBackendTest extends GpuLeakCheck {
   // 64 and 776 make 16-byte rows for every dtype (the vectorised kernels)
   private static final int[] HIDDEN = {1, 3, 7, 64, 100, 776, 4097};
   private static final int[] TOP_K = {1, 2, 8, 129, 256};
-  private static final int[] EXPERTS = {1, 7, 256};
+  // 1000 is past the fused map kernel's limit (DeviceKernels.FUSED_MAX_EXPERTS)
+  private static final int[] EXPERTS = {1, 7, 256, 1000};
   private static final double[] DENSITY = {0.0, 0.1, 0.5, 0.9, 1.0};
 
   private final MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
@@ -46,7 +47,22 @@ class CudaBackendTest extends GpuLeakCheck {
 
   @Test
   void randomPermuteAndUnpermuteMatchCpu() {
-    SplittableRandom rnd = Seeds.fresh("CudaBackendTest.randomPermuteAndUnpermuteMatchCpu");
+    randomCases("CudaBackendTest.randomPermuteAndUnpermuteMatchCpu");
+  }
+
+  /** The same with the maps built by the three unfused kernels. */
+  @Test
+  void randomCasesWithoutTheFusedMapKernel() {
+    System.setProperty("moeprep.cuda.fusedMap", "false");
+    try {
+      randomCases("CudaBackendTest.randomCasesWithoutTheFusedMapKernel");
+    } finally {
+      System.clearProperty("moeprep.cuda.fusedMap");
+    }
+  }
+
+  private void randomCases(String name) {
+    SplittableRandom rnd = Seeds.fresh(name);
     MoeKernels gpu = gpu();
     int cases = 0;
     for (DType d : DTYPES) {

@@ -86,7 +86,12 @@ class CudaFaultTest extends GpuLeakCheck {
     try (RandomBatch b = RandomBatch.create(rnd, n, 64, 2, 4, DType.BF16, 0.0)) {
       PermuteInput in = new PermuteInput(b.tokens, n, 64, DType.BF16, b.routing, 2, b.probs);
       PermuteOptions o = PermuteOptions.forRank(4, 1, 0);
-      for (String kernel : new String[] {"moeprep_count_experts", "moeprep_permute_rows"}) {
+      // the fused map kernel (the default at this size), the unfused one, the data kernel
+      for (String kernel :
+          new String[] {"moeprep_map_fused", "moeprep_count_experts", "moeprep_permute_rows"}) {
+        if (kernel.equals("moeprep_count_experts")) {
+          System.setProperty("moeprep.cuda.fusedMap", "false");
+        }
         System.setProperty(CudaDevice.FAIL_LAUNCH, kernel);
         try {
           MoePrepCudaException e =
@@ -99,6 +104,7 @@ class CudaFaultTest extends GpuLeakCheck {
           assertTrue(in2.getMessage().startsWith("rank 3, batch 17: kernel " + kernel));
         } finally {
           System.clearProperty(CudaDevice.FAIL_LAUNCH);
+          System.clearProperty("moeprep.cuda.fusedMap");
         }
       }
       try (PermuteResult c = cpu.permute(in, o);

@@ -1,0 +1,92 @@
+package io.moeprep.kernels.cuda;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+
+import io.moeprep.kernels.DType;
+import io.moeprep.kernels.MoeKernels;
+import io.moeprep.kernels.contract.CapacityPolicy;
+import io.moeprep.kernels.contract.PermuteOptions;
+import io.moeprep.kernels.contract.PermuteResult;
+import io.moeprep.kernels.cpu.CpuBackend;
+import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.kernels.testing.RandomBatch;
+import io.moeprep.kernels.testing.Seeds;
+import java.util.SplittableRandom;
+import jcuda.driver.CUstream;
+import org.junit.jupiter.api.Tag;
+import org.junit.jupiter.api.Test;
+
+/**
+ * The pipeline without a host round trip: {@link DeviceKernels#mapAsync} queues the maps, the data
+ * kernel runs into an output sized for the worst case before anyone asks for the layout, and the
+ * result equals the CPU backend's, byte for byte. One scratch serves every batch, ranks change
+ * between batches (a new mask while earlier work may be in flight).
+ */
+@Tag("gpu")
+class AsyncMapTest extends GpuLeakCheck {
+  @Test
+  void mapsFeedThePermuteWithoutWaiting() {
+    SplittableRandom rnd = Seeds.fresh("AsyncMapTest.mapsFeedThePermuteWithoutWaiting");
+    DeviceKernels k = DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device());
+    MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
+    CUstream s = CudaDevice.PER_THREAD_STREAM;
+    long n = 1000 + rnd.nextInt(3000);
+    int h = 200;
+    int kk = 4;
+    int e = 64;
+    long slots = n * kk;
+    long rowBytes = h * 2L;
+    try (RandomBatch b = RandomBatch.create(rnd, n, h, kk, e, DType.BF16, 0.1);
+        DeviceBuffer tokens = DeviceBuffer.allocate(k.device(), n * rowBytes);
+        DeviceBuffer routing = DeviceBuffer.allocate(k.device(), slots * 4);
+        DeviceBuffer probs = DeviceBuffer.allocate(k.device(), slots * 4);
+        DeviceBuffer rowId = DeviceBuffer.allocate(k.device(), slots * 4);
+        DeviceBuffer permuted = DeviceBuffer.allocate(k.device(), slots * rowBytes);
+        DeviceKernels.RoutingScratch scratch = k.scratch(n, kk, e)) {
+      k.copyToDevice(tokens.address(), b.tokens.address(), n * rowBytes, s);
+      k.copyToDevice(routing.address(), b.routing.address(), slots * 4, s);
+      k.copyToDevice(probs.address(), b.probs.address(), slots * 4, s);
+      for (int batch = 0; batch < 6; batch++) {
+        int ranks = 4;
+        PermuteOptions o = PermuteOptions.forRank(e, ranks, rnd.nextInt(ranks));
+        if (batch % 2 == 1) {
+          o = o.withCapacity(CapacityPolicy.perExpert(rnd.nextInt(60), false));
+        }
+        try (DeviceKernels.DeviceMaps m =
+            k.mapAsync(routing.address(), probs.address(), n, kk, o, rowId.address(), scratch, s)) {
+          // no padding under these options: the data kernel needs no output size
+          k.permuteRows(
+              tokens.address(),
+              rowId.address(),
+              n,
+              kk,
+              m.srcToken(),
+              permuted.address(),
+              0,
+              false,
+              h,
+              DType.BF16,
+              s);
+          long numOut = m.numOut(); // waits now
+          try (PermuteResult c = cpu.permute(b.input(true), o);
+              HostBuffer g = HostBuffer.allocate(numOut * rowBytes);
+              HostBuffer gRow = HostBuffer.allocate(slots * 4);
+              HostBuffer gSrc = HostBuffer.allocate(numOut * 8);
+              HostBuffer gProb = HostBuffer.allocate(numOut * 4)) {
+            assertEquals(c.numOut(), numOut, "numOut of batch " + batch);
+            k.copyToHost(g.address(), permuted.address(), numOut * rowBytes, s);
+            k.copyToHost(gRow.address(), rowId.address(), slots * 4, s);
+            k.copyToHost(gSrc.address(), m.srcToken(), numOut * 8, s);
+            k.copyToHost(gProb.address(), m.permutedProbs(), numOut * 4, s);
+            k.device().synchronize(s);
+            String what = "batch " + batch + " " + o;
+            CudaBackendTest.assertBytes(c.permuted(), g, "permuted, " + what);
+            CudaBackendTest.assertBytes(c.rowIdMap(), gRow, "row map, " + what);
+            CudaBackendTest.assertBytes(c.sourceToken(), gSrc, "sources, " + what);
+            CudaBackendTest.assertBytes(c.permutedProbs(), gProb, "probs, " + what);
+          }
+        }
+      }
+    }
+  }
+}
