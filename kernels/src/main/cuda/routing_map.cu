@@ -142,6 +142,65 @@ __device__ void scan_chunks(unsigned long long* __restrict__ table, int64_t chun
   }
 }
 
+// One slot of a warp's tile of 32 in (token, slot) order: ranks key among the lanes with the same
+// key (by lane), advances the warp's rank of key, and writes the slot's row in the row map and,
+// when the slot is kept, its output row's source and prob. key is -1 for a slot without an output
+// row; in is false for lanes past the end. Shared by scatter_rows and map_fused.
+template <typename Rank>
+__device__ __forceinline__ void scatter_slot(int32_t key, int64_t s, bool in, float prob,
+                                             Rank* rank, int64_t rank_stride,
+                                             const long long* kept, const long long* offsets,
+                                             int32_t k, int32_t* __restrict__ row_id_map,
+                                             long long* __restrict__ src_token,
+                                             long long* __restrict__ src_slot, bool with_probs,
+                                             float* __restrict__ permuted_probs) {
+  const int lane = threadIdx.x & 31;
+  const unsigned peers = __match_any_sync(0xFFFFFFFFu, key);
+  unsigned long long r = 0;
+  if (key >= 0) {
+    r = rank[key * rank_stride] + __popc(peers & ((1u << lane) - 1u));
+  }
+  __syncwarp();
+  if (key >= 0 && lane == 31 - __clz(peers)) {
+    rank[key * rank_stride] += __popc(peers);
+  }
+  __syncwarp();
+  int32_t row = -1;
+  if (key >= 0 && r < static_cast<unsigned long long>(kept[key])) {
+    const int64_t out = offsets[key] + static_cast<int64_t>(r);
+    row = static_cast<int32_t>(out);
+    const int64_t t = s / k;
+    src_token[out] = t;
+    src_slot[out] = s - t * k;
+    if (with_probs) {
+      permuted_probs[out] = prob;
+    }
+  }
+  if (in) {
+    row_id_map[s] = row;
+  }
+}
+
+// The padding rows, source -1 and prob 0: [offset(e) + kept(e), offset(e+1)) of each expert e and
+// [offset(E), num_out) for e = E; warp w of the grid's `warps` takes e = w, w + warps, ...
+__device__ void fill_padding(int64_t first, int64_t warps, int32_t num_experts,
+                             const long long* kept, const long long* offsets, int64_t num_out,
+                             long long* __restrict__ src_token, long long* __restrict__ src_slot,
+                             float* __restrict__ permuted_probs) {
+  const int lane = threadIdx.x & 31;
+  for (int64_t e = first; e <= num_experts; e += warps) {
+    const int64_t from = e < num_experts ? offsets[e] + kept[e] : offsets[num_experts];
+    const int64_t to = e < num_experts ? offsets[e + 1] : num_out;
+    for (int64_t i = from + lane; i < to; i += 32) {
+      src_token[i] = -1;
+      src_slot[i] = -1;
+      if (permuted_probs != nullptr) {
+        permuted_probs[i] = 0.0f;
+      }
+    }
+  }
+}
+
 // Thread mapping: blocks of kScatterWarps warps; warp w of block b owns chunk b*kScatterWarps + w
 // (grid-stride) and walks its slots in order, 32 at a time. Lanes of one tile with the same
 // expert are ranked by lane (__match_any_sync), so ranks follow (token, slot) order.
@@ -166,7 +225,6 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
   extern __shared__ unsigned long long shared_ranks[];
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const unsigned lanes_below = (1u << lane) - 1u;
   const long long* kept_at = kept;
   const long long* offsets_at = offsets;
   const uint8_t* local_at = local;
@@ -218,50 +276,16 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
 #pragma unroll
       for (int j = 0; j < kTiles; j++) {
         const int64_t s = step + j * 32 + lane;
-        const bool in = s < end;
         const int32_t key = id[j] >= 0 && local_at[id[j]] ? id[j] : -1;
-        const unsigned peers = __match_any_sync(0xFFFFFFFFu, key);
-        unsigned long long r = 0;
-        if (key >= 0) {
-          r = rank[key * rank_stride] + __popc(peers & lanes_below);
-        }
-        __syncwarp();
-        if (key >= 0 && lane == 31 - __clz(peers)) {
-          rank[key * rank_stride] += __popc(peers);
-        }
-        __syncwarp();
-        int32_t row = -1;
-        if (key >= 0 && r < static_cast<unsigned long long>(kept_at[key])) {
-          const int64_t out = offsets_at[key] + static_cast<int64_t>(r);
-          row = static_cast<int32_t>(out);
-          const int64_t t = s / k;
-          src_token[out] = t;
-          src_slot[out] = s - t * k;
-          if (probs != nullptr) {
-            permuted_probs[out] = prob[j];
-          }
-        }
-        if (in) {
-          row_id_map[s] = row;
-        }
+        scatter_slot(key, s, s < end, prob[j], rank, rank_stride, kept_at, offsets_at, k,
+                     row_id_map, src_token, src_slot, probs != nullptr, permuted_probs);
       }
     }
     __syncwarp();
   }
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * kScatterWarps;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * kScatterWarps + warp; e <= num_experts;
-       e += warps) {
-    const int64_t from =
-        e < num_experts ? offsets_at[e] + kept_at[e] : offsets_at[num_experts];
-    const int64_t to = e < num_experts ? offsets_at[e + 1] : num_out;
-    for (int64_t i = from + lane; i < to; i += 32) {
-      src_token[i] = -1;
-      src_slot[i] = -1;
-      if (permuted_probs != nullptr) {
-        permuted_probs[i] = 0.0f;
-      }
-    }
-  }
+  fill_padding(static_cast<int64_t>(blockIdx.x) * kScatterWarps + warp,
+               static_cast<int64_t>(gridDim.x) * kScatterWarps, num_experts, kept_at, offsets_at,
+               num_out, src_token, src_slot, permuted_probs);
 }
 
 }  // namespace moeprep
@@ -405,7 +429,6 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
   uint8_t* local_s = reinterpret_cast<uint8_t*>(ranks_s + kFusedWarps * e_count);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  const unsigned lanes_below = (1u << lane) - 1u;
   const int64_t warp_slots = block_slots / kFusedWarps;
   const int64_t start =
       min(slots, static_cast<int64_t>(blockIdx.x) * block_slots + warp * warp_slots);
@@ -549,46 +572,12 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
 #pragma unroll
     for (int j = 0; j < kFusedTiles; j++) {
       const int64_t s = step + j * 32 + lane;
-      const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
-      unsigned long long r = 0;
-      if (key[j] >= 0) {
-        r = my_ranks[key[j]] + __popc(peers & lanes_below);
-      }
-      __syncwarp();
-      if (key[j] >= 0 && lane == 31 - __clz(peers)) {
-        my_ranks[key[j]] += __popc(peers);
-      }
-      __syncwarp();
-      int32_t row = -1;
-      if (key[j] >= 0 && r < static_cast<unsigned long long>(kept_s[key[j]])) {
-        const int64_t out = offsets_s[key[j]] + static_cast<int64_t>(r);
-        row = static_cast<int32_t>(out);
-        const int64_t t = s / k;
-        src_token[out] = t;
-        src_slot[out] = s - t * k;
-        if (probs != nullptr) {
-          permuted_probs[out] = prob[j];
-        }
-      }
-      if (s < end) {
-        row_id_map[s] = row;
-      }
+      scatter_slot(key[j], s, s < end, prob[j], my_ranks, 1, kept_s, offsets_s, k, row_id_map,
+                   src_token, src_slot, probs != nullptr, permuted_probs);
     }
   }
-  // padding rows: source -1, prob 0
-  const int64_t warps = blocks * kFusedWarps;
-  for (int64_t e = static_cast<int64_t>(blockIdx.x) * kFusedWarps + warp; e <= e_count;
-       e += warps) {
-    const int64_t from = e < e_count ? offsets_s[e] + kept_s[e] : offsets_s[e_count];
-    const int64_t to = e < e_count ? offsets_s[e + 1] : num_out;
-    for (int64_t i = from + lane; i < to; i += 32) {
-      src_token[i] = -1;
-      src_slot[i] = -1;
-      if (permuted_probs != nullptr) {
-        permuted_probs[i] = 0.0f;
-      }
-    }
-  }
+  fill_padding(static_cast<int64_t>(blockIdx.x) * kFusedWarps + warp, blocks * kFusedWarps,
+               e_count, kept_s, offsets_s, num_out, src_token, src_slot, permuted_probs);
 }
 
 }  // namespace moeprep
