@@ -88,6 +88,18 @@ public final class SegmentLayout {
     return offsets[e];
   }
 
+  /**
+   * True when some output rows are zero padding (alignment, padding to capacity, or {@code numOut}
+   * beyond the kept slots): the output has more rows than kept slots.
+   */
+  public boolean hasPadding() {
+    long keptTotal = 0;
+    for (long k : kept) {
+      keptTotal += k;
+    }
+    return numOut > keptTotal;
+  }
+
   /** A copy of the kept counts per expert. */
   public long[] keptPerExpert() {
     return kept.clone();

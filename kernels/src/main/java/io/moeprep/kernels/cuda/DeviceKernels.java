@@ -132,16 +132,13 @@ public final class DeviceKernels {
         }
       }
       plan.layout = SegmentLayout.of(valid, local, options.capacity(), options.align());
-      long keptTotal = 0;
       long at = host + RoutingScratch.keptAt(numExperts);
       for (int e = 0; e < numExperts; e++) {
         u.putLong(at + 8L * e, plan.layout.kept(e));
-        keptTotal += plan.layout.kept(e);
       }
       for (int e = 0; e <= numExperts; e++) {
         u.putLong(at + 8L * (numExperts + e), plan.layout.offset(e));
       }
-      plan.keptTotal = keptTotal;
       if (sc.chunks > 0 || plan.layout.numOut() > 0) {
         copyToDevice(dev + RoutingScratch.keptAt(numExperts), at, 8L * (2L * numExperts + 1), s);
       }
@@ -235,7 +232,7 @@ public final class DeviceKernels {
             && !"false".equals(System.getProperty("moeprep.cuda.fusedMap"));
     if (!fused) {
       RoutingPlan plan = plan(routing, numTokens, topK, options, scratch, s);
-      DeviceMaps maps = new DeviceMaps(plan.layout, plan.keptTotal, plan);
+      DeviceMaps maps = new DeviceMaps(plan.layout, plan);
       try {
         long numOut = plan.numOut();
         maps.own(numOut, probs != 0);
@@ -293,7 +290,7 @@ public final class DeviceKernels {
           f + RoutingScratch.FUSED_RESULT_AT);
       copyToHost(
           sc.host.address(), f + RoutingScratch.FUSED_RESULT_AT, 8L * (2L * numExperts + 2), s);
-      DeviceMaps maps = new DeviceMaps(null, 0, null);
+      DeviceMaps maps = new DeviceMaps(null, null);
       maps.pending = new Pending(sc, local, cap, options.align(), s);
       maps.srcToken = sc.srcToken();
       maps.srcSlot = sc.srcSlot();
@@ -805,7 +802,6 @@ public final class DeviceKernels {
    */
   public final class DeviceMaps implements AutoCloseable {
     private SegmentLayout layout;
-    private long keptTotal;
     private Pending pending;
     private final RoutingPlan plan;
     private DeviceBuffer ownedMaps;
@@ -814,9 +810,8 @@ public final class DeviceKernels {
     private long srcSlot;
     private long permutedProbs;
 
-    private DeviceMaps(SegmentLayout layout, long keptTotal, RoutingPlan plan) {
+    private DeviceMaps(SegmentLayout layout, RoutingPlan plan) {
       this.layout = layout;
-      this.keptTotal = keptTotal;
       this.plan = plan;
     }
 
@@ -834,12 +829,7 @@ public final class DeviceKernels {
      */
     public SegmentLayout layout() {
       if (pending != null) {
-        Pending p = pending;
-        layout = p.resolve();
-        keptTotal = 0;
-        for (int e = 0; e < layout.numExperts(); e++) {
-          keptTotal += layout.kept(e);
-        }
+        layout = pending.resolve();
         pending = null;
       }
       return layout;
@@ -852,7 +842,7 @@ public final class DeviceKernels {
 
     /** True when some output rows are padding (waits like {@link #layout()}). */
     public boolean hasPadding() {
-      return layout().numOut() > keptTotal;
+      return layout().hasPadding();
     }
 
     /** int64 {@code numOut}: the source token of each output row, {@code -1} on padding. */
@@ -944,7 +934,6 @@ public final class DeviceKernels {
     final int topK;
     final boolean[] local;
     SegmentLayout layout;
-    long keptTotal;
 
     RoutingPlan(
         RoutingScratch scratch,
@@ -973,7 +962,7 @@ public final class DeviceKernels {
 
     /** True when some output rows are padding (zero rows with source {@code -1}). */
     public boolean hasPadding() {
-      return layout.numOut() > keptTotal;
+      return layout.hasPadding();
     }
 
     /** Frees the scratch if the plan allocated it (waiting for the device's work on it). */
