@@ -11,10 +11,13 @@ import io.moeprep.kernels.cuda.CudaBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
 import io.moeprep.kernels.cuda.DeviceOutOfMemoryException;
 import io.moeprep.kernels.cuda.MoePrepCudaException;
+import io.moeprep.spark.api.PermuteSpec;
 import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Function;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -143,10 +146,7 @@ public final class ExecutorRuntime {
    * 17"}) in front of the kernel, grid and driver error.
    */
   public static <T> T runBatch(
-      MoeKernels kernels,
-      io.moeprep.spark.api.PermuteSpec spec,
-      String where,
-      java.util.function.Function<MoeKernels, T> op) {
+      MoeKernels kernels, PermuteSpec spec, String where, Function<MoeKernels, T> op) {
     if (kernels.backend() instanceof CudaBackend cuda) {
       Long limit = spec.gpuMemoryLimit();
       cuda.device().setMemoryLimit(limit == null ? 0 : limit);
@@ -159,8 +159,7 @@ public final class ExecutorRuntime {
       }
       String reason = where + ": " + e.getMessage();
       OOM_FALLBACKS.inc();
-      FALLBACKS.inc();
-      FALLBACK_REASON.set(reason);
+      countFallback(reason);
       LOG.warn("moeprep: {}; running this batch again on the CPU", reason);
       return timed(cpuKernels(), op);
     } catch (MoePrepCudaException e) {
@@ -168,10 +167,10 @@ public final class ExecutorRuntime {
     }
   }
 
-  private static <T> T timed(MoeKernels k, java.util.function.Function<MoeKernels, T> op) {
+  private static <T> T timed(MoeKernels k, Function<MoeKernels, T> op) {
     long start = System.nanoTime();
     T result = op.apply(k);
-    KERNEL_TIME.update(System.nanoTime() - start, java.util.concurrent.TimeUnit.NANOSECONDS);
+    KERNEL_TIME.update(System.nanoTime() - start, TimeUnit.NANOSECONDS);
     countBatch(k);
     return result;
   }
@@ -186,11 +185,16 @@ public final class ExecutorRuntime {
   }
 
   private static void fallback(String reason) {
-    FALLBACKS.inc();
-    FALLBACK_REASON.set(reason);
+    countFallback(reason);
     if (FALLBACK_LOGGED.compareAndSet(false, true)) {
       LOG.info("moeprep: backend auto runs on the CPU: {}", reason);
     }
+  }
+
+  /** Counts one fallback to the CPU and keeps its reason for the fallbackReason gauge. */
+  private static void countFallback(String reason) {
+    FALLBACKS.inc();
+    FALLBACK_REASON.set(reason);
   }
 
   private static MoeKernels cpuKernels() {
