@@ -192,45 +192,33 @@ public final class CudaBenchmark {
         if (numOut[0] != keptRows) {
           throw new IllegalStateException("numOut " + numOut[0] + " != " + keptRows);
         }
-        double mapMs =
-            timer.median(
-                iters,
-                () -> {
-                  try (DeviceKernels.DeviceMaps m =
-                      k.map(
-                          dRouting.address(),
-                          dProbs.address(),
-                          n,
-                          kk,
-                          o,
-                          dRowId.address(),
-                          scratch,
-                          s)) {
-                    numOut[0] = m.numOut();
-                  }
-                });
+        // map = mapAsync + the wait for the layout (numOut); without the wait, the device-side
+        // cost of the maps in a pipeline that sizes its outputs for the worst case (no padding
+        // here)
+        boolean[] waitForLayout = {true};
+        Runnable mapping =
+            () -> {
+              try (DeviceKernels.DeviceMaps m =
+                  k.mapAsync(
+                      dRouting.address(),
+                      dProbs.address(),
+                      n,
+                      kk,
+                      o,
+                      dRowId.address(),
+                      scratch,
+                      s)) {
+                if (waitForLayout[0]) {
+                  numOut[0] = m.numOut();
+                }
+              }
+            };
+        double mapMs = timer.median(iters, mapping);
         if (numOut[0] != keptRows) {
           throw new IllegalStateException("map numOut " + numOut[0] + " != " + keptRows);
         }
-        // the same without waiting for the layout: the device-side cost of the maps in a
-        // pipeline that sizes its outputs for the worst case (no padding here)
-        double asyncMs =
-            timer.median(
-                iters,
-                () -> {
-                  try (DeviceKernels.DeviceMaps m =
-                      k.mapAsync(
-                          dRouting.address(),
-                          dProbs.address(),
-                          n,
-                          kk,
-                          o,
-                          dRowId.address(),
-                          scratch,
-                          s)) {
-                    // closed without asking for the layout
-                  }
-                });
+        waitForLayout[0] = false;
+        double asyncMs = timer.median(iters, mapping);
         double unfusedMs =
             timer.median(
                 iters,
@@ -247,37 +235,35 @@ public final class CudaBenchmark {
                         s);
                   }
                 });
-        double permMs =
-            timer.median(
-                iters,
-                () ->
-                    k.permuteRows(
-                        dTokens.address(),
-                        dRowId.address(),
-                        n,
-                        kk,
-                        dSrcToken.address(),
-                        dPermuted.address(),
-                        kept,
-                        false,
-                        c.h,
-                        DType.BF16,
-                        s));
-        double unpermMs =
-            timer.median(
-                iters,
-                () ->
-                    k.unpermute(
-                        dPermuted.address(),
-                        kept,
-                        dRowId.address(),
-                        dProbs.address(),
-                        dOut.address(),
-                        n,
-                        kk,
-                        c.h,
-                        DType.BF16,
-                        s));
+        Runnable permute =
+            () ->
+                k.permuteRows(
+                    dTokens.address(),
+                    dRowId.address(),
+                    n,
+                    kk,
+                    dSrcToken.address(),
+                    dPermuted.address(),
+                    kept,
+                    false,
+                    c.h,
+                    DType.BF16,
+                    s);
+        Runnable unpermute =
+            () ->
+                k.unpermute(
+                    dPermuted.address(),
+                    kept,
+                    dRowId.address(),
+                    dProbs.address(),
+                    dOut.address(),
+                    n,
+                    kk,
+                    c.h,
+                    DType.BF16,
+                    s);
+        double permMs = timer.median(iters, permute);
+        double unpermMs = timer.median(iters, unpermute);
         // kernel variants (unroll), for tuning; the rows above use the defaults
         List<String> variants = new ArrayList<>();
         for (String[] v :
@@ -292,36 +278,7 @@ public final class CudaBenchmark {
             }) {
           System.setProperty(v[0], v[1]);
           try {
-            boolean isPermute = v[2].startsWith("permute");
-            double ms =
-                timer.median(
-                    iters,
-                    isPermute
-                        ? () ->
-                            k.permuteRows(
-                                dTokens.address(),
-                                dRowId.address(),
-                                n,
-                                kk,
-                                dSrcToken.address(),
-                                dPermuted.address(),
-                                kept,
-                                false,
-                                c.h,
-                                DType.BF16,
-                                s)
-                        : () ->
-                            k.unpermute(
-                                dPermuted.address(),
-                                kept,
-                                dRowId.address(),
-                                dProbs.address(),
-                                dOut.address(),
-                                n,
-                                kk,
-                                c.h,
-                                DType.BF16,
-                                s));
+            double ms = timer.median(iters, v[2].startsWith("permute") ? permute : unpermute);
             variants.add(v[2] + "=" + String.format(Locale.ROOT, "%.4f", ms));
           } finally {
             System.clearProperty(v[0]);
