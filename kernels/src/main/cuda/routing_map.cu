@@ -328,39 +328,42 @@ MOEPREP_SCATTER(moeprep_scatter_rows_global, false)
 //   phase 1: block b counts the valid local slots of each expert in its slot range, per warp
 //            (warp w of block b owns a contiguous sub-range), and publishes its block totals;
 //   barrier;
-//   phase 2: one warp per expert turns that expert's row of block totals into exclusive prefixes
-//            over the blocks and writes the expert's valid count;
-//   barrier;
-//   phase 3: every block reads its base ranks and the valid counts, computes the layout of
-//            SegmentLayout (capacity, padding, alignment) itself, redundantly, then each warp walks
-//            its sub-range again in (token, slot) order and scatters, exactly as scatter_rows; the
-//            padding rows get source -1.
-// Block 0 writes numOut and the offsets for the host, which recomputes the layout from the valid
-// counts with SegmentLayout and checks that both agree. Outputs are sized by the host from an
-// upper bound of numOut; rows past the real numOut are not written.
+//   phase 2: per expert, the count of the blocks before b (the block's base rank) and the valid
+//            count. Small grids (one_barrier: blocks x E cells of at most a few thousand) let every
+//            block sum the whole table itself; larger ones take one warp per expert that turns
+//            the expert's row into exclusive prefixes, and a second barrier;
+//   phase 3: every block computes the layout of SegmentLayout (capacity, padding, alignment)
+//            itself, redundantly; block 0 publishes numOut, the valid counts and the offsets to
+//            the host, in mapped pinned memory, ending with the launch's sequence number, so that
+//            the host can go on before the kernel ends; then each warp walks its sub-range again
+//            in (token, slot) order and scatters, exactly as scatter_rows; the padding rows get
+//            source -1.
+// The host recomputes the layout from the valid counts with SegmentLayout and checks that both
+// agree. Outputs are sized by the host from an upper bound of numOut; rows past the real numOut
+// are not written.
 namespace moeprep {
 
 constexpr int kFusedWarps = kBlockThreads / 32;
 constexpr int kFusedMaxBlocks = 512;
 constexpr int kFusedTiles = 8;
+constexpr int kFusedMaxExperts = 768;
+constexpr int kMaxExpertsPerThread = kFusedMaxExperts / kBlockThreads;
 
-// A barrier of the whole grid, which must be co-resident (a cooperative launch). count and
-// generation live in device memory across launches: the last block to arrive resets count and
-// then advances generation, which releases the blocks spinning on it.
-__device__ void grid_barrier(unsigned int* count, unsigned int* generation) {
+// A barrier of the whole grid, which must be co-resident (a cooperative launch): the block's
+// writes before it are visible to the whole grid after it (thread 0's fence follows the block's
+// __syncthreads, as in cooperative groups' grid sync). arrived counts
+// the arrivals of every barrier of every launch on this scratch (same grid size each time; zero at
+// first use), so it is a multiple of gridDim.x on entry: each block adds one, then waits for the
+// next multiple. One atomic and the polls, no reset.
+__device__ void grid_barrier(unsigned long long* arrived) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    volatile unsigned int* gen = generation;
-    const unsigned int g = *gen;
     __threadfence();
-    if (atomicAdd(count, 1u) == gridDim.x - 1) {
-      atomicExch(count, 0u);
-      __threadfence();
-      atomicAdd(generation, 1u);
-    } else {
-      while (*gen == g) {
-        __nanosleep(20);
-      }
+    const unsigned long long old = atomicAdd(arrived, 1ull);
+    const unsigned long long target = (old / gridDim.x + 1) * gridDim.x;
+    volatile unsigned long long* a = arrived;
+    while (*a < target) {
+      __nanosleep(32);
     }
     __threadfence();
   }
@@ -405,20 +408,35 @@ __device__ __forceinline__ void load_keys(const int32_t* __restrict__ ids, const
   }
 }
 
+// Adds each key's count in a warp's kFusedTiles tiles to the warp's counts (keys -1: none).
+__device__ __forceinline__ void count_tiles(const int32_t (&key)[kFusedTiles],
+                                            unsigned int* ranks, int lane) {
+#pragma unroll
+  for (int j = 0; j < kFusedTiles; j++) {
+    const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
+    if (key[j] >= 0 && lane == 31 - __clz(peers)) {
+      ranks[key[j]] += __popc(peers);
+    }
+    __syncwarp();
+  }
+}
+
 // Shapes: ids int32 [slots]; local uint8 [E]; probs float [slots] or null; row_id_map int32
 // [slots]; src_token, src_slot int64 and permuted_probs float (or null) [upper bound of numOut];
-// table uint32 [E][gridDim.x]; barrier uint32 [2] (persistent, zero at first use); result int64
-// [2E + 2]: numOut, valid[E], offsets[E + 1]. cap_mode: 0 none, 1 per expert (cap, pad_to_cap),
-// 2 numOut (cap = M). block_slots: slots per block, a multiple of kBlockThreads; gridDim.x at
-// most kFusedMaxBlocks. Dynamic shared memory: kept [E], offsets [E + 1] (int64), ranks
-// [kFusedWarps][E] (uint32), local [E] (uint8).
+// table uint32 [E x gridDim.x]; valid int64 [E] (device scratch); barrier uint64 (persistent,
+// zero at first use, see grid_barrier); result int64 [2E + 3] in host memory mapped for the device: numOut,
+// valid[E], offsets[E + 1], then seq, written last. cap_mode: 0 none, 1 per expert (cap,
+// pad_to_cap), 2 numOut (cap = M). block_slots: slots per block, a multiple of kBlockThreads;
+// gridDim.x at most kFusedMaxBlocks. Dynamic shared memory: kept [E], offsets [E + 1] (int64),
+// ranks [kFusedWarps][E] (uint32), local [E] (uint8).
 __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __restrict__ local,
                           int64_t slots, int32_t k, int32_t num_experts, int32_t cap_mode,
                           int64_t cap, int32_t pad_to_cap, int32_t align, int64_t block_slots,
                           const float* __restrict__ probs, int32_t* __restrict__ row_id_map,
                           long long* __restrict__ src_token, long long* __restrict__ src_slot,
                           float* __restrict__ permuted_probs, unsigned int* table,
-                          unsigned int* barrier, long long* result) {
+                          long long* valid_dev, unsigned long long* barrier, int32_t one_barrier,
+                          long long* result, long long seq) {
   extern __shared__ long long fused_shared[];
   __shared__ unsigned long long warp_sums[32];
   __shared__ unsigned long long scan_total;
@@ -436,6 +454,16 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
   const int64_t blocks = gridDim.x;
   unsigned int* my_ranks = ranks_s + warp * e_count;
 
+  // the warp's first step of slots: loaded before the mask is in shared memory, and kept in
+  // registers for phase 3 (a warp of blocks of up to 2048 slots has no other)
+  int32_t key0[kFusedTiles];
+  float prob0[kFusedTiles];
+#pragma unroll
+  for (int j = 0; j < kFusedTiles; j++) {
+    const int64_t s = start + j * 32 + lane;
+    key0[j] = s < end ? ids[s] : -1;
+    prob0[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
+  }
   for (int32_t i = threadIdx.x; i < kFusedWarps * e_count; i += blockDim.x) {
     ranks_s[i] = 0;
   }
@@ -443,20 +471,18 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     local_s[e] = local[e];
   }
   __syncthreads();
+#pragma unroll
+  for (int j = 0; j < kFusedTiles; j++) {
+    key0[j] = key0[j] >= 0 && local_s[key0[j]] ? key0[j] : -1;
+  }
 
   // phase 1: per-warp counts, then the exclusive prefix over the warps of the block; the block
   // totals go to the table
-  for (int64_t step = start; step < end; step += 32 * kFusedTiles) {
+  count_tiles(key0, my_ranks, lane);
+  for (int64_t step = start + 32 * kFusedTiles; step < end; step += 32 * kFusedTiles) {
     int32_t key[kFusedTiles];
     load_keys(ids, local_s, step, end, lane, key);
-#pragma unroll
-    for (int j = 0; j < kFusedTiles; j++) {
-      const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
-      if (key[j] >= 0 && lane == 31 - __clz(peers)) {
-        my_ranks[key[j]] += __popc(peers);
-      }
-      __syncwarp();
-    }
+    count_tiles(key, my_ranks, lane);
   }
   __syncthreads();
   for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
@@ -466,59 +492,124 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
       ranks_s[w * e_count + e] = run;
       run += c;
     }
-    table[e * blocks + blockIdx.x] = run;
+    // block-major ([blocks][E]) for the one-barrier path, whose blocks read it by expert
+    table[one_barrier ? blockIdx.x * e_count + e : e * blocks + blockIdx.x] = run;
   }
-  __threadfence();
-  grid_barrier(barrier, barrier + 1);
+  grid_barrier(barrier);
 
-  // phase 2: per expert, exclusive prefix over the blocks (lane l owns a contiguous run of the
-  // row) and the valid count
-  constexpr int kPer = kFusedMaxBlocks / 32;
-  const int per = static_cast<int>((blocks + 31) / 32);
-  for (int64_t e = blockIdx.x * kFusedWarps + warp; e < e_count; e += blocks * kFusedWarps) {
-    unsigned int* row = table + e * blocks;
-    unsigned int v[kPer];
-    unsigned int sum = 0;
-#pragma unroll
-    for (int j = 0; j < kPer; j++) {
-      const int64_t b = static_cast<int64_t>(lane) * per + j;
-      v[j] = j < per && b < blocks ? __ldcg(row + b) : 0u;
-      sum += v[j];
+  if (one_barrier) {
+    // phase 2, small grids: every block reads the whole table, [blocks][E], in groups of
+    // threads that each take every groups-th block (thread t: expert t % E, group t / E), into
+    // 32-bit sums in shared memory (counts stay below 2^32: at most 2^22 slots): the
+    // count of the blocks before this one, then the valid count, both over offsets_s
+    unsigned int* before_s = reinterpret_cast<unsigned int*>(offsets_s);
+    unsigned int* valid_s = before_s + e_count;
+    for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+      before_s[e] = 0u;
+      valid_s[e] = 0u;
     }
-    unsigned int inclusive = sum;
-    for (int d = 1; d < 32; d <<= 1) {
-      const unsigned int o = __shfl_up_sync(0xFFFFFFFFu, inclusive, d);
-      if (lane >= d) {
-        inclusive += o;
+    __syncthreads();
+    const int32_t groups = max(1, static_cast<int32_t>(blockDim.x) / e_count);
+    for (int32_t t = threadIdx.x; t < groups * e_count; t += blockDim.x) {
+      const int32_t e = t % e_count;
+      const int32_t g = t / e_count;
+      unsigned int before = 0u;
+      unsigned int total = 0u;
+      constexpr int kBatch = 32;  // loads in flight at once
+      for (int64_t b0 = g; b0 < blocks; b0 += kBatch * groups) {
+        unsigned int v[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; j++) {
+          const int64_t b = b0 + static_cast<int64_t>(j) * groups;
+          v[j] = b < blocks ? __ldcg(table + b * e_count + e) : 0u;
+        }
+#pragma unroll
+        for (int j = 0; j < kBatch; j++) {
+          const int64_t b = b0 + static_cast<int64_t>(j) * groups;
+          total += v[j];
+          before += b < blockIdx.x ? v[j] : 0u;
+        }
+      }
+      atomicAdd(before_s + e, before);
+      atomicAdd(valid_s + e, total);
+    }
+    __syncthreads();
+    unsigned int before[kMaxExpertsPerThread];
+    unsigned int valid[kMaxExpertsPerThread];
+#pragma unroll
+    for (int j = 0; j < kMaxExpertsPerThread; j++) {
+      const int32_t e = threadIdx.x + j * blockDim.x;
+      before[j] = e < e_count ? before_s[e] : 0u;
+      valid[j] = e < e_count ? valid_s[e] : 0u;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < kMaxExpertsPerThread; j++) {
+      const int32_t e = threadIdx.x + j * blockDim.x;
+      if (e < e_count) {
+        for (int w = 0; w < kFusedWarps; w++) {
+          ranks_s[w * e_count + e] += before[j];
+        }
+        kept_s[e] = valid[j];
+        offsets_s[e] = valid[j];
       }
     }
-    unsigned int run = inclusive - sum;
+  } else {
+    // phase 2, larger grids: per expert, exclusive prefix over the blocks (lane l owns a
+    // contiguous run of the row) and the valid count
+    constexpr int kPer = kFusedMaxBlocks / 32;
+    const int per = static_cast<int>((blocks + 31) / 32);
+    for (int64_t e = blockIdx.x * kFusedWarps + warp; e < e_count; e += blocks * kFusedWarps) {
+      unsigned int* row = table + e * blocks;
+      unsigned int v[kPer];
+      unsigned int sum = 0;
 #pragma unroll
-    for (int j = 0; j < kPer; j++) {
-      const int64_t b = static_cast<int64_t>(lane) * per + j;
-      if (j < per && b < blocks) {
-        row[b] = run;
-        run += v[j];
+      for (int j = 0; j < kPer; j++) {
+        const int64_t b = static_cast<int64_t>(lane) * per + j;
+        v[j] = j < per && b < blocks ? __ldcg(row + b) : 0u;
+        sum += v[j];
+      }
+      unsigned int inclusive = sum;
+      for (int d = 1; d < 32; d <<= 1) {
+        const unsigned int o = __shfl_up_sync(0xFFFFFFFFu, inclusive, d);
+        if (lane >= d) {
+          inclusive += o;
+        }
+      }
+      unsigned int run = inclusive - sum;
+#pragma unroll
+      for (int j = 0; j < kPer; j++) {
+        const int64_t b = static_cast<int64_t>(lane) * per + j;
+        if (j < per && b < blocks) {
+          row[b] = run;
+          run += v[j];
+        }
+      }
+      if (lane == 31) {
+        valid_dev[e] = static_cast<long long>(inclusive);
       }
     }
-    if (lane == 31) {
-      result[1 + e] = static_cast<long long>(inclusive);
+    grid_barrier(barrier);
+    for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+      const unsigned int before = __ldcg(table + e * blocks + blockIdx.x);
+      const long long valid = __ldcg(valid_dev + e);
+      for (int w = 0; w < kFusedWarps; w++) {
+        ranks_s[w * e_count + e] += before;
+      }
+      kept_s[e] = valid;
+      offsets_s[e] = valid;
     }
-  }
-  __threadfence();
-  grid_barrier(barrier, barrier + 1);
-
-  // phase 3: base ranks and valid counts, the layout, then the scatter
-  for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
-    const unsigned int before = __ldcg(table + e * blocks + blockIdx.x);
-    const long long valid = __ldcg(result + 1 + e);
-    for (int w = 0; w < kFusedWarps; w++) {
-      ranks_s[w * e_count + e] += before;
-    }
-    kept_s[e] = valid;
-    offsets_s[e] = valid;
   }
   __syncthreads();
+  // phase 3: the layout, then the scatter. Warp 0 of block 0 publishes the result; the other
+  // warps do not wait for its system-wide fence
+  const bool publishes = blockIdx.x == 0 && warp == 0;
+  if (publishes) {
+    for (int32_t e = lane; e < e_count; e += 32) {
+      result[1 + e] = kept_s[e];
+    }
+  }
+  __syncthreads();  // the layout below overwrites kept_s
   if (cap_mode == 2) {
     // kept(e) = min(valid(e), max(0, M - valid slots of the experts before e))
     block_exclusive_scan(offsets_s, e_count, warp_sums, &scan_total);
@@ -551,24 +642,39 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
   __syncthreads();
   const long long num_out =
       cap_mode == 2 ? max(static_cast<long long>(cap), total_rows) : total_rows;
-  if (blockIdx.x == 0) {
-    if (threadIdx.x == 0) {
+  if (publishes) {
+    if (lane == 0) {
       result[0] = num_out;
     }
-    for (int32_t e = threadIdx.x; e <= e_count; e += blockDim.x) {
+    for (int32_t e = lane; e <= e_count; e += 32) {
       result[1 + e_count + e] = offsets_s[e];
+    }
+    // every value before the sequence number, as the host sees them
+    __threadfence_system();
+    __syncwarp();
+    if (lane == 0) {
+      *reinterpret_cast<volatile long long*>(result + 2 * e_count + 2) = seq;
+      __threadfence_system();  // out now, not when the kernel ends
     }
   }
 
   for (int64_t step = start; step < end; step += 32 * kFusedTiles) {
     int32_t key[kFusedTiles];
     float prob[kFusedTiles];
+    if (step == start) {
 #pragma unroll
-    for (int j = 0; j < kFusedTiles; j++) {
-      const int64_t s = step + j * 32 + lane;
-      prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
+      for (int j = 0; j < kFusedTiles; j++) {
+        key[j] = key0[j];
+        prob[j] = prob0[j];
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kFusedTiles; j++) {
+        const int64_t s = step + j * 32 + lane;
+        prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
+      }
+      load_keys(ids, local_s, step, end, lane, key);
     }
-    load_keys(ids, local_s, step, end, lane, key);
 #pragma unroll
     for (int j = 0; j < kFusedTiles; j++) {
       const int64_t s = step + j * 32 + lane;
@@ -587,7 +693,9 @@ extern "C" __global__ void __launch_bounds__(kBlockThreads)
                       int32_t num_experts, int32_t cap_mode, int64_t cap, int32_t pad_to_cap,
                       int32_t align, int64_t block_slots, const float* probs, int32_t* row_id_map,
                       long long* src_token, long long* src_slot, float* permuted_probs,
-                      unsigned int* table, unsigned int* barrier, long long* result) {
+                      unsigned int* table, long long* valid, unsigned long long* barrier,
+                      int32_t one_barrier, long long* result, long long seq) {
   map_fused(ids, local, slots, k, num_experts, cap_mode, cap, pad_to_cap, align, block_slots,
-            probs, row_id_map, src_token, src_slot, permuted_probs, table, barrier, result);
+            probs, row_id_map, src_token, src_slot, permuted_probs, table, valid, barrier,
+            one_barrier, result, seq);
 }

@@ -28,7 +28,11 @@ import jcuda.driver.JCudaDriver;
  * writes B, so the baseline copies half the operation's traffic and {@code ratio = copy time /
  * operation time}. Map building moves the routing (read twice), the row map, the sources and probs.
  *
- * <pre>java ... io.moeprep.kernels.bench.CudaBenchmark [iterations]</pre>
+ * <p>Rows {@code map total} (launch, kernel and the wait for the layout), {@code map async} (launch
+ * and kernel, no wait), {@code map queued} (ten maps queued back to back, per map: about the
+ * kernel's own time).
+ *
+ * <pre>java ... io.moeprep.kernels.bench.CudaBenchmark [iterations] [case indices, e.g. 0,2]</pre>
  */
 public final class CudaBenchmark {
   private CudaBenchmark() {}
@@ -97,7 +101,12 @@ public final class CudaBenchmark {
     } catch (RuntimeException e) {
       System.out.println("warm-up failed: " + e);
     }
-    for (Case c : cases) {
+    String only = args.length > 1 ? args[1] : "";
+    for (int i = 0; i < cases.size(); i++) {
+      Case c = cases.get(i);
+      if (!only.isEmpty() && !Arrays.asList(only.split(",")).contains(Integer.toString(i))) {
+        continue;
+      }
       try {
         rows.addAll(run(dev, c, iters));
       } catch (RuntimeException e) {
@@ -217,8 +226,37 @@ public final class CudaBenchmark {
         if (numOut[0] != keptRows) {
           throw new IllegalStateException("map numOut " + numOut[0] + " != " + keptRows);
         }
+        // the host's side of map total (host clock): the call until the kernel is queued, then
+        // the wait for the layout
+        double[] hostLaunchUs = new double[iters];
+        double[] hostWaitUs = new double[iters];
+        for (int i = 0; i < iters; i++) {
+          long t0 = System.nanoTime();
+          try (DeviceKernels.DeviceMaps m =
+              k.mapAsync(
+                  dRouting.address(), dProbs.address(), n, kk, o, dRowId.address(), scratch, s)) {
+            long t1 = System.nanoTime();
+            m.numOut();
+            hostWaitUs[i] = (System.nanoTime() - t1) / 1e3;
+            hostLaunchUs[i] = (t1 - t0) / 1e3;
+          }
+          dev.synchronize(s);
+        }
+        Arrays.sort(hostLaunchUs);
+        Arrays.sort(hostWaitUs);
         waitForLayout[0] = false;
         double asyncMs = timer.median(iters, mapping);
+        // the device's time per map: ten queued back to back, so that the host's launch work
+        // overlaps the kernels
+        double backToBackMs =
+            timer.median(
+                    iters,
+                    () -> {
+                      for (int i = 0; i < 10; i++) {
+                        mapping.run();
+                      }
+                    })
+                / 10;
         double unfusedMs =
             timer.median(
                 iters,
@@ -294,6 +332,7 @@ public final class CudaBenchmark {
         long mapBytes = slots * 4 * 3 + keptRows * (8 + 8 + 4) + slots * 4;
         out.add(row(c.label(), "map total", mapMs, mapBytes, Double.NaN, 0));
         out.add(row(c.label(), "map async", asyncMs, mapBytes, Double.NaN, 0));
+        out.add(row(c.label(), "map queued", backToBackMs, mapBytes, Double.NaN, 0));
         out.add(row(c.label(), "map unfused", unfusedMs, mapBytes, Double.NaN, 0));
         out.add(row(c.label(), "map unfused plan", planMs, slots * 4 * 2, Double.NaN, 0));
         out.add(row(c.label(), "permute", permMs, permBytes, permCopyMs, permCopy * 2));
@@ -301,14 +340,18 @@ public final class CudaBenchmark {
         out.add(
             String.format(
                 Locale.ROOT,
-                "| %-36s | map/permute = %.1f%% (async %.1f%%, unfused %.1f%%; numOut %d, tokens"
-                    + " read %d) variants ms: %s",
+                "| %-36s | map/permute = %.1f%% (async %.1f%%, queued %.1f%%, unfused %.1f%%; numOut"
+                    + " %d, tokens read %d; host: map call %.1f us, layout wait %.1f us) variants"
+                    + " ms: %s",
                 c.label(),
                 100 * mapMs / permMs,
                 100 * asyncMs / permMs,
+                100 * backToBackMs / permMs,
                 100 * unfusedMs / permMs,
                 keptRows,
                 readRows,
+                hostLaunchUs[iters / 2],
+                hostWaitUs[iters / 2],
                 String.join(", ", variants)));
       }
     }

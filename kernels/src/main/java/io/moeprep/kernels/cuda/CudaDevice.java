@@ -85,7 +85,10 @@ public final class CudaDevice {
 
   /** Makes this device's primary context current on the calling thread. */
   public void makeCurrent() {
-    check(JCudaDriver.cuCtxSetCurrent(context), "cuCtxSetCurrent(device " + ordinal + ")");
+    int rc = JCudaDriver.cuCtxSetCurrent(context);
+    if (rc != CUresult.CUDA_SUCCESS) { // the message is built only on failure (hot path)
+      check(rc, "cuCtxSetCurrent(device " + ordinal + ")");
+    }
   }
 
   /** The device ordinal. */

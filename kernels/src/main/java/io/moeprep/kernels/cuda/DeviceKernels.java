@@ -7,6 +7,7 @@ import io.moeprep.kernels.contract.CapacityPolicy;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.memory.HostBuffer;
+import jcuda.driver.CUresult;
 import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
@@ -33,6 +34,19 @@ public final class DeviceKernels {
 
   /** Most blocks of the fused kernel (kFusedMaxBlocks in routing_map.cu). */
   private static final long FUSED_MAX_BLOCKS = 512;
+
+  /**
+   * Fewest slots per block of the fused kernel; {@code -Dmoeprep.cuda.fusedMinBlockSlots} changes
+   * it for scratch made afterwards (tests, tuning).
+   */
+  private static final long FUSED_MIN_BLOCK_SLOTS = 1024;
+
+  /**
+   * Grids of at most this many (block, expert) counts take the fused kernel's one-barrier path:
+   * each block sums the whole table itself instead of waiting for a second barrier; {@code
+   * -Dmoeprep.cuda.fusedOneBarrierCells} changes it for scratch made afterwards.
+   */
+  private static final long FUSED_ONE_BARRIER_CELLS = 16384;
 
   /** Most experts of a batch whose maps the fused kernel builds (its shared memory). */
   public static final int FUSED_MAX_EXPERTS = 768;
@@ -264,6 +278,7 @@ public final class DeviceKernels {
       }
       long dev = sc.device.address();
       long f = sc.fused.address();
+      long seq = ++sc.fusedSeq;
       device.launchCooperative(
           "moeprep_map_fused",
           sc.fusedBlocks,
@@ -286,12 +301,13 @@ public final class DeviceKernels {
           sc.srcSlot(),
           probs == 0 ? 0L : sc.permutedProbs(),
           f + sc.fusedTableAt(),
+          f + RoutingScratch.FUSED_VALID_AT,
           f,
-          f + RoutingScratch.FUSED_RESULT_AT);
-      copyToHost(
-          sc.host.address(), f + RoutingScratch.FUSED_RESULT_AT, 8L * (2L * numExperts + 2), s);
+          sc.fusedOneBarrier ? 1 : 0,
+          sc.host.address() + sc.fusedResultAt(),
+          seq);
       DeviceMaps maps = new DeviceMaps(null, null);
-      maps.pending = new Pending(sc, local, cap, options.align(), s);
+      maps.pending = new Pending(sc, seq, local, cap, options.align(), s);
       maps.srcToken = sc.srcToken();
       maps.srcSlot = sc.srcSlot();
       maps.permutedProbs = probs == 0 ? 0 : sc.permutedProbs();
@@ -676,11 +692,14 @@ public final class DeviceKernels {
     final PinnedBuffer host;
     boolean[] uploadedMask;
 
-    /** In {@link #fused}: 16 bytes of barrier words, then the result, then the table. */
-    static final long FUSED_RESULT_AT = 16;
+    /** In {@link #fused}: 16 bytes of barrier words, then the valid counts, then the table. */
+    static final long FUSED_VALID_AT = 16;
 
-    /** The fused kernel's barrier words, result ({@code 2E + 2} int64) and table. */
+    /** The fused kernel's barrier words, valid counts ({@code E} int64) and table. */
     DeviceBuffer fused;
+
+    /** The sequence number of the last fused launch, which its result ends with. */
+    long fusedSeq;
 
     /** The fused kernel's sources: token, slot (int64) and prob (float) of fusedBound rows. */
     DeviceBuffer fusedMaps;
@@ -688,6 +707,7 @@ public final class DeviceKernels {
     long fusedBound;
     long fusedBlocks;
     long fusedBlockSlots;
+    boolean fusedOneBarrier;
 
     RoutingScratch(CudaDevice dev, long slots, int numExperts) {
       this.slots = slots;
@@ -699,7 +719,7 @@ public final class DeviceKernels {
       this.chunks = ceilDiv(slots, chunkSlots);
       DeviceBuffer d = DeviceBuffer.allocate(dev, tableAt(numExperts) + 8L * numExperts * chunks);
       try {
-        this.host = PinnedBuffer.allocate(dev, tableAt(numExperts));
+        this.host = PinnedBuffer.allocate(dev, tableAt(numExperts) + 8L * (2L * numExperts + 3));
       } catch (RuntimeException | Error e) {
         d.close();
         throw e;
@@ -724,7 +744,15 @@ public final class DeviceKernels {
     }
 
     long fusedTableAt() {
-      return FUSED_RESULT_AT + 8L * (2L * numExperts + 2);
+      return FUSED_VALID_AT + 8L * numExperts;
+    }
+
+    /**
+     * In {@link #host}: the fused kernel's result, written by the device into this mapped pinned
+     * memory: numOut, valid counts [E], offsets [E + 1], then the launch's sequence number.
+     */
+    long fusedResultAt() {
+      return tableAt(numExperts);
     }
 
     long srcToken() {
@@ -750,12 +778,17 @@ public final class DeviceKernels {
         if (most < 1) {
           throw new IllegalStateException("moeprep_map_fused cannot be resident on " + d);
         }
-        // two blocks per multiprocessor where they fit, at least 512 slots each; the kernel's
-        // scan over blocks takes at most FUSED_MAX_BLOCKS
+        // two blocks per multiprocessor where they fit, at least FUSED_MIN_BLOCK_SLOTS slots each
+        // (each warp walks its range in one or more steps of 256 slots); the kernel's scan over
+        // blocks takes at most FUSED_MAX_BLOCKS
         long blocks = Math.min(Math.min(most, 2L * d.multiprocessors()), FUSED_MAX_BLOCKS);
-        blocks = Math.max(1, Math.min(blocks, slots / 512));
+        long minSlots = Long.getLong("moeprep.cuda.fusedMinBlockSlots", FUSED_MIN_BLOCK_SLOTS);
+        blocks = Math.max(1, Math.min(blocks, slots / Math.max(1, minSlots)));
         fusedBlockSlots = ceilDiv(ceilDiv(slots, blocks), BLOCK) * BLOCK;
         fusedBlocks = ceilDiv(slots, fusedBlockSlots);
+        fusedOneBarrier =
+            fusedBlocks * numExperts
+                <= Long.getLong("moeprep.cuda.fusedOneBarrierCells", FUSED_ONE_BARRIER_CELLS);
         fused = DeviceBuffer.allocate(d, fusedTableAt() + 4L * numExperts * fusedBlocks);
         check(
             JCudaDriver.cuMemsetD8Async(Driver.device(fused.address()), (byte) 0, 16, s),
@@ -876,6 +909,7 @@ public final class DeviceKernels {
    */
   private final class Pending {
     private final RoutingScratch scratch;
+    private final long seq;
     private final boolean[] local;
     private final CapacityPolicy capacity;
     private final int align;
@@ -883,24 +917,47 @@ public final class DeviceKernels {
 
     Pending(
         RoutingScratch scratch,
+        long seq,
         boolean[] local,
         CapacityPolicy capacity,
         int align,
         CUstream stream) {
       this.scratch = scratch;
+      this.seq = seq;
       this.local = local;
       this.capacity = capacity;
       this.align = align;
       this.stream = stream;
     }
 
-    /** Waits for the result (numOut, valid counts, offsets) and checks it. */
+    /**
+     * Waits for the result (numOut, valid counts, offsets), which the kernel writes into mapped
+     * pinned memory before it scatters, and checks it. Spins on the sequence number, asking the
+     * stream now and then whether the kernel ended without it (a fault).
+     */
     SegmentLayout resolve() {
       device.makeCurrent();
-      device.synchronize(stream);
       var u = HostBuffer.unsafe();
-      long host = scratch.host.address();
+      long host = scratch.host.address() + scratch.fusedResultAt();
       int numExperts = local.length;
+      long seqAt = host + 8L * (2L * numExperts + 2);
+      for (long spins = 1; u.getLongVolatile(null, seqAt) != seq; spins++) {
+        if (spins % 1024 == 0) {
+          int rc = JCudaDriver.cuStreamQuery(stream);
+          if (rc == CUresult.CUDA_SUCCESS && u.getLongVolatile(null, seqAt) != seq) {
+            throw new IllegalStateException(
+                "moeprep_map_fused ended without writing its result (sequence "
+                    + u.getLongVolatile(null, seqAt)
+                    + ", expected "
+                    + seq
+                    + "): a kernel bug; -Dmoeprep.cuda.fusedMap=false avoids the fused kernel");
+          }
+          if (rc != CUresult.CUDA_ERROR_NOT_READY && rc != CUresult.CUDA_SUCCESS) {
+            check(rc, "moeprep_map_fused (waiting for its result)");
+          }
+          Thread.onSpinWait();
+        }
+      }
       long[] valid = new long[numExperts];
       for (int e = 0; e < numExperts; e++) {
         valid[e] = u.getLong(host + 8L * (1 + e));

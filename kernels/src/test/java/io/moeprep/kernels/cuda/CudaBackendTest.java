@@ -61,6 +61,22 @@ class CudaBackendTest extends GpuLeakCheck {
     }
   }
 
+  /**
+   * The same with the fused kernel's two-barrier path (each expert's prefix over the blocks by one
+   * warp) on grids of many small blocks, as large batches take it.
+   */
+  @Test
+  void randomCasesWithTheFusedKernelsTwoBarrierPath() {
+    System.setProperty("moeprep.cuda.fusedOneBarrierCells", "0");
+    System.setProperty("moeprep.cuda.fusedMinBlockSlots", "256");
+    try {
+      randomCases("CudaBackendTest.randomCasesWithTheFusedKernelsTwoBarrierPath");
+    } finally {
+      System.clearProperty("moeprep.cuda.fusedOneBarrierCells");
+      System.clearProperty("moeprep.cuda.fusedMinBlockSlots");
+    }
+  }
+
   private void randomCases(String name) {
     SplittableRandom rnd = Seeds.fresh(name);
     MoeKernels gpu = gpu();
