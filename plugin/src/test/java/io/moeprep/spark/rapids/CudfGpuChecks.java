@@ -422,6 +422,27 @@ final class CudfGpuChecks {
     }
   }
 
+  /** A table's rows (copied to the host) as {@link RapidsExplainOnlyTest#line} text. */
+  static List<String> lines(Table t, long rowBytes) {
+    List<OutRow> rows = new ArrayList<>();
+    readTable(t, rows, rowBytes);
+    List<String> out = new ArrayList<>();
+    for (OutRow r : rows) {
+      out.add(
+          RapidsExplainOnlyTest.line(
+              r.rank(),
+              r.batch(),
+              r.row(),
+              r.expert(),
+              r.local(),
+              r.token(),
+              r.slot(),
+              r.prob(),
+              r.hidden()));
+    }
+    return out;
+  }
+
   /** Appends a table's rows; returns the device address of its hidden child data. */
   private static long readTable(Table t, List<OutRow> out, long rowBytes) {
     int n = (int) t.getRowCount();

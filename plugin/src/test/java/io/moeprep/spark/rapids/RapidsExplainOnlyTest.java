@@ -15,12 +15,9 @@ import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.List;
 import java.util.SplittableRandom;
-import java.util.concurrent.TimeUnit;
-import java.util.stream.Collectors;
 import org.apache.spark.sql.Row;
 import org.junit.jupiter.api.Assumptions;
 import org.junit.jupiter.api.Tag;
@@ -63,8 +60,7 @@ class RapidsExplainOnlyTest {
 
   /** One ROWS row: every field, the prob by its bits, the hidden bytes in hex. */
   static String line(Row r) {
-    return String.format(
-        "%d %06d %06d %d %d %d %d %s %s",
+    return line(
         r.getInt(0),
         r.getLong(1),
         r.getInt(2),
@@ -72,43 +68,76 @@ class RapidsExplainOnlyTest {
         r.getInt(4),
         r.getLong(5),
         r.getInt(6),
-        r.isNullAt(7) ? "null" : Integer.toHexString(Float.floatToRawIntBits(r.getFloat(7))),
-        HexFormat.of().formatHex((byte[]) r.get(8)));
+        r.isNullAt(7) ? null : r.getFloat(7),
+        (byte[]) r.get(8));
+  }
+
+  /** One output row of the ROWS layout as text (the same from a DataFrame or a cudf table). */
+  static String line(
+      int rank,
+      long batch,
+      int row,
+      int expert,
+      int local,
+      long token,
+      int slot,
+      Float prob,
+      byte[] hidden) {
+    return String.format(
+        "%d %06d %06d %d %d %d %d %s %s",
+        rank,
+        batch,
+        row,
+        expert,
+        local,
+        token,
+        slot,
+        prob == null ? "null" : Integer.toHexString(Float.floatToRawIntBits(prob)),
+        HexFormat.of().formatHex(hidden));
+  }
+
+  /** The lines of {@link #tokens} permuted by {@link #spec} on the CPU in a plain session. */
+  static List<String> cpuLines() {
+    PermuteSpec cpuSpec = spec().toBuilder().backend(BackendChoice.CPU).build();
+    PermuteOutput cpu = MoePrep.permute(tokens().toDataFrame(SparkSessions.local(), true), cpuSpec);
+    assertEquals(RapidsRoute.Path.CPU, cpu.route().path());
+    List<String> expected = lines(cpu.rows().collectAsList());
+    assertTrue(expected.size() > 100, "a non-trivial output: " + expected.size() + " rows");
+    return expected;
+  }
+
+  /** The RAPIDS jar: {@code -Dmoeprep.rapids.jar}, else a class path entry named like it. */
+  static String rapidsJar() {
+    String jar = System.getProperty("moeprep.rapids.jar", "");
+    if (!jar.isEmpty()) {
+      return jar;
+    }
+    return ChildJvm.classPath(f -> !f.getName().startsWith("rapids-4-spark")).stream()
+        .findFirst()
+        .orElse("");
   }
 
   @Test
   void explainOnlySessionPlansTheCudfRouteAndComputesTheCpuResult() throws Exception {
-    String jar = System.getProperty("moeprep.rapids.jar", "");
+    String jar = rapidsJar();
     Assumptions.assumeTrue(
         !jar.isEmpty() && new File(jar).isFile(),
         "no RAPIDS jar at '" + jar + "' (fetched by the build unless -Dmoeprep.rapids.skip=true)");
     Path dir = Files.createTempDirectory("moeprep-rapids");
     Path result = dir.resolve("result.txt");
-    Path log = dir.resolve("child.log");
-    List<String> cmd = new ArrayList<>();
-    cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
-    cmd.addAll(Arrays.asList(System.getProperty("moeprep.jvm.opens", "").trim().split("\\s+")));
-    cmd.add("-Xmx2g");
-    cmd.add("-cp");
     // this JVM's class path without cudf-java: in a RAPIDS session cudf comes from the RAPIDS jar
-    cmd.add(
-        Arrays.stream(System.getProperty("java.class.path").split(File.pathSeparator))
-            .filter(e -> !new File(e).getName().startsWith("cudf-"))
-            .collect(Collectors.joining(File.pathSeparator)));
-    cmd.add(RapidsExplainOnlyApp.class.getName());
-    cmd.add(jar);
-    cmd.add(result.toString());
-    cmd.removeIf(String::isEmpty);
-    Process p =
-        new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-    boolean done = p.waitFor(TIMEOUT_S, TimeUnit.SECONDS);
-    if (!done) {
-      p.destroyForcibly();
-    }
-    String childLog = Files.readString(log, StandardCharsets.UTF_8);
-    String tail = childLog.substring(Math.max(0, childLog.length() - 6000));
-    assertTrue(done, "the RAPIDS session did not finish in " + TIMEOUT_S + " s:\n" + tail);
-    assertEquals(0, p.exitValue(), "the RAPIDS session failed:\n" + tail);
+    ChildJvm.Result child =
+        ChildJvm.run(
+            ChildJvm.classPath(f -> f.getName().startsWith("cudf-")),
+            "2g",
+            List.of(RapidsExplainOnlyApp.class.getName(), jar, result.toString()),
+            dir.resolve("child.log"),
+            TIMEOUT_S);
+    String childLog = child.log();
+    String tail = child.tail(6000);
+    assertTrue(
+        child.finished(), "the RAPIDS session did not finish in " + TIMEOUT_S + " s:\n" + tail);
+    assertEquals(0, child.exitCode(), "the RAPIDS session failed:\n" + tail);
     // RAPIDS itself started, in explain-only mode
     assertTrue(
         childLog.contains("RAPIDS Accelerator is in explain only mode"),
@@ -137,11 +166,7 @@ class RapidsExplainOnlyTest {
     List<String> rapidsRows = got.subList(rowsAt + 1, rowsAt + 1 + n);
 
     // the same permute in this JVM's plain session, on the CPU backend
-    PermuteSpec cpuSpec = spec().toBuilder().backend(BackendChoice.CPU).build();
-    PermuteOutput cpu = MoePrep.permute(tokens().toDataFrame(SparkSessions.local(), true), cpuSpec);
-    assertEquals(RapidsRoute.Path.CPU, cpu.route().path());
-    List<String> expected = lines(cpu.rows().collectAsList());
-    assertTrue(expected.size() > 100, "a non-trivial output: " + expected.size() + " rows");
+    List<String> expected = cpuLines();
     assertEquals(expected.size(), rapidsRows.size(), "rows");
     for (int i = 0; i < expected.size(); i++) {
       assertEquals(expected.get(i), rapidsRows.get(i), "row " + i + " (rank batch row ...)");
