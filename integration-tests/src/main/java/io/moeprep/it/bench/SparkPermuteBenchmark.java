@@ -31,8 +31,9 @@ import org.apache.spark.sql.SparkSession;
  *
  * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
  * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu
- * only=plain,rows,packed format=parquet chunkBytes=8388608 maxBlockBytes=1073741824}. Run it with
- * the module's classpath and Spark's {@code --add-opens} flags, e.g.
+ * only=plain,rows,packed format=parquet chunkBytes=8388608 maxBlockBytes=1073741824
+ * reuseInput=false} ({@code reuseInput=true} keeps the input of an earlier run of the same shape).
+ * Run it with the module's classpath and Spark's {@code --add-opens} flags, e.g.
  *
  * <pre>
  * mvn -q -pl integration-tests dependency:build-classpath -Dmdep.outputFile=cp.txt
@@ -48,6 +49,32 @@ public final class SparkPermuteBenchmark {
     final AtomicLong shuffleWritten = new AtomicLong();
     final AtomicLong outputWritten = new AtomicLong();
     final AtomicLong outputRows = new AtomicLong();
+    final java.util.List<String> stages =
+        java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+
+    @Override
+    public void onStageCompleted(org.apache.spark.scheduler.SparkListenerStageCompleted done) {
+      var info = done.stageInfo();
+      var m = info.taskMetrics();
+      long wall =
+          info.completionTime().isDefined() && info.submissionTime().isDefined()
+              ? (Long) info.completionTime().get() - (Long) info.submissionTime().get()
+              : -1;
+      stages.add(
+          String.format(
+              Locale.ROOT,
+              "  stage %d (%d tasks): %.1f s wall, task time %.1f s (cpu %.1f s, gc %.1f s,"
+                  + " shuffle write %.1f s, shuffle read wait %.1f s), %s",
+              info.stageId(),
+              info.numTasks(),
+              wall / 1e3,
+              m.executorRunTime() / 1e3,
+              m.executorCpuTime() / 1e9,
+              m.jvmGCTime() / 1e3,
+              m.shuffleWriteMetrics().writeTime() / 1e9,
+              m.shuffleReadMetrics().fetchWaitTime() / 1e3,
+              info.name()));
+    }
 
     @Override
     public void onTaskEnd(SparkListenerTaskEnd end) {
@@ -60,6 +87,7 @@ public final class SparkPermuteBenchmark {
     }
 
     void reset() {
+      stages.clear();
       shuffleWritten.set(0);
       outputWritten.set(0);
       outputRows.set(0);
@@ -91,6 +119,7 @@ public final class SparkPermuteBenchmark {
     a.put("format", "parquet");
     a.put("chunkBytes", Long.toString(8L << 20));
     a.put("maxBlockBytes", Long.toString(1L << 30));
+    a.put("reuseInput", "false");
     for (String s : args) {
       String[] kv = s.split("=", 2);
       if (kv.length != 2 || !a.containsKey(kv[0])) {
@@ -132,11 +161,20 @@ public final class SparkPermuteBenchmark {
         Runtime.getRuntime().availableProcessors());
     long t0 = System.nanoTime();
     String input = dir + "/tokens";
-    TokenData.generate(spark, 20261126L, n, 8, h, DType.BF16, k, e, 0.0)
-        .write()
-        .mode(SaveMode.Overwrite)
-        .parquet(input);
-    System.out.printf(Locale.ROOT, "input written in %.1f s%n", (System.nanoTime() - t0) / 1e9);
+    String shape = n + " " + h + " " + k + " " + e;
+    java.nio.file.Path shapeFile = java.nio.file.Path.of(dir, "tokens.shape");
+    if (Boolean.parseBoolean(a.get("reuseInput"))
+        && java.nio.file.Files.isRegularFile(shapeFile)
+        && java.nio.file.Files.readString(shapeFile).equals(shape)) {
+      System.out.println("input reused: " + input);
+    } else {
+      TokenData.generate(spark, 20261126L, n, 8, h, DType.BF16, k, e, 0.0)
+          .write()
+          .mode(SaveMode.Overwrite)
+          .parquet(input);
+      java.nio.file.Files.writeString(shapeFile, shape);
+      System.out.printf(Locale.ROOT, "input written in %.1f s%n", (System.nanoTime() - t0) / 1e9);
+    }
     PermuteSpec.Builder spec =
         PermuteSpec.builder(e, r)
             .hidden(h, DType.BF16)
@@ -187,6 +225,7 @@ public final class SparkPermuteBenchmark {
             res.shuffled / 1048576.0,
             res.written / 1048576.0,
             res.rows);
+        bytes.stages.forEach(System.out::println);
         Result prev = best.get(which);
         if (prev == null || res.seconds < prev.seconds) {
           best.put(which, res);
