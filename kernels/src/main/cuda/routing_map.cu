@@ -169,7 +169,10 @@ __device__ __forceinline__ void scatter_slot(int32_t key, int64_t s, bool in, fl
   if (key >= 0 && r < static_cast<unsigned long long>(kept[key])) {
     const int64_t out = offsets[key] + static_cast<int64_t>(r);
     row = static_cast<int32_t>(out);
-    const int64_t t = s / k;
+    // 32-bit division where it fits (every fused batch): the 64-bit one is a long routine
+    const int64_t t = s <= 0x7FFFFFFF ? static_cast<int64_t>(static_cast<uint32_t>(s) /
+                                                              static_cast<uint32_t>(k))
+                                      : s / k;
     src_token[out] = t;
     src_slot[out] = s - t * k;
     if (with_probs) {
@@ -333,8 +336,8 @@ MOEPREP_SCATTER(moeprep_scatter_rows_global, false)
 //            block sum the whole table itself; larger ones take one warp per expert that turns
 //            the expert's row into exclusive prefixes, and a second barrier;
 //   phase 3: every block computes the layout of SegmentLayout (capacity, padding, alignment)
-//            itself, redundantly; block 0 publishes numOut, the valid counts and the offsets to
-//            the host, in mapped pinned memory, ending with the launch's sequence number, so that
+//            itself, redundantly; the last block, which has no slots, publishes numOut, the valid
+//            counts and the offsets to the host, in mapped pinned memory, ending with the launch's sequence number, so that
 //            the host can go on before the kernel ends; then each warp walks its sub-range again
 //            in (token, slot) order and scatters, exactly as scatter_rows; the padding rows get
 //            source -1.
@@ -408,11 +411,16 @@ __device__ __forceinline__ void load_keys(const int32_t* __restrict__ ids, const
   }
 }
 
-// Adds each key's count in a warp's kFusedTiles tiles to the warp's counts (keys -1: none).
+// Adds each key's count in a warp's kFusedTiles tiles from step to the warp's counts (keys -1:
+// none); tiles from end on are skipped (warp-uniform).
 __device__ __forceinline__ void count_tiles(const int32_t (&key)[kFusedTiles],
-                                            unsigned int* ranks, int lane) {
+                                            unsigned int* ranks, int64_t step, int64_t end,
+                                            int lane) {
 #pragma unroll
   for (int j = 0; j < kFusedTiles; j++) {
+    if (step + j * 32 >= end) {
+      break;
+    }
     const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
     if (key[j] >= 0 && lane == 31 - __clz(peers)) {
       ranks[key[j]] += __popc(peers);
@@ -478,11 +486,11 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
 
   // phase 1: per-warp counts, then the exclusive prefix over the warps of the block; the block
   // totals go to the table
-  count_tiles(key0, my_ranks, lane);
+  count_tiles(key0, my_ranks, start, end, lane);
   for (int64_t step = start + 32 * kFusedTiles; step < end; step += 32 * kFusedTiles) {
     int32_t key[kFusedTiles];
     load_keys(ids, local_s, step, end, lane, key);
-    count_tiles(key, my_ranks, lane);
+    count_tiles(key, my_ranks, step, end, lane);
   }
   __syncthreads();
   for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
@@ -515,19 +523,23 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
       const int32_t g = t / e_count;
       unsigned int before = 0u;
       unsigned int total = 0u;
-      constexpr int kBatch = 32;  // loads in flight at once
-      for (int64_t b0 = g; b0 < blocks; b0 += kBatch * groups) {
+      // kBatch loads in flight at once, without a branch between them (an index past the table
+      // reads its last row and counts nothing); with the host's default of at most 4096 cells,
+      // one batch for E >= 256
+      constexpr int kBatch = 16;
+      const unsigned int* col = table + e;
+      for (int32_t b0 = g; b0 < static_cast<int32_t>(blocks); b0 += kBatch * groups) {
         unsigned int v[kBatch];
 #pragma unroll
         for (int j = 0; j < kBatch; j++) {
-          const int64_t b = b0 + static_cast<int64_t>(j) * groups;
-          v[j] = b < blocks ? __ldcg(table + b * e_count + e) : 0u;
+          const int32_t b = min(b0 + j * groups, static_cast<int32_t>(blocks) - 1);
+          v[j] = __ldcg(col + static_cast<int64_t>(b) * e_count);
         }
 #pragma unroll
         for (int j = 0; j < kBatch; j++) {
-          const int64_t b = b0 + static_cast<int64_t>(j) * groups;
-          total += v[j];
-          before += b < blockIdx.x ? v[j] : 0u;
+          const int32_t b = b0 + j * groups;
+          total += b < static_cast<int32_t>(blocks) ? v[j] : 0u;
+          before += b < static_cast<int32_t>(blockIdx.x) ? v[j] : 0u;
         }
       }
       atomicAdd(before_s + e, before);
@@ -565,8 +577,10 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
       unsigned int sum = 0;
 #pragma unroll
       for (int j = 0; j < kPer; j++) {
+        // no branch between the loads: an index past the row reads its last entry, counted 0
         const int64_t b = static_cast<int64_t>(lane) * per + j;
-        v[j] = j < per && b < blocks ? __ldcg(row + b) : 0u;
+        const unsigned int x = __ldcg(row + min(b, blocks - 1));
+        v[j] = j < per && b < blocks ? x : 0u;
         sum += v[j];
       }
       unsigned int inclusive = sum;
@@ -601,9 +615,10 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     }
   }
   __syncthreads();
-  // phase 3: the layout, then the scatter. Warp 0 of block 0 publishes the result; the other
-  // warps do not wait for its system-wide fence
-  const bool publishes = blockIdx.x == 0 && warp == 0;
+  // phase 3: the layout, then the scatter. Warp 0 of the last block, which has no slots (the
+  // host launches one block more than the slots need), publishes the result: its system-wide
+  // fences delay no scatter
+  const bool publishes = blockIdx.x == gridDim.x - 1 && warp == 0;
   if (publishes) {
     for (int32_t e = lane; e < e_count; e += 32) {
       result[1 + e] = kept_s[e];
@@ -677,6 +692,9 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     }
 #pragma unroll
     for (int j = 0; j < kFusedTiles; j++) {
+      if (step + j * 32 >= end) {
+        break;  // warp-uniform: the warp's range ends before this tile
+      }
       const int64_t s = step + j * 32 + lane;
       scatter_slot(key[j], s, s < end, prob[j], my_ranks, 1, kept_s, offsets_s, k, row_id_map,
                    src_token, src_slot, probs != nullptr, permuted_probs);

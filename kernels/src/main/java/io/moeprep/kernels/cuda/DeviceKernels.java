@@ -46,7 +46,7 @@ public final class DeviceKernels {
    * each block sums the whole table itself instead of waiting for a second barrier; {@code
    * -Dmoeprep.cuda.fusedOneBarrierCells} changes it for scratch made afterwards.
    */
-  private static final long FUSED_ONE_BARRIER_CELLS = 16384;
+  private static final long FUSED_ONE_BARRIER_CELLS = 4096;
 
   /** Most experts of a batch whose maps the fused kernel builds (its shared memory). */
   public static final int FUSED_MAX_EXPERTS = 768;
@@ -775,17 +775,18 @@ public final class DeviceKernels {
       CudaDevice d = k.device;
       if (fused == null) {
         long most = d.cooperativeBlocks("moeprep_map_fused", BLOCK, fusedShared(numExperts));
-        if (most < 1) {
+        if (most < 2) {
           throw new IllegalStateException("moeprep_map_fused cannot be resident on " + d);
         }
         // two blocks per multiprocessor where they fit, at least FUSED_MIN_BLOCK_SLOTS slots each
-        // (each warp walks its range in one or more steps of 256 slots); the kernel's scan over
-        // blocks takes at most FUSED_MAX_BLOCKS
-        long blocks = Math.min(Math.min(most, 2L * d.multiprocessors()), FUSED_MAX_BLOCKS);
+        // (each warp walks its range in one or more steps of 256 slots), plus one block without
+        // slots that publishes the result; the kernel's scan over blocks takes at most
+        // FUSED_MAX_BLOCKS
+        long blocks = Math.min(Math.min(most, 2L * d.multiprocessors()), FUSED_MAX_BLOCKS) - 1;
         long minSlots = Long.getLong("moeprep.cuda.fusedMinBlockSlots", FUSED_MIN_BLOCK_SLOTS);
         blocks = Math.max(1, Math.min(blocks, slots / Math.max(1, minSlots)));
         fusedBlockSlots = ceilDiv(ceilDiv(slots, blocks), BLOCK) * BLOCK;
-        fusedBlocks = ceilDiv(slots, fusedBlockSlots);
+        fusedBlocks = ceilDiv(slots, fusedBlockSlots) + 1;
         fusedOneBarrier =
             fusedBlocks * numExperts
                 <= Long.getLong("moeprep.cuda.fusedOneBarrierCells", FUSED_ONE_BARRIER_CELLS);
