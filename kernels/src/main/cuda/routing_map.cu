@@ -412,20 +412,27 @@ __device__ __forceinline__ void load_keys(const int32_t* __restrict__ ids, const
 }
 
 // Adds each key's count in a warp's kFusedTiles tiles from step to the warp's counts (keys -1:
-// none); tiles from end on are skipped (warp-uniform).
+// none); tiles from end on are skipped (warp-uniform). Counts need no order: with many experts
+// (few equal keys in a tile) one shared atomic per lane; with few, one per distinct key.
 __device__ __forceinline__ void count_tiles(const int32_t (&key)[kFusedTiles],
                                             unsigned int* ranks, int64_t step, int64_t end,
-                                            int lane) {
+                                            int lane, bool many_experts) {
 #pragma unroll
   for (int j = 0; j < kFusedTiles; j++) {
     if (step + j * 32 >= end) {
       break;
     }
-    const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
-    if (key[j] >= 0 && lane == 31 - __clz(peers)) {
-      ranks[key[j]] += __popc(peers);
+    if (many_experts) {
+      if (key[j] >= 0) {
+        atomicAdd(ranks + key[j], 1u);
+      }
+    } else {
+      const unsigned peers = __match_any_sync(0xFFFFFFFFu, key[j]);
+      if (key[j] >= 0 && lane == 31 - __clz(peers)) {
+        ranks[key[j]] += __popc(peers);
+      }
+      __syncwarp();
     }
-    __syncwarp();
   }
 }
 
@@ -486,11 +493,11 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
 
   // phase 1: per-warp counts, then the exclusive prefix over the warps of the block; the block
   // totals go to the table
-  count_tiles(key0, my_ranks, start, end, lane);
+  count_tiles(key0, my_ranks, start, end, lane, e_count > 32);
   for (int64_t step = start + 32 * kFusedTiles; step < end; step += 32 * kFusedTiles) {
     int32_t key[kFusedTiles];
     load_keys(ids, local_s, step, end, lane, key);
-    count_tiles(key, my_ranks, step, end, lane);
+    count_tiles(key, my_ranks, step, end, lane, e_count > 32);
   }
   __syncthreads();
   for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
