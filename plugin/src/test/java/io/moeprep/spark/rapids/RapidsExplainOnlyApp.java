@@ -27,32 +27,42 @@ import org.apache.spark.util.MutableURLClassLoader;
 public final class RapidsExplainOnlyApp {
   private RapidsExplainOnlyApp() {}
 
+  /** A session builder with the RAPIDS Accelerator and MoePrep's plugin, for these tests. */
+  static SparkSession.Builder rapidsSession(String name) {
+    return SparkSession.builder()
+        .appName(name)
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "3")
+        .config("spark.plugins", RapidsRoute.SQL_PLUGIN + "," + MoePrepPlugin.class.getName())
+        .config("spark.rapids.sql.explain", "NOT_ON_GPU");
+  }
+
+  /** Permutes {@link RapidsExplainOnlyTest#tokens} and notes the route and its path in out. */
+  static PermuteOutput permuteTokens(SparkSession spark, List<String> out) {
+    PermuteOutput p =
+        MoePrep.permute(
+            RapidsExplainOnlyTest.tokens().toDataFrame(spark, true), RapidsExplainOnlyTest.spec());
+    out.add("route=" + p.route().path());
+    out.add("path=" + p.executionPath().replaceAll("\\s+", " "));
+    return p;
+  }
+
   public static void main(String[] args) throws Exception {
     URL jar = new File(args[0]).toURI().toURL();
     ClassLoader parent = RapidsExplainOnlyApp.class.getClassLoader();
     Thread.currentThread()
         .setContextClassLoader(new MutableURLClassLoader(new URL[] {jar}, parent));
     SparkSession spark =
-        SparkSession.builder()
+        rapidsSession("moeprep-rapids-explain-only")
             .master("local[2]")
-            .appName("moeprep-rapids-explain-only")
-            .config("spark.ui.enabled", "false")
-            .config("spark.driver.host", "127.0.0.1")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.sql.shuffle.partitions", "3")
-            .config("spark.plugins", RapidsRoute.SQL_PLUGIN + "," + MoePrepPlugin.class.getName())
             .config("spark.rapids.sql.mode", "explainOnly")
-            .config("spark.rapids.sql.explain", "NOT_ON_GPU")
             .config("spark.moeprep.backend", "auto")
             .getOrCreate();
     List<String> out = new ArrayList<>();
     try {
-      PermuteOutput p =
-          MoePrep.permute(
-              RapidsExplainOnlyTest.tokens().toDataFrame(spark, true),
-              RapidsExplainOnlyTest.spec());
-      out.add("route=" + p.route().path());
-      out.add("path=" + p.executionPath().replaceAll("\\s+", " "));
+      PermuteOutput p = permuteTokens(spark, out);
       String tables;
       try {
         RapidsPermute.tables(p);

@@ -11,12 +11,15 @@ import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.api.PermuteSpec;
 import java.io.File;
+import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HexFormat;
 import java.util.List;
+import java.util.Map;
 import java.util.SplittableRandom;
 import org.apache.spark.sql.Row;
 import org.junit.jupiter.api.Assumptions;
@@ -56,6 +59,37 @@ class RapidsExplainOnlyTest {
     }
     out.sort(null);
     return out;
+  }
+
+  /**
+   * A child session's result file: header lines (those of the form {@code key=value} also in {@code
+   * values}), then {@code rows=N} and N rows.
+   */
+  record SessionResult(List<String> header, Map<String, String> values, List<String> rows) {
+    static SessionResult read(Path file) throws IOException {
+      List<String> got = Files.readAllLines(file, StandardCharsets.UTF_8);
+      int rowsAt = 0;
+      while (!got.get(rowsAt).startsWith("rows=")) {
+        rowsAt++;
+      }
+      Map<String, String> v = new HashMap<>();
+      for (String line : got.subList(0, rowsAt)) {
+        int eq = line.indexOf('=');
+        if (eq > 0) {
+          v.putIfAbsent(line.substring(0, eq), line.substring(eq + 1));
+        }
+      }
+      int n = Integer.parseInt(got.get(rowsAt).substring("rows=".length()));
+      return new SessionResult(got.subList(0, rowsAt), v, got.subList(rowsAt + 1, rowsAt + 1 + n));
+    }
+
+    /** Fails unless the rows are exactly {@code expected}, in order. */
+    void assertRows(List<String> expected) {
+      assertEquals(expected.size(), rows.size(), "rows");
+      for (int i = 0; i < expected.size(); i++) {
+        assertEquals(expected.get(i), rows.get(i), "row " + i + " (rank batch row ...)");
+      }
+    }
   }
 
   /** One ROWS row: every field, the prob by its bits, the hidden bytes in hex. */
@@ -146,31 +180,18 @@ class RapidsExplainOnlyTest {
     assertTrue(
         childLog.contains("moeprep: MoePrep path RAPIDS_EXPLAIN_ONLY"),
         "MoePrep did not log the explain-only route:\n" + tail);
-    List<String> got = Files.readAllLines(result, StandardCharsets.UTF_8);
-    int rowsAt = 0;
-    while (!got.get(rowsAt).startsWith("rows=")) {
-      rowsAt++;
-    }
-    java.util.Map<String, String> v = new java.util.HashMap<>();
-    for (String line : got.subList(0, rowsAt)) {
-      int eq = line.indexOf('=');
-      v.put(eq < 0 ? line : line.substring(0, eq), eq < 0 ? "" : line.substring(eq + 1));
-    }
+    SessionResult got = SessionResult.read(result);
+    Map<String, String> v = got.values();
     assertEquals("RAPIDS_EXPLAIN_ONLY", v.get("route"));
     assertTrue(v.get("path").contains(RapidsRoute.COLUMNAR_RDD), v.get("path"));
-    String tables = got.stream().filter(l -> l.startsWith("tables: ")).findFirst().orElse("");
+    String tables =
+        got.header().stream().filter(l -> l.startsWith("tables: ")).findFirst().orElse("");
     assertTrue(tables.startsWith("tables: the cudf route is not available"), tables);
     assertTrue(Long.parseLong(v.get("cpuBatches")) > 0, "the rows ran on the CPU backend: " + v);
     assertEquals("0", v.get("gpuBatches"), "nothing ran on a GPU: " + v);
-    int n = Integer.parseInt(got.get(rowsAt).substring("rows=".length()));
-    List<String> rapidsRows = got.subList(rowsAt + 1, rowsAt + 1 + n);
-
     // the same permute in this JVM's plain session, on the CPU backend
-    List<String> expected = cpuLines();
-    assertEquals(expected.size(), rapidsRows.size(), "rows");
-    for (int i = 0; i < expected.size(); i++) {
-      assertEquals(expected.get(i), rapidsRows.get(i), "row " + i + " (rank batch row ...)");
-    }
+    got.assertRows(cpuLines());
+    int n = got.rows().size();
     System.out.println(
         "RAPIDS explainOnly session: "
             + v.get("path")

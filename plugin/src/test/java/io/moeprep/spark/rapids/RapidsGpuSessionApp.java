@@ -1,8 +1,6 @@
 package io.moeprep.spark.rapids;
 
 import ai.rapids.cudf.Table;
-import io.moeprep.spark.MoePrepPlugin;
-import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.exec.ExecutorRuntime;
 import java.nio.charset.StandardCharsets;
@@ -52,29 +50,17 @@ public final class RapidsGpuSessionApp {
 
   public static void main(String[] args) throws Exception {
     SparkSession spark =
-        SparkSession.builder()
-            .appName("moeprep-rapids-gpu")
-            .config("spark.ui.enabled", "false")
-            .config("spark.driver.host", "127.0.0.1")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.sql.shuffle.partitions", "3")
-            .config("spark.plugins", RapidsRoute.SQL_PLUGIN + "," + MoePrepPlugin.class.getName())
+        RapidsExplainOnlyApp.rapidsSession("moeprep-rapids-gpu")
             .config("spark.rapids.sql.enabled", "true")
             // args[1] (optional): another mode, to check the set-up on a machine without a GPU
             .config("spark.rapids.sql.mode", args.length > 1 ? args[1] : "executeOnGPU")
-            .config("spark.rapids.sql.explain", "NOT_ON_GPU")
             // leave device memory to MoePrep's scratch (cuMemAlloc, outside RMM)
             .config("spark.rapids.memory.gpu.allocFraction", "0.5")
             .config("spark.moeprep.backend", "cuda")
             .getOrCreate();
     List<String> out = new ArrayList<>();
     try {
-      PermuteOutput p =
-          MoePrep.permute(
-              RapidsExplainOnlyTest.tokens().toDataFrame(spark, true),
-              RapidsExplainOnlyTest.spec());
-      out.add("route=" + p.route().path());
-      out.add("path=" + p.executionPath().replaceAll("\\s+", " "));
+      PermuteOutput p = RapidsExplainOnlyApp.permuteTokens(spark, out);
       if (!p.route().usesCudf()) {
         throw new IllegalStateException("no cudf route: " + p.executionPath());
       }

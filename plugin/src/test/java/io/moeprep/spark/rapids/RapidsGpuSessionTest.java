@@ -8,11 +8,9 @@ import io.moeprep.kernels.testing.GpuTests;
 import java.io.File;
 import java.io.IOException;
 import java.io.UncheckedIOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.jar.JarEntry;
@@ -75,26 +73,13 @@ class RapidsGpuSessionTest {
     assertTrue(
         child.finished(), "the RAPIDS session did not finish in " + TIMEOUT_S + " s:\n" + tail);
     assertEquals(0, child.exitCode(), "the RAPIDS session failed:\n" + tail);
-    List<String> got = Files.readAllLines(result, StandardCharsets.UTF_8);
-    int rowsAt = 0;
-    while (!got.get(rowsAt).startsWith("rows=")) {
-      rowsAt++;
-    }
-    Map<String, String> v = new HashMap<>();
-    for (String line : got.subList(0, rowsAt)) {
-      int eq = line.indexOf('=');
-      v.put(line.substring(0, eq), line.substring(eq + 1));
-    }
+    RapidsExplainOnlyTest.SessionResult got = RapidsExplainOnlyTest.SessionResult.read(result);
+    Map<String, String> v = got.values();
     assertEquals("RAPIDS_CUDF", v.get("route"), v.get("path") + "\n" + tail);
     assertTrue(Long.parseLong(v.get("tables")) > 0, "cudf tables came out: " + v);
     assertTrue(Long.parseLong(v.get("gpuBatches")) > 0, "the batches ran on the GPU: " + v);
-    int n = Integer.parseInt(got.get(rowsAt).substring("rows=".length()));
-    List<String> rapidsRows = got.subList(rowsAt + 1, rowsAt + 1 + n);
-    List<String> expected = RapidsExplainOnlyTest.cpuLines();
-    assertEquals(expected.size(), rapidsRows.size(), "rows");
-    for (int i = 0; i < expected.size(); i++) {
-      assertEquals(expected.get(i), rapidsRows.get(i), "row " + i + " (rank batch row ...)");
-    }
+    got.assertRows(RapidsExplainOnlyTest.cpuLines());
+    int n = got.rows().size();
     System.out.println(
         "RAPIDS GPU session: "
             + v.get("path")
