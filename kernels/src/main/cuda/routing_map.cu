@@ -349,8 +349,10 @@ namespace moeprep {
 constexpr int kFusedWarps = kBlockThreads / 32;
 constexpr int kFusedMaxBlocks = 512;
 constexpr int kFusedTiles = 8;
+// the host's limits (DeviceKernels.FUSED_MAX_EXPERTS, FUSED_MAX_BLOCKS) must match these
 constexpr int kFusedMaxExperts = 768;
 constexpr int kMaxExpertsPerThread = kFusedMaxExperts / kBlockThreads;
+static_assert(kFusedMaxExperts % kBlockThreads == 0, "experts per thread must be whole");
 
 // A barrier of the whole grid, which must be co-resident (a cooperative launch): the block's
 // writes before it are visible to the whole grid after it (thread 0's fence follows the block's

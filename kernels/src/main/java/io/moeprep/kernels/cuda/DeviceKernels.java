@@ -755,6 +755,11 @@ public final class DeviceKernels {
       return tableAt(numExperts);
     }
 
+    /** The host address of the fused result's sequence number (its last int64). */
+    long fusedSeqAddress() {
+      return host.address() + fusedResultAt() + 8L * (2L * numExperts + 2);
+    }
+
     long srcToken() {
       return fusedMaps.address();
     }
@@ -790,10 +795,18 @@ public final class DeviceKernels {
         fusedOneBarrier =
             fusedBlocks * numExperts
                 <= Long.getLong("moeprep.cuda.fusedOneBarrierCells", FUSED_ONE_BARRIER_CELLS);
-        fused = DeviceBuffer.allocate(d, fusedTableAt() + 4L * numExperts * fusedBlocks);
-        check(
-            JCudaDriver.cuMemsetD8Async(Driver.device(fused.address()), (byte) 0, 16, s),
-            "cuMemsetD8Async(barrier)");
+        DeviceBuffer f = DeviceBuffer.allocate(d, fusedTableAt() + 4L * numExperts * fusedBlocks);
+        try {
+          check(
+              JCudaDriver.cuMemsetD8Async(Driver.device(f.address()), (byte) 0, 16, s),
+              "cuMemsetD8Async(barrier)");
+        } catch (RuntimeException | Error e) {
+          f.close();
+          throw e;
+        }
+        fused = f;
+        // the sequence word starts below every launch's number, whatever the pinned memory held
+        HostBuffer.unsafe().putLongVolatile(null, fusedSeqAddress(), 0L);
       }
       if (fusedMaps == null || fusedBound < bound) {
         if (fusedMaps != null) {
@@ -931,6 +944,13 @@ public final class DeviceKernels {
       this.stream = stream;
     }
 
+    /** Spins of the wait for the layout before it blocks in the driver (a few milliseconds). */
+    private static final long SPIN_LIMIT = 1L << 17;
+
+    private int synchronizeQuietly() {
+      return JCudaDriver.cuStreamSynchronize(stream);
+    }
+
     /**
      * Waits for the result (numOut, valid counts, offsets), which the kernel writes into mapped
      * pinned memory before it scatters, and checks it. Spins on the sequence number, asking the
@@ -941,22 +961,26 @@ public final class DeviceKernels {
       var u = HostBuffer.unsafe();
       long host = scratch.host.address() + scratch.fusedResultAt();
       int numExperts = local.length;
-      long seqAt = host + 8L * (2L * numExperts + 2);
+      long seqAt = scratch.fusedSeqAddress();
+      // spin a few milliseconds (the layout comes within microseconds of the kernel's start),
+      // asking the stream now and then whether the kernel ended without it; then block in the
+      // driver instead of burning a core while the kernel waits behind other work
       for (long spins = 1; u.getLongVolatile(null, seqAt) != seq; spins++) {
-        if (spins % 1024 == 0) {
-          int rc = JCudaDriver.cuStreamQuery(stream);
-          if (rc == CUresult.CUDA_SUCCESS && u.getLongVolatile(null, seqAt) != seq) {
-            throw new IllegalStateException(
-                "moeprep_map_fused ended without writing its result (sequence "
-                    + u.getLongVolatile(null, seqAt)
-                    + ", expected "
-                    + seq
-                    + "): a kernel bug; -Dmoeprep.cuda.fusedMap=false avoids the fused kernel");
-          }
-          if (rc != CUresult.CUDA_ERROR_NOT_READY && rc != CUresult.CUDA_SUCCESS) {
-            check(rc, "moeprep_map_fused (waiting for its result)");
-          }
-          Thread.onSpinWait();
+        Thread.onSpinWait();
+        if (spins % 1024 != 0) {
+          continue;
+        }
+        int rc = spins >= SPIN_LIMIT ? synchronizeQuietly() : JCudaDriver.cuStreamQuery(stream);
+        if (rc == CUresult.CUDA_SUCCESS && u.getLongVolatile(null, seqAt) != seq) {
+          throw new IllegalStateException(
+              "moeprep_map_fused ended without writing its result (sequence "
+                  + u.getLongVolatile(null, seqAt)
+                  + ", expected "
+                  + seq
+                  + "): a kernel bug; -Dmoeprep.cuda.fusedMap=false avoids the fused kernel");
+        }
+        if (rc != CUresult.CUDA_ERROR_NOT_READY && rc != CUresult.CUDA_SUCCESS) {
+          check(rc, "moeprep_map_fused (waiting for its result)");
         }
       }
       long[] valid = new long[numExperts];
