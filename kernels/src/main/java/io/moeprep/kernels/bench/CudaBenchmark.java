@@ -205,18 +205,13 @@ public final class CudaBenchmark {
         // cost of the maps in a pipeline that sizes its outputs for the worst case (no padding
         // here)
         boolean[] waitForLayout = {true};
+        java.util.function.Supplier<DeviceKernels.DeviceMaps> launchMap =
+            () ->
+                k.mapAsync(
+                    dRouting.address(), dProbs.address(), n, kk, o, dRowId.address(), scratch, s);
         Runnable mapping =
             () -> {
-              try (DeviceKernels.DeviceMaps m =
-                  k.mapAsync(
-                      dRouting.address(),
-                      dProbs.address(),
-                      n,
-                      kk,
-                      o,
-                      dRowId.address(),
-                      scratch,
-                      s)) {
+              try (DeviceKernels.DeviceMaps m = launchMap.get()) {
                 if (waitForLayout[0]) {
                   numOut[0] = m.numOut();
                 }
@@ -232,9 +227,7 @@ public final class CudaBenchmark {
         double[] hostWaitUs = new double[iters];
         for (int i = 0; i < iters; i++) {
           long t0 = System.nanoTime();
-          try (DeviceKernels.DeviceMaps m =
-              k.mapAsync(
-                  dRouting.address(), dProbs.address(), n, kk, o, dRowId.address(), scratch, s)) {
+          try (DeviceKernels.DeviceMaps m = launchMap.get()) {
             long t1 = System.nanoTime();
             m.numOut();
             hostWaitUs[i] = (System.nanoTime() - t1) / 1e3;

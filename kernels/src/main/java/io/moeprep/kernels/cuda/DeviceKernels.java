@@ -947,10 +947,6 @@ public final class DeviceKernels {
     /** Spins of the wait for the layout before it blocks in the driver (a few milliseconds). */
     private static final long SPIN_LIMIT = 1L << 17;
 
-    private int synchronizeQuietly() {
-      return JCudaDriver.cuStreamSynchronize(stream);
-    }
-
     /**
      * Waits for the result (numOut, valid counts, offsets), which the kernel writes into mapped
      * pinned memory before it scatters, and checks it. Spins on the sequence number, asking the
@@ -970,7 +966,10 @@ public final class DeviceKernels {
         if (spins % 1024 != 0) {
           continue;
         }
-        int rc = spins >= SPIN_LIMIT ? synchronizeQuietly() : JCudaDriver.cuStreamQuery(stream);
+        int rc =
+            spins >= SPIN_LIMIT
+                ? JCudaDriver.cuStreamSynchronize(stream)
+                : JCudaDriver.cuStreamQuery(stream);
         if (rc == CUresult.CUDA_SUCCESS && u.getLongVolatile(null, seqAt) != seq) {
           throw new IllegalStateException(
               "moeprep_map_fused ended without writing its result (sequence "
