@@ -332,9 +332,10 @@ MOEPREP_SCATTER(moeprep_scatter_rows_global, false)
 //            (warp w of block b owns a contiguous sub-range), and publishes its block totals;
 //   barrier;
 //   phase 2: per expert, the count of the blocks before b (the block's base rank) and the valid
-//            count. Small grids (one_barrier: blocks x E cells of at most a few thousand) let every
-//            block sum the whole table itself; larger ones take one warp per expert that turns
-//            the expert's row into exclusive prefixes, and a second barrier;
+//            count. Small grids (stride > 0: blocks x stride cells of at most some ten thousand)
+//            let every block sum the whole table itself, four experts per load; larger ones take
+//            one warp per expert that turns the expert's row into exclusive prefixes, and a second
+//            barrier;
 //   phase 3: every block computes the layout of SegmentLayout (capacity, padding, alignment)
 //            itself, redundantly; the last block, which has no slots, publishes numOut, the valid
 //            counts and the offsets to the host, in mapped pinned memory, ending with the launch's sequence number, so that
@@ -351,26 +352,33 @@ constexpr int kFusedMaxBlocks = 512;
 constexpr int kFusedTiles = 8;
 // the host's limits (DeviceKernels.FUSED_MAX_EXPERTS, FUSED_MAX_BLOCKS) must match these
 constexpr int kFusedMaxExperts = 768;
-constexpr int kMaxExpertsPerThread = kFusedMaxExperts / kBlockThreads;
-static_assert(kFusedMaxExperts % kBlockThreads == 0, "experts per thread must be whole");
+// the one-barrier path's table row: 4 x a power of two quads of experts, at most one quad per
+// thread (DeviceKernels.fusedStride)
+constexpr int kFusedMaxStride = 4 * kBlockThreads;
+static_assert(kFusedMaxExperts <= kFusedMaxStride, "a table row holds every expert");
 
 // A barrier of the whole grid, which must be co-resident (a cooperative launch): the block's
-// writes before it are visible to the whole grid after it (thread 0's fence follows the block's
-// __syncthreads, as in cooperative groups' grid sync). arrived counts
-// the arrivals of every barrier of every launch on this scratch (same grid size each time; zero at
-// first use), so it is a multiple of gridDim.x on entry: each block adds one, then waits for the
-// next multiple. One atomic and the polls, no reset.
+// writes before it are visible to the whole grid after it. Thread 0 arrives after the block's
+// __syncthreads with a release add at GPU scope (cumulative: it orders the writes of the block
+// that the __syncthreads made visible to it) and waits with acquire loads; the final __syncthreads
+// passes what it acquired on to the block. arrived counts the arrivals of every barrier of every
+// launch on this scratch (same grid size each time; zero at first use), so it is a multiple of
+// gridDim.x on entry: each block adds one, then waits for the next multiple. One atomic and the
+// polls, no reset.
 __device__ void grid_barrier(unsigned long long* arrived) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
-    const unsigned long long old = atomicAdd(arrived, 1ull);
+    unsigned long long old;
+    asm volatile("atom.add.release.gpu.u64 %0, [%1], 1;" : "=l"(old) : "l"(arrived) : "memory");
     const unsigned long long target = (old / gridDim.x + 1) * gridDim.x;
-    volatile unsigned long long* a = arrived;
-    while (*a < target) {
+    unsigned long long now;
+    while (true) {
+      asm volatile("ld.acquire.gpu.u64 %0, [%1];" : "=l"(now) : "l"(arrived) : "memory");
+      if (now >= target) {
+        break;
+      }
       __nanosleep(32);
     }
-    __threadfence();
   }
   __syncthreads();
 }
@@ -440,9 +448,11 @@ __device__ __forceinline__ void count_tiles(const int32_t (&key)[kFusedTiles],
 
 // Shapes: ids int32 [slots]; local uint8 [E]; probs float [slots] or null; row_id_map int32
 // [slots]; src_token, src_slot int64 and permuted_probs float (or null) [upper bound of numOut];
-// table uint32 [E x gridDim.x]; valid int64 [E] (device scratch); barrier uint64 (persistent,
-// zero at first use, see grid_barrier); result int64 [2E + 3] in host memory mapped for the device: numOut,
-// valid[E], offsets[E + 1], then seq, written last. cap_mode: 0 none, 1 per expert (cap,
+// table uint32 [(gridDim.x - 1) x stride] (16-byte aligned) when stride > 0, else [E x gridDim.x];
+// stride: 0 (two barriers) or 4 x a power of two, at least E, at most kFusedMaxStride; valid int64
+// [E] (device scratch); barrier uint64 (persistent, zero at first use, see grid_barrier); result
+// int64 [2E + 3] in host memory mapped for the device: numOut, valid[E], offsets[E + 1], then seq,
+// written last. cap_mode: 0 none, 1 per expert (cap,
 // pad_to_cap), 2 numOut (cap = M). block_slots: slots per block, a multiple of kBlockThreads;
 // gridDim.x at most kFusedMaxBlocks. Dynamic shared memory: kept [E], offsets [E + 1] (int64),
 // ranks [kFusedWarps][E] (uint32), local [E] (uint8).
@@ -452,7 +462,7 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
                           const float* __restrict__ probs, int32_t* __restrict__ row_id_map,
                           long long* __restrict__ src_token, long long* __restrict__ src_slot,
                           float* __restrict__ permuted_probs, unsigned int* table,
-                          long long* valid_dev, unsigned long long* barrier, int32_t one_barrier,
+                          long long* valid_dev, unsigned long long* barrier, int32_t stride,
                           long long* result, long long seq) {
   extern __shared__ long long fused_shared[];
   __shared__ unsigned long long warp_sums[32];
@@ -502,78 +512,107 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     count_tiles(key, my_ranks, step, end, lane, e_count > 32);
   }
   __syncthreads();
-  for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
+  // block-major ([blocks - 1][stride], zero past E; the last block, which has no slots, writes
+  // no row) for the one-barrier path, whose blocks read it row by row; expert-major ([E][blocks])
+  // for the two-barrier path
+  const int32_t row_cells = stride == 0 ? e_count : blockIdx.x + 1 < gridDim.x ? stride : 0;
+  for (int32_t e = threadIdx.x; e < row_cells; e += blockDim.x) {
     unsigned int run = 0;
-    for (int w = 0; w < kFusedWarps; w++) {
-      const unsigned int c = ranks_s[w * e_count + e];
-      ranks_s[w * e_count + e] = run;
-      run += c;
+    if (e < e_count) {
+      for (int w = 0; w < kFusedWarps; w++) {
+        const unsigned int c = ranks_s[w * e_count + e];
+        ranks_s[w * e_count + e] = run;
+        run += c;
+      }
     }
-    // block-major ([blocks][E]) for the one-barrier path, whose blocks read it by expert
-    table[one_barrier ? blockIdx.x * e_count + e : e * blocks + blockIdx.x] = run;
+    table[stride > 0 ? blockIdx.x * stride + e : e * blocks + blockIdx.x] = run;
   }
   grid_barrier(barrier);
 
-  if (one_barrier) {
-    // phase 2, small grids: every block reads the whole table, [blocks][E], in groups of
-    // threads that each take every groups-th block (thread t: expert t % E, group t / E), into
-    // 32-bit sums in shared memory (counts stay below 2^32: at most 2^22 slots): the
-    // count of the blocks before this one, then the valid count, both over offsets_s
-    unsigned int* before_s = reinterpret_cast<unsigned int*>(offsets_s);
-    unsigned int* valid_s = before_s + e_count;
+  if (stride > 0) {
+    // phase 2, small grids: every block reads the whole table, [blocks - 1][stride], 4 experts per
+    // 16-byte load: thread t takes quad t % quads of rows g = t / quads, g + groups, ..., all its
+    // loads of a batch in flight at once, starting at a row that differs by block (the grid does
+    // not read the same rows at the same time). The lanes of a warp with the same quad add theirs
+    // by shuffles; one partial per warp (quads < 32) or per group goes to shared memory: the count
+    // of the blocks before this one and the valid count, 32-bit (at most 2^22 slots)
+    __shared__ uint4 part_s[2][kBlockThreads];
+    const int32_t quads = stride / 4;
+    const int32_t groups = kBlockThreads / quads;
+    const int32_t q = threadIdx.x & (quads - 1);
+    const int32_t g = threadIdx.x / quads;
+    const int32_t nb = static_cast<int32_t>(blocks) - 1;  // rows
+    const int32_t me = blockIdx.x;
+    const int32_t rows = (nb - g + groups - 1) / groups;  // of this thread; none when g >= nb
+    const int32_t turn = rows > 0 ? me % rows : 0;
+    const uint4* col = reinterpret_cast<const uint4*>(table) + q;
+    uint4 tot = make_uint4(0u, 0u, 0u, 0u);
+    uint4 bef = make_uint4(0u, 0u, 0u, 0u);
+    constexpr int kBatch = 16;
+    for (int32_t i0 = 0; i0 < rows; i0 += kBatch) {
+      uint4 v[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; j++) {
+        const int32_t i = i0 + j + turn < rows ? i0 + j + turn : i0 + j + turn - rows;
+        v[j] = i0 + j < rows ? __ldcg(col + static_cast<int64_t>(g + i * groups) * quads)
+                             : make_uint4(0u, 0u, 0u, 0u);
+      }
+#pragma unroll
+      for (int j = 0; j < kBatch; j++) {
+        const int32_t i = i0 + j + turn < rows ? i0 + j + turn : i0 + j + turn - rows;
+        const unsigned int early = g + i * groups < me ? 1u : 0u;
+        tot.x += v[j].x;
+        tot.y += v[j].y;
+        tot.z += v[j].z;
+        tot.w += v[j].w;
+        bef.x += early * v[j].x;
+        bef.y += early * v[j].y;
+        bef.z += early * v[j].z;
+        bef.w += early * v[j].w;
+      }
+    }
+    for (int d = quads; d < 32; d <<= 1) {
+      tot.x += __shfl_xor_sync(0xFFFFFFFFu, tot.x, d);
+      tot.y += __shfl_xor_sync(0xFFFFFFFFu, tot.y, d);
+      tot.z += __shfl_xor_sync(0xFFFFFFFFu, tot.z, d);
+      tot.w += __shfl_xor_sync(0xFFFFFFFFu, tot.w, d);
+      bef.x += __shfl_xor_sync(0xFFFFFFFFu, bef.x, d);
+      bef.y += __shfl_xor_sync(0xFFFFFFFFu, bef.y, d);
+      bef.z += __shfl_xor_sync(0xFFFFFFFFu, bef.z, d);
+      bef.w += __shfl_xor_sync(0xFFFFFFFFu, bef.w, d);
+    }
+    const int32_t per_part = max(quads, 32);  // threads behind one partial
+    if (quads >= 32 || lane < quads) {
+      const int32_t at = static_cast<int32_t>(threadIdx.x) / per_part * quads + q;
+      part_s[0][at] = tot;
+      part_s[1][at] = bef;
+    }
+    __syncthreads();
+    // then each expert's sums over the partials (at most one per warp), added to the warps' ranks
+    const unsigned int* tot_s = reinterpret_cast<const unsigned int*>(part_s[0]);
+    const unsigned int* bef_s = reinterpret_cast<const unsigned int*>(part_s[1]);
+    const int32_t parts = kBlockThreads / per_part;
     for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
-      before_s[e] = 0u;
-      valid_s[e] = 0u;
-    }
-    __syncthreads();
-    const int32_t groups = max(1, static_cast<int32_t>(blockDim.x) / e_count);
-    for (int32_t t = threadIdx.x; t < groups * e_count; t += blockDim.x) {
-      const int32_t e = t % e_count;
-      const int32_t g = t / e_count;
+      unsigned int valid = 0u;
       unsigned int before = 0u;
-      unsigned int total = 0u;
-      // kBatch loads in flight at once, without a branch between them (an index past the table
-      // reads its last row and counts nothing); with the host's default of at most 4096 cells,
-      // one batch for E >= 256
-      constexpr int kBatch = 16;
-      const unsigned int* col = table + e;
-      for (int32_t b0 = g; b0 < static_cast<int32_t>(blocks); b0 += kBatch * groups) {
-        unsigned int v[kBatch];
 #pragma unroll
-        for (int j = 0; j < kBatch; j++) {
-          const int32_t b = min(b0 + j * groups, static_cast<int32_t>(blocks) - 1);
-          v[j] = __ldcg(col + static_cast<int64_t>(b) * e_count);
-        }
-#pragma unroll
-        for (int j = 0; j < kBatch; j++) {
-          const int32_t b = b0 + j * groups;
-          total += b < static_cast<int32_t>(blocks) ? v[j] : 0u;
-          before += b < static_cast<int32_t>(blockIdx.x) ? v[j] : 0u;
+      for (int r = 0; r < kFusedWarps; r++) {
+        if (r < parts) {
+          valid += tot_s[r * stride + e];
+          before += bef_s[r * stride + e];
         }
       }
-      atomicAdd(before_s + e, before);
-      atomicAdd(valid_s + e, total);
-    }
-    __syncthreads();
-    unsigned int before[kMaxExpertsPerThread];
-    unsigned int valid[kMaxExpertsPerThread];
+      unsigned int rank[kFusedWarps];
 #pragma unroll
-    for (int j = 0; j < kMaxExpertsPerThread; j++) {
-      const int32_t e = threadIdx.x + j * blockDim.x;
-      before[j] = e < e_count ? before_s[e] : 0u;
-      valid[j] = e < e_count ? valid_s[e] : 0u;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < kMaxExpertsPerThread; j++) {
-      const int32_t e = threadIdx.x + j * blockDim.x;
-      if (e < e_count) {
-        for (int w = 0; w < kFusedWarps; w++) {
-          ranks_s[w * e_count + e] += before[j];
-        }
-        kept_s[e] = valid[j];
-        offsets_s[e] = valid[j];
+      for (int w = 0; w < kFusedWarps; w++) {
+        rank[w] = ranks_s[w * e_count + e];
       }
+#pragma unroll
+      for (int w = 0; w < kFusedWarps; w++) {
+        ranks_s[w * e_count + e] = rank[w] + before;
+      }
+      kept_s[e] = valid;
+      offsets_s[e] = valid;
     }
   } else {
     // phase 2, larger grids: per expert, exclusive prefix over the blocks (lane l owns a
@@ -673,12 +712,12 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     for (int32_t e = lane; e <= e_count; e += 32) {
       result[1 + e_count + e] = offsets_s[e];
     }
-    // every value before the sequence number, as the host sees them
-    __threadfence_system();
+    // the sequence number last, as the host sees them: a release at system scope by lane 0,
+    // cumulative over the lanes' values that __syncwarp ordered before it
     __syncwarp();
     if (lane == 0) {
-      *reinterpret_cast<volatile long long*>(result + 2 * e_count + 2) = seq;
-      __threadfence_system();  // out now, not when the kernel ends
+      asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(result + 2 * e_count + 2), "l"(seq)
+                   : "memory");
     }
   }
 
@@ -721,8 +760,8 @@ extern "C" __global__ void __launch_bounds__(kBlockThreads)
                       int32_t align, int64_t block_slots, const float* probs, int32_t* row_id_map,
                       long long* src_token, long long* src_slot, float* permuted_probs,
                       unsigned int* table, long long* valid, unsigned long long* barrier,
-                      int32_t one_barrier, long long* result, long long seq) {
+                      int32_t stride, long long* result, long long seq) {
   map_fused(ids, local, slots, k, num_experts, cap_mode, cap, pad_to_cap, align, block_slots,
             probs, row_id_map, src_token, src_slot, permuted_probs, table, valid, barrier,
-            one_barrier, result, seq);
+            stride, result, seq);
 }

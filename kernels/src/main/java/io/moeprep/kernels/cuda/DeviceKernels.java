@@ -39,14 +39,15 @@ public final class DeviceKernels {
    * Fewest slots per block of the fused kernel; {@code -Dmoeprep.cuda.fusedMinBlockSlots} changes
    * it for scratch made afterwards (tests, tuning).
    */
-  private static final long FUSED_MIN_BLOCK_SLOTS = 1024;
+  private static final long FUSED_MIN_BLOCK_SLOTS = 512;
 
   /**
-   * Grids of at most this many (block, expert) counts take the fused kernel's one-barrier path:
-   * each block sums the whole table itself instead of waiting for a second barrier; {@code
+   * Grids of at most this many table cells (blocks with slots x {@link #fusedStride}) take the
+   * fused kernel's one-barrier path: each block sums the whole table itself (at most 16 loads of 16
+   * bytes per thread, all in flight at once) instead of waiting for a second barrier; {@code
    * -Dmoeprep.cuda.fusedOneBarrierCells} changes it for scratch made afterwards.
    */
-  private static final long FUSED_ONE_BARRIER_CELLS = 4096;
+  private static final long FUSED_ONE_BARRIER_CELLS = 16384;
 
   /** Most experts of a batch whose maps the fused kernel builds (its shared memory). */
   public static final int FUSED_MAX_EXPERTS = 768;
@@ -303,7 +304,7 @@ public final class DeviceKernels {
           f + sc.fusedTableAt(),
           f + RoutingScratch.FUSED_VALID_AT,
           f,
-          sc.fusedOneBarrier ? 1 : 0,
+          sc.fusedOneBarrierStride,
           sc.host.address() + sc.fusedResultAt(),
           seq);
       DeviceMaps maps = new DeviceMaps(null, null);
@@ -319,6 +320,16 @@ public final class DeviceKernels {
       }
       throw e;
     }
+  }
+
+  /**
+   * The fused kernel's one-barrier table row: {@code numExperts} counts padded to 4 times a power
+   * of two (a thread of the kernel loads 4 at once; the threads that share a group of 4 are a power
+   * of two apart), at most 4 x {@link #BLOCK} (kFusedMaxStride in routing_map.cu).
+   */
+  static int fusedStride(int numExperts) {
+    int quads = Math.max(1, (numExperts + 3) / 4);
+    return 4 * (quads == 1 ? 1 : Integer.highestOneBit(quads - 1) << 1);
   }
 
   /** Dynamic shared memory of moeprep_map_fused: kept, offsets, per-warp ranks, mask. */
@@ -707,7 +718,9 @@ public final class DeviceKernels {
     long fusedBound;
     long fusedBlocks;
     long fusedBlockSlots;
-    boolean fusedOneBarrier;
+
+    /** The one-barrier path's table row ({@link #fusedStride}), or 0 for the two-barrier path. */
+    int fusedOneBarrierStride;
 
     RoutingScratch(CudaDevice dev, long slots, int numExperts) {
       this.slots = slots;
@@ -743,8 +756,9 @@ public final class DeviceKernels {
       }
     }
 
+    /** The table's offset in {@link #fused}, 16-byte aligned (the kernel loads 16 bytes). */
     long fusedTableAt() {
-      return FUSED_VALID_AT + 8L * numExperts;
+      return ceilDiv(FUSED_VALID_AT + 8L * numExperts, 16) * 16;
     }
 
     /**
@@ -792,10 +806,15 @@ public final class DeviceKernels {
         blocks = Math.max(1, Math.min(blocks, slots / Math.max(1, minSlots)));
         fusedBlockSlots = ceilDiv(ceilDiv(slots, blocks), BLOCK) * BLOCK;
         fusedBlocks = ceilDiv(slots, fusedBlockSlots) + 1;
-        fusedOneBarrier =
-            fusedBlocks * numExperts
-                <= Long.getLong("moeprep.cuda.fusedOneBarrierCells", FUSED_ONE_BARRIER_CELLS);
-        DeviceBuffer f = DeviceBuffer.allocate(d, fusedTableAt() + 4L * numExperts * fusedBlocks);
+        int stride = fusedStride(numExperts);
+        fusedOneBarrierStride =
+            (fusedBlocks - 1) * stride
+                    <= Long.getLong("moeprep.cuda.fusedOneBarrierCells", FUSED_ONE_BARRIER_CELLS)
+                ? stride
+                : 0;
+        DeviceBuffer f =
+            DeviceBuffer.allocate(
+                d, fusedTableAt() + 4L * Math.max(stride, numExperts) * fusedBlocks);
         try {
           check(
               JCudaDriver.cuMemsetD8Async(Driver.device(f.address()), (byte) 0, 16, s),

@@ -77,6 +77,39 @@ class CudaBackendTest extends GpuLeakCheck {
     }
   }
 
+  /**
+   * The fused kernel's one-barrier path over expert counts whose table rows take every shape of its
+   * reduction (1 to 256 groups of 4 experts per row, padded rows) and grids of one to about fifty
+   * blocks; then again with that path taken by every grid, so that threads load their rows in
+   * several batches.
+   */
+  @Test
+  void fusedMapOverExpertCounts() {
+    SplittableRandom rnd = Seeds.fresh("CudaBackendTest.fusedMapOverExpertCounts");
+    MoeKernels gpu = gpu();
+    int cases = 0;
+    for (String cells : new String[] {null, Integer.toString(1 << 24)}) {
+      if (cells != null) {
+        System.setProperty("moeprep.cuda.fusedOneBarrierCells", cells);
+      }
+      try {
+        for (int e : new int[] {3, 17, 33, 100, 129, 511, 768}) {
+          for (int k : new int[] {1, 8}) {
+            for (int rep = 0; rep < 3; rep++) {
+              long n = rnd.nextLong(3001);
+              double density = DENSITY[rnd.nextInt(DENSITY.length)];
+              String label = "E=" + e + " cells " + cells + " case " + cases;
+              runCase(gpu, rnd, n, 8, k, e, DType.BF16, density, cases % 8, label);
+              cases++;
+            }
+          }
+        }
+      } finally {
+        System.clearProperty("moeprep.cuda.fusedOneBarrierCells");
+      }
+    }
+  }
+
   private void randomCases(String name) {
     SplittableRandom rnd = Seeds.fresh(name);
     MoeKernels gpu = gpu();
