@@ -330,12 +330,12 @@ MOEPREP_SCATTER(moeprep_scatter_rows_global, false)
 // the work (up to a few million slots, at most kFusedMaxExperts experts).
 //   phase 1: block b counts the valid local slots of each expert in its slot range, per warp
 //            (warp w of block b owns a contiguous sub-range), and publishes its block totals;
-//   barrier;
 //   phase 2: per expert, the count of the blocks before b (the block's base rank) and the valid
 //            count. Small grids (stride > 0: blocks x stride cells of at most some ten thousand)
-//            let every block sum the whole table itself, four experts per load; larger ones take
-//            one warp per expert that turns the expert's row into exclusive prefixes, and a second
-//            barrier;
+//            tag their totals with the launch's number, and every block sums the whole table
+//            itself, four experts per load, as soon as it is tagged: no barrier; larger grids
+//            wait at a barrier, then one warp per expert turns the expert's row into exclusive
+//            prefixes, then a second barrier;
 //   phase 3: every block computes the layout of SegmentLayout (capacity, padding, alignment)
 //            itself, redundantly; the last block, which has no slots, publishes numOut, the valid
 //            counts and the offsets to the host, in mapped pinned memory, ending with the launch's sequence number, so that
@@ -352,7 +352,7 @@ constexpr int kFusedMaxBlocks = 512;
 constexpr int kFusedTiles = 8;
 // the host's limits (DeviceKernels.FUSED_MAX_EXPERTS, FUSED_MAX_BLOCKS) must match these
 constexpr int kFusedMaxExperts = 768;
-// the one-barrier path's table row: 4 x a power of two quads of experts, at most one quad per
+// the tagged table's row: 4 x a power of two quads of experts, at most one quad per
 // thread (DeviceKernels.fusedStride)
 constexpr int kFusedMaxStride = 4 * kBlockThreads;
 static_assert(kFusedMaxExperts <= kFusedMaxStride, "a table row holds every expert");
@@ -381,6 +381,31 @@ __device__ void grid_barrier(unsigned long long* arrived) {
     }
   }
   __syncthreads();
+}
+
+// The tagged table of small grids: each 32-bit cell holds a count (below 2^23: at most 2^22 slots)
+// under the low 9 bits of the launch's sequence number, so that a reader knows a cell of this
+// launch from one of an earlier launch (every launch rewrites every cell: a cell holds at most the
+// previous launch's number, or zero from the allocation, before this launch writes it).
+constexpr int kTagShift = 23;
+constexpr unsigned int kCountMask = (1u << kTagShift) - 1u;
+
+__device__ __forceinline__ void store_cell(unsigned int* at, unsigned int v) {
+  asm volatile("st.relaxed.gpu.global.u32 [%0], %1;" ::"l"(at), "r"(v) : "memory");
+}
+
+__device__ __forceinline__ uint4 load_cells(const uint4* at) {
+  uint4 v;
+  asm volatile("ld.relaxed.gpu.global.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(at)
+               : "memory");
+  return v;
+}
+
+// True when the four cells carry tag.
+__device__ __forceinline__ bool tagged(const uint4& v, unsigned int tag) {
+  return (((v.x ^ tag) | (v.y ^ tag) | (v.z ^ tag) | (v.w ^ tag)) >> kTagShift) == 0u;
 }
 
 // In place, over the block: a[i] becomes the sum of a[0..i); returns the sum of all n values.
@@ -448,11 +473,12 @@ __device__ __forceinline__ void count_tiles(const int32_t (&key)[kFusedTiles],
 
 // Shapes: ids int32 [slots]; local uint8 [E]; probs float [slots] or null; row_id_map int32
 // [slots]; src_token, src_slot int64 and permuted_probs float (or null) [upper bound of numOut];
-// table uint32 [(gridDim.x - 1) x stride] (16-byte aligned) when stride > 0, else [E x gridDim.x];
-// stride: 0 (two barriers) or 4 x a power of two, at least E, at most kFusedMaxStride; valid int64
-// [E] (device scratch); barrier uint64 (persistent, zero at first use, see grid_barrier); result
-// int64 [2E + 3] in host memory mapped for the device: numOut, valid[E], offsets[E + 1], then seq,
-// written last. cap_mode: 0 none, 1 per expert (cap,
+// table uint32: when stride > 0, [(gridDim.x - 1) x stride] tagged cells (16-byte aligned, zero
+// at first use, see kTagShift), else [E x gridDim.x]; stride: 0 (two barriers) or 4 x a power
+// of two, at least E, at most kFusedMaxStride; valid int64 [E] (device scratch); barrier uint64
+// (persistent, zero at first use, see grid_barrier); result int64 [2E + 3] in host memory mapped
+// for the device: numOut, valid[E], offsets[E + 1], then seq, written last; seq: this launch's
+// number on this scratch, from 1 up. cap_mode: 0 none, 1 per expert (cap,
 // pad_to_cap), 2 numOut (cap = M). block_slots: slots per block, a multiple of kBlockThreads;
 // gridDim.x at most kFusedMaxBlocks. Dynamic shared memory: kept [E], offsets [E + 1] (int64),
 // ranks [kFusedWarps][E] (uint32), local [E] (uint8).
@@ -512,9 +538,10 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     count_tiles(key, my_ranks, step, end, lane, e_count > 32);
   }
   __syncthreads();
-  // block-major ([blocks - 1][stride], zero past E; the last block, which has no slots, writes
-  // no row) for the one-barrier path, whose blocks read it row by row; expert-major ([E][blocks])
-  // for the two-barrier path
+  // block-major ([blocks - 1][stride], tagged, count zero past E; the last block, which has no
+  // slots, writes no row) for small grids, whose blocks read it row by row; expert-major
+  // ([E][blocks]) for the two-barrier path
+  const unsigned int tag = (static_cast<unsigned int>(seq) & (~0u >> kTagShift)) << kTagShift;
   const int32_t row_cells = stride == 0 ? e_count : blockIdx.x + 1 < gridDim.x ? stride : 0;
   for (int32_t e = threadIdx.x; e < row_cells; e += blockDim.x) {
     unsigned int run = 0;
@@ -525,17 +552,25 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
         run += c;
       }
     }
-    table[stride > 0 ? blockIdx.x * stride + e : e * blocks + blockIdx.x] = run;
+    if (stride > 0) {
+      store_cell(table + blockIdx.x * stride + e, tag | run);
+    } else {
+      table[e * blocks + blockIdx.x] = run;
+    }
   }
-  grid_barrier(barrier);
+  if (stride == 0) {
+    grid_barrier(barrier);
+  }
 
   if (stride > 0) {
-    // phase 2, small grids: every block reads the whole table, [blocks - 1][stride], 4 experts per
-    // 16-byte load: thread t takes quad t % quads of rows g = t / quads, g + groups, ..., all its
-    // loads of a batch in flight at once, starting at a row that differs by block (the grid does
-    // not read the same rows at the same time). The lanes of a warp with the same quad add theirs
-    // by shuffles; one partial per warp (quads < 32) or per group goes to shared memory: the count
-    // of the blocks before this one and the valid count, 32-bit (at most 2^22 slots)
+    // phase 2, small grids, no barrier: every block reads the whole table, [blocks - 1][stride]
+    // of tagged cells, 4 experts per 16-byte load, and loads again the cells not yet tagged with
+    // this launch's number (all blocks are resident: a cooperative launch). Thread t takes quad
+    // t % quads of rows g = t / quads, g + groups, ..., all its loads of a batch in flight at
+    // once, starting at a row that differs by block (the grid does not read the same rows at the
+    // same time). The lanes of a warp with the same quad add theirs by shuffles; one partial per
+    // warp (quads < 32) or per group goes to shared memory: the count of the blocks before this
+    // one and the valid count
     __shared__ uint4 part_s[2][kBlockThreads];
     const int32_t quads = stride / 4;
     const int32_t groups = kBlockThreads / quads;
@@ -554,21 +589,26 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
 #pragma unroll
       for (int j = 0; j < kBatch; j++) {
         const int32_t i = i0 + j + turn < rows ? i0 + j + turn : i0 + j + turn - rows;
-        v[j] = i0 + j < rows ? __ldcg(col + static_cast<int64_t>(g + i * groups) * quads)
-                             : make_uint4(0u, 0u, 0u, 0u);
+        v[j] = i0 + j < rows ? load_cells(col + static_cast<int64_t>(g + i * groups) * quads)
+                             : make_uint4(tag, tag, tag, tag);
       }
 #pragma unroll
       for (int j = 0; j < kBatch; j++) {
         const int32_t i = i0 + j + turn < rows ? i0 + j + turn : i0 + j + turn - rows;
+        while (!tagged(v[j], tag)) {
+          v[j] = load_cells(col + static_cast<int64_t>(g + i * groups) * quads);
+        }
         const unsigned int early = g + i * groups < me ? 1u : 0u;
-        tot.x += v[j].x;
-        tot.y += v[j].y;
-        tot.z += v[j].z;
-        tot.w += v[j].w;
-        bef.x += early * v[j].x;
-        bef.y += early * v[j].y;
-        bef.z += early * v[j].z;
-        bef.w += early * v[j].w;
+        const uint4 c = make_uint4(v[j].x & kCountMask, v[j].y & kCountMask, v[j].z & kCountMask,
+                                   v[j].w & kCountMask);
+        tot.x += c.x;
+        tot.y += c.y;
+        tot.z += c.z;
+        tot.w += c.w;
+        bef.x += early * c.x;
+        bef.y += early * c.y;
+        bef.z += early * c.z;
+        bef.w += early * c.w;
       }
     }
     for (int d = quads; d < 32; d <<= 1) {
@@ -754,7 +794,7 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
 
 }  // namespace moeprep
 
-extern "C" __global__ void __launch_bounds__(kBlockThreads)
+extern "C" __global__ void __launch_bounds__(kBlockThreads, 2)  // two blocks per multiprocessor
     moeprep_map_fused(const int32_t* ids, const uint8_t* local, int64_t slots, int32_t k,
                       int32_t num_experts, int32_t cap_mode, int64_t cap, int32_t pad_to_cap,
                       int32_t align, int64_t block_slots, const float* probs, int32_t* row_id_map,

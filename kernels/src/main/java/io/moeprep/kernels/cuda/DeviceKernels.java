@@ -43,11 +43,12 @@ public final class DeviceKernels {
 
   /**
    * Grids of at most this many table cells (blocks with slots x {@link #fusedStride}) take the
-   * fused kernel's one-barrier path: each block sums the whole table itself (at most 16 loads of 16
-   * bytes per thread, all in flight at once) instead of waiting for a second barrier; {@code
-   * -Dmoeprep.cuda.fusedOneBarrierCells} changes it for scratch made afterwards.
+   * fused kernel's tagged table: each block tags its counts with the launch's number and sums the
+   * whole table itself (at most 16 loads of 16 bytes per thread, all in flight at once) as soon as
+   * it is tagged, with no barrier; larger grids take two grid barriers. {@code
+   * -Dmoeprep.cuda.fusedTaggedCells} changes it for scratch made afterwards.
    */
-  private static final long FUSED_ONE_BARRIER_CELLS = 16384;
+  private static final long FUSED_TAGGED_CELLS = 16384;
 
   /** Most experts of a batch whose maps the fused kernel builds (its shared memory). */
   public static final int FUSED_MAX_EXPERTS = 768;
@@ -304,7 +305,7 @@ public final class DeviceKernels {
           f + sc.fusedTableAt(),
           f + RoutingScratch.FUSED_VALID_AT,
           f,
-          sc.fusedOneBarrierStride,
+          sc.fusedTaggedStride,
           sc.host.address() + sc.fusedResultAt(),
           seq);
       DeviceMaps maps = new DeviceMaps(null, null);
@@ -323,9 +324,9 @@ public final class DeviceKernels {
   }
 
   /**
-   * The fused kernel's one-barrier table row: {@code numExperts} counts padded to 4 times a power
-   * of two (a thread of the kernel loads 4 at once; the threads that share a group of 4 are a power
-   * of two apart), at most 4 x {@link #BLOCK} (kFusedMaxStride in routing_map.cu).
+   * The fused kernel's tagged table row: {@code numExperts} counts padded to 4 times a power of two
+   * (a thread of the kernel loads 4 at once; the threads that share a group of 4 are a power of two
+   * apart), at most 4 x {@link #BLOCK} (kFusedMaxStride in routing_map.cu).
    */
   static int fusedStride(int numExperts) {
     int quads = Math.max(1, (numExperts + 3) / 4);
@@ -719,8 +720,8 @@ public final class DeviceKernels {
     long fusedBlocks;
     long fusedBlockSlots;
 
-    /** The one-barrier path's table row ({@link #fusedStride}), or 0 for the two-barrier path. */
-    int fusedOneBarrierStride;
+    /** The tagged table's row ({@link #fusedStride}), or 0 for the two-barrier path. */
+    int fusedTaggedStride;
 
     RoutingScratch(CudaDevice dev, long slots, int numExperts) {
       this.slots = slots;
@@ -807,18 +808,18 @@ public final class DeviceKernels {
         fusedBlockSlots = ceilDiv(ceilDiv(slots, blocks), BLOCK) * BLOCK;
         fusedBlocks = ceilDiv(slots, fusedBlockSlots) + 1;
         int stride = fusedStride(numExperts);
-        fusedOneBarrierStride =
+        fusedTaggedStride =
             (fusedBlocks - 1) * stride
-                    <= Long.getLong("moeprep.cuda.fusedOneBarrierCells", FUSED_ONE_BARRIER_CELLS)
+                    <= Long.getLong("moeprep.cuda.fusedTaggedCells", FUSED_TAGGED_CELLS)
                 ? stride
                 : 0;
-        DeviceBuffer f =
-            DeviceBuffer.allocate(
-                d, fusedTableAt() + 4L * Math.max(stride, numExperts) * fusedBlocks);
+        // zero: the barrier counts from there, and the tagged cells carry no launch's number
+        long fusedBytes = fusedTableAt() + 4L * Math.max(stride, numExperts) * fusedBlocks;
+        DeviceBuffer f = DeviceBuffer.allocate(d, fusedBytes);
         try {
           check(
-              JCudaDriver.cuMemsetD8Async(Driver.device(f.address()), (byte) 0, 16, s),
-              "cuMemsetD8Async(barrier)");
+              JCudaDriver.cuMemsetD8Async(Driver.device(f.address()), (byte) 0, fusedBytes, s),
+              "cuMemsetD8Async(fused map scratch)");
         } catch (RuntimeException | Error e) {
           f.close();
           throw e;

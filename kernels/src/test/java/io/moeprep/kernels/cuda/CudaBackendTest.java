@@ -67,21 +67,21 @@ class CudaBackendTest extends GpuLeakCheck {
    */
   @Test
   void randomCasesWithTheFusedKernelsTwoBarrierPath() {
-    System.setProperty("moeprep.cuda.fusedOneBarrierCells", "0");
+    System.setProperty("moeprep.cuda.fusedTaggedCells", "0");
     System.setProperty("moeprep.cuda.fusedMinBlockSlots", "256");
     try {
       randomCases("CudaBackendTest.randomCasesWithTheFusedKernelsTwoBarrierPath");
     } finally {
-      System.clearProperty("moeprep.cuda.fusedOneBarrierCells");
+      System.clearProperty("moeprep.cuda.fusedTaggedCells");
       System.clearProperty("moeprep.cuda.fusedMinBlockSlots");
     }
   }
 
   /**
-   * The fused kernel's one-barrier path over expert counts whose table rows take every shape of its
-   * reduction (1 to 256 groups of 4 experts per row, padded rows) and grids of one to about fifty
-   * blocks; then again with that path taken by every grid, so that threads load their rows in
-   * several batches.
+   * The fused kernel's tagged table (small grids, no barrier) over expert counts whose table rows
+   * take every shape of its reduction (1 to 256 groups of 4 experts per row, padded rows) and grids
+   * of one to about fifty blocks; then again with that path taken by every grid, so that threads
+   * load their rows in several batches.
    */
   @Test
   void fusedMapOverExpertCounts() {
@@ -90,7 +90,7 @@ class CudaBackendTest extends GpuLeakCheck {
     int cases = 0;
     for (String cells : new String[] {null, Integer.toString(1 << 24)}) {
       if (cells != null) {
-        System.setProperty("moeprep.cuda.fusedOneBarrierCells", cells);
+        System.setProperty("moeprep.cuda.fusedTaggedCells", cells);
       }
       try {
         for (int e : new int[] {3, 17, 33, 100, 129, 511, 768}) {
@@ -105,7 +105,7 @@ class CudaBackendTest extends GpuLeakCheck {
           }
         }
       } finally {
-        System.clearProperty("moeprep.cuda.fusedOneBarrierCells");
+        System.clearProperty("moeprep.cuda.fusedTaggedCells");
       }
     }
   }
