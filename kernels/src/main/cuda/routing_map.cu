@@ -753,8 +753,9 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
       result[1 + e_count + e] = offsets_s[e];
     }
     // the sequence number last, as the host sees them: a release at system scope by lane 0,
-    // cumulative over the lanes' values that __syncwarp ordered before it
-    __syncwarp();
+    // cumulative over the lanes' values that the warp's named barrier (bar.sync 1, 32: the memory
+    // model's synchronising barrier; __syncthreads uses barrier 0) ordered before it
+    asm volatile("bar.sync 1, 32;" ::: "memory");
     if (lane == 0) {
       asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(result + 2 * e_count + 2), "l"(seq)
                    : "memory");

@@ -788,8 +788,9 @@ public final class DeviceKernels {
     }
 
     /**
-     * Allocates the fused kernel's memory on first use (its grid: at most one block per
-     * multiprocessor, about 512 slots per block or more) and sources for {@code bound} rows.
+     * Allocates the fused kernel's memory on first use (its grid: at most two blocks per
+     * multiprocessor, at least 512 slots per block, plus one without slots) and sources for {@code
+     * bound} rows.
      */
     void prepareFused(DeviceKernels k, long bound, CUstream s) {
       CudaDevice d = k.device;

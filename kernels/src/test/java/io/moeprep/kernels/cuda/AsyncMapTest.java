@@ -89,4 +89,54 @@ class AsyncMapTest extends GpuLeakCheck {
       }
     }
   }
+
+  /**
+   * One scratch over more launches than the fused kernel's table tags tell apart (512): batches
+   * with other counts alternate, so every launch finds the previous launch's cells in the table and
+   * must wait for its own; row map, sources and numOut equal the CPU backend's every time. 5 and
+   * 100 experts take the small-grid table with 2 and 32 groups of 4 experts per row.
+   */
+  @Test
+  void oneScratchOverManyLaunches() {
+    SplittableRandom rnd = Seeds.fresh("AsyncMapTest.oneScratchOverManyLaunches");
+    DeviceKernels k = DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device());
+    MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
+    CUstream s = CudaDevice.PER_THREAD_STREAM;
+    for (int e : new int[] {5, 100}) {
+      long n = 500 + rnd.nextInt(500);
+      int kk = 8;
+      long slots = n * kk;
+      PermuteOptions o = PermuteOptions.of(e);
+      try (RandomBatch b0 = RandomBatch.create(rnd, n, 1, kk, e, DType.BF16, 0.2);
+          RandomBatch b1 = RandomBatch.create(rnd, n, 1, kk, e, DType.BF16, 0.6);
+          PermuteResult c0 = cpu.permute(b0.input(false), o);
+          PermuteResult c1 = cpu.permute(b1.input(false), o);
+          DeviceBuffer r0 = DeviceBuffer.allocate(k.device(), slots * 4);
+          DeviceBuffer r1 = DeviceBuffer.allocate(k.device(), slots * 4);
+          DeviceBuffer rowId = DeviceBuffer.allocate(k.device(), slots * 4);
+          HostBuffer gRow = HostBuffer.allocate(slots * 4);
+          HostBuffer gSrc0 = HostBuffer.allocate(c0.numOut() * 8);
+          HostBuffer gSrc1 = HostBuffer.allocate(c1.numOut() * 8);
+          DeviceKernels.RoutingScratch scratch = k.scratch(n, kk, e)) {
+        k.copyToDevice(r0.address(), b0.routing.address(), slots * 4, s);
+        k.copyToDevice(r1.address(), b1.routing.address(), slots * 4, s);
+        for (int launch = 0; launch < 700; launch++) {
+          boolean odd = launch % 2 == 1;
+          PermuteResult c = odd ? c1 : c0;
+          HostBuffer gSrc = odd ? gSrc1 : gSrc0;
+          long routing = odd ? r1.address() : r0.address();
+          try (DeviceKernels.DeviceMaps m =
+              k.map(routing, 0, n, kk, o, rowId.address(), scratch, s)) {
+            String what = "E=" + e + ", launch " + launch;
+            assertEquals(c.numOut(), m.numOut(), "numOut, " + what);
+            k.copyToHost(gRow.address(), rowId.address(), slots * 4, s);
+            k.copyToHost(gSrc.address(), m.srcToken(), c.numOut() * 8, s);
+            k.device().synchronize(s);
+            CudaBackendTest.assertBytes(c.rowIdMap(), gRow, "row map, " + what);
+            CudaBackendTest.assertBytes(c.sourceToken(), gSrc, "sources, " + what);
+          }
+        }
+      }
+    }
+  }
 }
