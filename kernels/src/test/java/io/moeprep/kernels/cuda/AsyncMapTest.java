@@ -24,11 +24,12 @@ import org.junit.jupiter.api.Test;
  */
 @Tag("gpu")
 class AsyncMapTest extends GpuLeakCheck {
+  private final MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
+
   @Test
   void mapsFeedThePermuteWithoutWaiting() {
     SplittableRandom rnd = Seeds.fresh("AsyncMapTest.mapsFeedThePermuteWithoutWaiting");
     DeviceKernels k = DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device());
-    MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
     CUstream s = CudaDevice.PER_THREAD_STREAM;
     long n = 1000 + rnd.nextInt(3000);
     int h = 200;
@@ -100,7 +101,6 @@ class AsyncMapTest extends GpuLeakCheck {
   void oneScratchOverManyLaunches() {
     SplittableRandom rnd = Seeds.fresh("AsyncMapTest.oneScratchOverManyLaunches");
     DeviceKernels k = DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device());
-    MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
     CUstream s = CudaDevice.PER_THREAD_STREAM;
     for (int e : new int[] {5, 100}) {
       long n = 500 + rnd.nextInt(500);
