@@ -204,6 +204,30 @@ __device__ void fill_padding(int64_t first, int64_t warps, int32_t num_experts,
   }
 }
 
+// A warp's step of kN tiles of 32 slots from step, loaded together (one memory latency): the ids
+// (-1 past end) and the probs (0 past end or without probs).
+template <int kN>
+__device__ __forceinline__ void load_step(const int32_t* __restrict__ ids,
+                                          const float* __restrict__ probs, int64_t step,
+                                          int64_t end, int lane, int32_t (&id)[kN],
+                                          float (&prob)[kN]) {
+#pragma unroll
+  for (int j = 0; j < kN; j++) {
+    const int64_t s = step + j * 32 + lane;
+    id[j] = s < end ? ids[s] : -1;
+    prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
+  }
+}
+
+// In place: the ids of experts this rank does not own become -1 (a slot without an output row).
+template <int kN>
+__device__ __forceinline__ void mask_keys(const uint8_t* local, int32_t (&key)[kN]) {
+#pragma unroll
+  for (int j = 0; j < kN; j++) {
+    key[j] = key[j] >= 0 && local[key[j]] ? key[j] : -1;
+  }
+}
+
 // Thread mapping: blocks of kScatterWarps warps; warp w of block b owns chunk b*kScatterWarps + w
 // (grid-stride) and walks its slots in order, 32 at a time. Lanes of one tile with the same
 // expert are ranked by lane (__match_any_sync), so ranks follow (token, slot) order.
@@ -264,23 +288,16 @@ __device__ void scatter_rows(const int32_t* __restrict__ ids, const uint8_t* __r
     }
     const int64_t start = c * chunk_slots;
     const int64_t end = min(slots, start + chunk_slots);
-    // kTiles tiles of 32 slots per step, their ids and probs loaded together (one memory latency
-    // per step)
     constexpr int kTiles = 8;
     for (int64_t step = start; step < end; step += 32 * kTiles) {
-      int32_t id[kTiles];
+      int32_t key[kTiles];
       float prob[kTiles];
+      load_step(ids, probs, step, end, lane, key, prob);
+      mask_keys(local_at, key);
 #pragma unroll
       for (int j = 0; j < kTiles; j++) {
         const int64_t s = step + j * 32 + lane;
-        id[j] = s < end ? ids[s] : -1;
-        prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
-      }
-#pragma unroll
-      for (int j = 0; j < kTiles; j++) {
-        const int64_t s = step + j * 32 + lane;
-        const int32_t key = id[j] >= 0 && local_at[id[j]] ? id[j] : -1;
-        scatter_slot(key, s, s < end, prob[j], rank, rank_stride, kept_at, offsets_at, k,
+        scatter_slot(key[j], s, s < end, prob[j], rank, rank_stride, kept_at, offsets_at, k,
                      row_id_map, src_token, src_slot, probs != nullptr, permuted_probs);
       }
     }
@@ -431,21 +448,6 @@ __device__ unsigned long long block_exclusive_scan(long long* a, int32_t n,
   return all;
 }
 
-// The warp's slot ids of kFusedTiles tiles of 32 from step, -1 past end or when not local.
-__device__ __forceinline__ void load_keys(const int32_t* __restrict__ ids, const uint8_t* local_s,
-                                          int64_t step, int64_t end, int lane,
-                                          int32_t (&key)[kFusedTiles]) {
-#pragma unroll
-  for (int j = 0; j < kFusedTiles; j++) {
-    const int64_t s = step + j * 32 + lane;
-    key[j] = s < end ? ids[s] : -1;
-  }
-#pragma unroll
-  for (int j = 0; j < kFusedTiles; j++) {
-    key[j] = key[j] >= 0 && local_s[key[j]] ? key[j] : -1;
-  }
-}
-
 // Adds each key's count in a warp's kFusedTiles tiles from step to the warp's counts (keys -1:
 // none); tiles from end on are skipped (warp-uniform). Counts need no order: with many experts
 // (few equal keys in a tile) one shared atomic per lane; with few, one per distinct key.
@@ -511,12 +513,7 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
   // registers for phase 3 (a warp of blocks of up to 2048 slots has no other)
   int32_t key0[kFusedTiles];
   float prob0[kFusedTiles];
-#pragma unroll
-  for (int j = 0; j < kFusedTiles; j++) {
-    const int64_t s = start + j * 32 + lane;
-    key0[j] = s < end ? ids[s] : -1;
-    prob0[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
-  }
+  load_step(ids, probs, start, end, lane, key0, prob0);
   for (int32_t i = threadIdx.x; i < kFusedWarps * e_count; i += blockDim.x) {
     ranks_s[i] = 0;
   }
@@ -524,17 +521,16 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     local_s[e] = local[e];
   }
   __syncthreads();
-#pragma unroll
-  for (int j = 0; j < kFusedTiles; j++) {
-    key0[j] = key0[j] >= 0 && local_s[key0[j]] ? key0[j] : -1;
-  }
+  mask_keys(local_s, key0);
 
   // phase 1: per-warp counts, then the exclusive prefix over the warps of the block; the block
   // totals go to the table
   count_tiles(key0, my_ranks, start, end, lane, e_count > 32);
   for (int64_t step = start + 32 * kFusedTiles; step < end; step += 32 * kFusedTiles) {
     int32_t key[kFusedTiles];
-    load_keys(ids, local_s, step, end, lane, key);
+    float unused[kFusedTiles];
+    load_step(ids, nullptr, step, end, lane, key, unused);
+    mask_keys(local_s, key);
     count_tiles(key, my_ranks, step, end, lane, e_count > 32);
   }
   __syncthreads();
@@ -772,12 +768,8 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
         prob[j] = prob0[j];
       }
     } else {
-#pragma unroll
-      for (int j = 0; j < kFusedTiles; j++) {
-        const int64_t s = step + j * 32 + lane;
-        prob[j] = s < end && probs != nullptr ? probs[s] : 0.0f;
-      }
-      load_keys(ids, local_s, step, end, lane, key);
+      load_step(ids, probs, step, end, lane, key, prob);
+      mask_keys(local_s, key);
     }
 #pragma unroll
     for (int j = 0; j < kFusedTiles; j++) {
