@@ -23,6 +23,7 @@ import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.api.PermuteSpec;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.HexFormat;
 import java.util.List;
 import java.util.SplittableRandom;
 
@@ -42,7 +43,7 @@ final class CudfGpuChecks {
     }
   }
 
-  /** One output row of the ROWS layout, read back from the output tables after the permute. */
+  /** One output row of the ROWS layout (read back from cudf output tables or a DataFrame). */
   record OutRow(
       int rank,
       long batch,
@@ -52,7 +53,22 @@ final class CudfGpuChecks {
       long token,
       int slot,
       Float prob,
-      byte[] hidden) {}
+      byte[] hidden) {
+    /** Every field as text, the prob by its bits, the hidden bytes in hex. */
+    String line() {
+      return String.format(
+          "%d %06d %06d %d %d %d %d %s %s",
+          rank,
+          batch,
+          row,
+          expert,
+          local,
+          token,
+          slot,
+          prob == null ? "null" : Integer.toHexString(Float.floatToRawIntBits(prob)),
+          HexFormat.of().formatHex(hidden));
+    }
+  }
 
   /** One dispatched chunk: its tokens' ids, packed expert ids, probs (or null) and hidden rows. */
   record Chunk(int rank, long batch, long[] tokenIds, byte[] ids, byte[] probs, byte[] hidden) {}
@@ -422,23 +438,13 @@ final class CudfGpuChecks {
     }
   }
 
-  /** A table's rows (copied to the host) as {@link RapidsExplainOnlyTest#line} text. */
+  /** A table's rows (copied to the host) as {@link OutRow#line} text. */
   static List<String> lines(Table t, long rowBytes) {
     List<OutRow> rows = new ArrayList<>();
     readTable(t, rows, rowBytes);
     List<String> out = new ArrayList<>();
     for (OutRow r : rows) {
-      out.add(
-          RapidsExplainOnlyTest.line(
-              r.rank(),
-              r.batch(),
-              r.row(),
-              r.expert(),
-              r.local(),
-              r.token(),
-              r.slot(),
-              r.prob(),
-              r.hidden()));
+      out.add(r.line());
     }
     return out;
   }

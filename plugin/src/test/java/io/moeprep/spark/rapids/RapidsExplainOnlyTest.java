@@ -17,7 +17,6 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
@@ -92,42 +91,19 @@ class RapidsExplainOnlyTest {
     }
   }
 
-  /** One ROWS row: every field, the prob by its bits, the hidden bytes in hex. */
+  /** One ROWS row as {@link CudfGpuChecks.OutRow#line} text. */
   static String line(Row r) {
-    return line(
-        r.getInt(0),
-        r.getLong(1),
-        r.getInt(2),
-        r.getInt(3),
-        r.getInt(4),
-        r.getLong(5),
-        r.getInt(6),
-        r.isNullAt(7) ? null : r.getFloat(7),
-        (byte[]) r.get(8));
-  }
-
-  /** One output row of the ROWS layout as text (the same from a DataFrame or a cudf table). */
-  static String line(
-      int rank,
-      long batch,
-      int row,
-      int expert,
-      int local,
-      long token,
-      int slot,
-      Float prob,
-      byte[] hidden) {
-    return String.format(
-        "%d %06d %06d %d %d %d %d %s %s",
-        rank,
-        batch,
-        row,
-        expert,
-        local,
-        token,
-        slot,
-        prob == null ? "null" : Integer.toHexString(Float.floatToRawIntBits(prob)),
-        HexFormat.of().formatHex(hidden));
+    return new CudfGpuChecks.OutRow(
+            r.getInt(0),
+            r.getLong(1),
+            r.getInt(2),
+            r.getInt(3),
+            r.getInt(4),
+            r.getLong(5),
+            r.getInt(6),
+            r.isNullAt(7) ? null : r.getFloat(7),
+            (byte[]) r.get(8))
+        .line();
   }
 
   /** The lines of {@link #tokens} permuted by {@link #spec} on the CPU in a plain session. */
