@@ -31,6 +31,11 @@ public enum DType {
     return bytes;
   }
 
+  /** Bytes of one row of {@code hidden} elements: {@code hidden * bytes()}, in 64 bits. */
+  public long rowBytes(long hidden) {
+    return hidden * bytes;
+  }
+
   /** The short name used on command lines and in configuration ({@code bf16}, {@code fp8e4m3}). */
   public String cliName() {
     return cliName;

@@ -11,6 +11,7 @@ import io.moeprep.kernels.contract.UnpermuteInput;
 import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.cpu.CpuPool;
 import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.kernels.testing.HostBuffers;
 import io.moeprep.kernels.testing.LeakCheck;
 import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.Test;
@@ -28,7 +29,7 @@ class SeedCasesTest {
   void eightByTwoRoutingExample() {
     int[][] routing = {{0, -1}, {-1, 2}, {-1, 2}, {1, 1}, {3, -1}, {3, -1}, {-1, 1}, {-1, -1}};
     try (HostBuffer tokens = rowsNumbered(8, 16);
-        HostBuffer ids = ints(routing);
+        HostBuffer ids = HostBuffers.ints(routing);
         PermuteResult r =
             CPU.permute(
                 new PermuteInput(tokens, 8, 16, DType.F32, ids, 2, null), PermuteOptions.of(4))) {
@@ -55,7 +56,7 @@ class SeedCasesTest {
   void twoRankExpertParallelExample() {
     int[][] routing = {{0, 3}, {2, 1}, {3, 2}};
     try (HostBuffer tokens = rowsNumbered(3, 5);
-        HostBuffer ids = ints(routing)) {
+        HostBuffer ids = HostBuffers.ints(routing)) {
       PermuteInput in = new PermuteInput(tokens, 3, 5, DType.F32, ids, 2, null);
       try (PermuteResult r0 = CPU.permute(in, PermuteOptions.forRank(4, 2, 0));
           PermuteResult r1 = CPU.permute(in, PermuteOptions.forRank(4, 2, 1))) {
@@ -157,17 +158,6 @@ class SeedCasesTest {
     for (long t = 0; t < n; t++) {
       for (int i = 0; i < h; i++) {
         b.putFloat((t * h + i) * 4, t);
-      }
-    }
-    return b;
-  }
-
-  static HostBuffer ints(int[][] rows) {
-    int k = rows.length == 0 ? 0 : rows[0].length;
-    HostBuffer b = HostBuffer.allocate((long) rows.length * k * 4);
-    for (int t = 0; t < rows.length; t++) {
-      for (int j = 0; j < k; j++) {
-        b.putInt(4L * (t * k + j), rows[t][j]);
       }
     }
     return b;

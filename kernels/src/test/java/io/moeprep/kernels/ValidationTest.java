@@ -12,6 +12,7 @@ import io.moeprep.kernels.contract.RoutingMaps;
 import io.moeprep.kernels.contract.UnpermuteInput;
 import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.kernels.testing.HostBuffers;
 import io.moeprep.kernels.testing.LeakCheck;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.extension.ExtendWith;
@@ -37,7 +38,7 @@ class ValidationTest {
   @Test
   void expertIdOutOfRangeNamesTokenSlotValueAndE() {
     try (HostBuffer tokens = HostBuffer.allocateZeroed(3 * 16);
-        HostBuffer ids = SeedCasesTest.ints(new int[][] {{0, 1}, {2, 3}, {1, 300}})) {
+        HostBuffer ids = HostBuffers.ints(new int[][] {{0, 1}, {2, 3}, {1, 300}})) {
       fails(
           "routing[t=2][k=1] = 300 is out of range [0, 256) or -1",
           () -> CPU.permute(input(tokens, ids, 3, 2), PermuteOptions.of(256)));
@@ -100,7 +101,7 @@ class ValidationTest {
   @Test
   void outputOfTwoToThe31RowsIsRefusedBeforeAllocating() {
     try (HostBuffer tokens = HostBuffer.allocateZeroed(16);
-        HostBuffer ids = SeedCasesTest.ints(new int[][] {{0, 1}})) {
+        HostBuffer ids = HostBuffers.ints(new int[][] {{0, 1}})) {
       PermuteOptions huge =
           PermuteOptions.of(2).withCapacity(CapacityPolicy.perExpert(Integer.MAX_VALUE, true));
       fails(
@@ -113,7 +114,7 @@ class ValidationTest {
   @Test
   void shapeAndBufferErrors() {
     try (HostBuffer tokens = HostBuffer.allocateZeroed(2 * 16);
-        HostBuffer ids = SeedCasesTest.ints(new int[][] {{0}, {1}})) {
+        HostBuffer ids = HostBuffers.ints(new int[][] {{0}, {1}})) {
       fails(
           "numTokens = -1 is invalid: must be >= 0",
           () -> CPU.permute(input(tokens, ids, -1, 1), PermuteOptions.of(2)));
@@ -150,7 +151,7 @@ class ValidationTest {
   @Test
   void unpermuteErrors() {
     try (HostBuffer out = HostBuffer.allocateZeroed(4 * 16);
-        HostBuffer map = SeedCasesTest.ints(new int[][] {{0, 3}, {4, -1}})) {
+        HostBuffer map = HostBuffers.ints(new int[][] {{0, 3}, {4, -1}})) {
       fails(
           "rowIdMap[t=1][k=0] = 4 is out of range [0, 4) or -1",
           () -> CPU.unpermute(new UnpermuteInput(out, 4, map, 2, 2, 4, DType.F32, null)));

@@ -8,7 +8,7 @@ import static org.apache.spark.sql.types.DataTypes.createArrayType;
 import static org.apache.spark.sql.types.DataTypes.createStructField;
 
 import io.moeprep.kernels.DType;
-import io.moeprep.kernels.bench.SyntheticRouting;
+import io.moeprep.kernels.workload.SyntheticRouting;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;

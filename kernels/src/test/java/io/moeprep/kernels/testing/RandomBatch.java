@@ -1,9 +1,9 @@
 package io.moeprep.kernels.testing;
 
 import io.moeprep.kernels.DType;
-import io.moeprep.kernels.bench.SyntheticRouting;
 import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.kernels.workload.SyntheticRouting;
 import java.util.SplittableRandom;
 
 /**

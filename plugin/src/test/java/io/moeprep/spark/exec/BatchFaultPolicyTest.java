@@ -8,7 +8,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.MoeKernels;
-import io.moeprep.kernels.bench.SyntheticRouting;
 import io.moeprep.kernels.contract.ChunkSortInput;
 import io.moeprep.kernels.contract.ChunkSortResult;
 import io.moeprep.kernels.contract.KernelBackend;
@@ -21,6 +20,7 @@ import io.moeprep.kernels.cuda.DeviceOutOfMemoryException;
 import io.moeprep.kernels.cuda.MoePrepCudaException;
 import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.kernels.testing.Seeds;
+import io.moeprep.kernels.workload.SyntheticRouting;
 import io.moeprep.spark.api.PermuteSpec;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;

@@ -1,0 +1,276 @@
+package io.moeprep.app.bench;
+
+import static org.apache.spark.sql.functions.col;
+import static org.apache.spark.sql.functions.element_at;
+import static org.apache.spark.sql.functions.floor;
+import static org.apache.spark.sql.functions.posexplode;
+
+import io.moeprep.kernels.BackendChoice;
+import io.moeprep.kernels.DType;
+import io.moeprep.spark.api.Layout;
+import io.moeprep.spark.api.MoePrep;
+import io.moeprep.spark.api.PermuteSpec;
+import java.util.LinkedHashMap;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.atomic.AtomicLong;
+import org.apache.spark.scheduler.SparkListener;
+import org.apache.spark.scheduler.SparkListenerTaskEnd;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SaveMode;
+import org.apache.spark.sql.SparkSession;
+
+/**
+ * MoePrep's permute (ROWS and PACKED) against the plain Spark recipe for the same result
+ * (posexplode, filter -1, repartition by rank, sortWithinPartitions by batch, expert and token),
+ * Parquet to Parquet, same session and data, on {@code local[2]}, every variant written with the
+ * same options ({@link MoePrep#PARQUET_OPTIONS}). Prints times, bytes shuffled and written, and the
+ * ratios.
+ *
+ * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
+ * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu
+ * only=plain,rows,packed format=parquet chunkBytes=8388608 maxBlockBytes=1073741824
+ * reuseInput=false} ({@code reuseInput=true} keeps the input of an earlier run of the same shape).
+ * Run it with the module's classpath and Spark's {@code --add-opens} flags, e.g.
+ *
+ * <pre>
+ * java $OPENS -Xmx8g -cp $(bin/moeprep classpath) \
+ *   io.moeprep.app.bench.SparkPermuteBenchmark n=200000
+ * </pre>
+ */
+public final class SparkPermuteBenchmark {
+  private SparkPermuteBenchmark() {}
+
+  /** Task metrics summed over the jobs of one measured run. */
+  static final class Bytes extends SparkListener {
+    final AtomicLong shuffleWritten = new AtomicLong();
+    final AtomicLong outputWritten = new AtomicLong();
+    final AtomicLong outputRows = new AtomicLong();
+    final java.util.List<String> stages =
+        java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+
+    @Override
+    public void onStageCompleted(org.apache.spark.scheduler.SparkListenerStageCompleted done) {
+      var info = done.stageInfo();
+      var m = info.taskMetrics();
+      long wall =
+          info.completionTime().isDefined() && info.submissionTime().isDefined()
+              ? (Long) info.completionTime().get() - (Long) info.submissionTime().get()
+              : -1;
+      stages.add(
+          String.format(
+              Locale.ROOT,
+              "  stage %d (%d tasks): %.1f s wall, task time %.1f s (cpu %.1f s, gc %.1f s,"
+                  + " shuffle write %.1f s, shuffle read wait %.1f s), %s",
+              info.stageId(),
+              info.numTasks(),
+              wall / 1e3,
+              m.executorRunTime() / 1e3,
+              m.executorCpuTime() / 1e9,
+              m.jvmGCTime() / 1e3,
+              m.shuffleWriteMetrics().writeTime() / 1e9,
+              m.shuffleReadMetrics().fetchWaitTime() / 1e3,
+              info.name()));
+    }
+
+    @Override
+    public void onTaskEnd(SparkListenerTaskEnd end) {
+      if (end.taskMetrics() == null) {
+        return;
+      }
+      shuffleWritten.addAndGet(end.taskMetrics().shuffleWriteMetrics().bytesWritten());
+      outputWritten.addAndGet(end.taskMetrics().outputMetrics().bytesWritten());
+      outputRows.addAndGet(end.taskMetrics().outputMetrics().recordsWritten());
+    }
+
+    void reset() {
+      stages.clear();
+      shuffleWritten.set(0);
+      outputWritten.set(0);
+      outputRows.set(0);
+    }
+  }
+
+  record Result(
+      String name, double seconds, double cpuSeconds, long shuffled, long written, long rows) {}
+
+  /** CPU time of this whole JVM (every thread: tasks, kernel pools, GC), in seconds. */
+  static double processCpuSeconds() {
+    var os = java.lang.management.ManagementFactory.getOperatingSystemMXBean();
+    return ((com.sun.management.OperatingSystemMXBean) os).getProcessCpuTime() / 1e9;
+  }
+
+  public static void main(String[] args) throws Exception {
+    Map<String, String> a = new LinkedHashMap<>();
+    a.put("n", "200000");
+    a.put("hidden", "1024");
+    a.put("topK", "8");
+    a.put("experts", "64");
+    a.put("ranks", "8");
+    a.put("tokensPerBatch", "8192");
+    a.put("dir", "/tmp/moeprep-bench");
+    a.put("master", "local[2]");
+    a.put("runs", "1");
+    a.put("backend", "cpu");
+    a.put("only", "plain,rows,packed");
+    a.put("format", "parquet");
+    a.put("chunkBytes", Long.toString(8L << 20));
+    a.put("maxBlockBytes", Long.toString(1L << 30));
+    a.put("reuseInput", "false");
+    for (String s : args) {
+      String[] kv = s.split("=", 2);
+      if (kv.length != 2 || !a.containsKey(kv[0])) {
+        throw new IllegalArgumentException(
+            "argument '" + s + "' is invalid: keys are " + a.keySet());
+      }
+      a.put(kv[0], kv[1]);
+    }
+    long n = Long.parseLong(a.get("n"));
+    int h = Integer.parseInt(a.get("hidden"));
+    int k = Integer.parseInt(a.get("topK"));
+    int e = Integer.parseInt(a.get("experts"));
+    int r = Integer.parseInt(a.get("ranks"));
+    int tpb = Integer.parseInt(a.get("tokensPerBatch"));
+    String dir = a.get("dir");
+    int runs = Integer.parseInt(a.get("runs"));
+    SparkSession spark =
+        SparkSession.builder()
+            .master(a.get("master"))
+            .appName("moeprep-benchmark")
+            .config("spark.ui.enabled", "false")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.plugins", "io.moeprep.spark.MoePrepPlugin")
+            .getOrCreate();
+    spark.sparkContext().setLogLevel("WARN");
+    Bytes bytes = new Bytes();
+    spark.sparkContext().addSparkListener(bytes);
+    System.out.printf(
+        Locale.ROOT,
+        "MoePrep permute benchmark: N=%d H=%d BF16 K=%d E=%d R=%d tokensPerBatch=%d, %s, %d cores%n",
+        n,
+        h,
+        k,
+        e,
+        r,
+        tpb,
+        a.get("master"),
+        Runtime.getRuntime().availableProcessors());
+    long t0 = System.nanoTime();
+    String input = dir + "/tokens";
+    String shape = n + " " + h + " " + k + " " + e;
+    java.nio.file.Path shapeFile = java.nio.file.Path.of(dir, "tokens.shape");
+    if (Boolean.parseBoolean(a.get("reuseInput"))
+        && java.nio.file.Files.isRegularFile(shapeFile)
+        && java.nio.file.Files.readString(shapeFile).equals(shape)) {
+      System.out.println("input reused: " + input);
+    } else {
+      TokenData.generate(spark, 20261126L, n, 8, h, DType.BF16, k, e, 0.0)
+          .write()
+          .mode(SaveMode.Overwrite)
+          .parquet(input);
+      java.nio.file.Files.writeString(shapeFile, shape);
+      System.out.printf(Locale.ROOT, "input written in %.1f s%n", (System.nanoTime() - t0) / 1e9);
+    }
+    PermuteSpec.Builder spec =
+        PermuteSpec.builder(e, r)
+            .hidden(h, DType.BF16)
+            .topK(k)
+            .tokensPerBatch(tpb)
+            .backend(BackendChoice.parse(a.get("backend")))
+            .chunkBytes(Long.parseLong(a.get("chunkBytes")))
+            .maxBlockBytes(Long.parseLong(a.get("maxBlockBytes")));
+    Map<String, Result> best = new LinkedHashMap<>();
+    for (int run = 0; run < runs; run++) {
+      for (String which : a.get("only").split(",")) {
+        Dataset<Row> in = spark.read().parquet(input);
+        Dataset<Row> out =
+            switch (which) {
+              case "plain" -> plainRecipe(in, e / r, tpb);
+              case "rows" -> MoePrep.permute(in, spec.layout(Layout.ROWS).build()).data();
+              case "packed" -> MoePrep.permute(in, spec.layout(Layout.PACKED).build()).data();
+              default -> throw new IllegalArgumentException("only: plain, rows, packed");
+            };
+        waitForListeners(spark);
+        bytes.reset();
+        long start = System.nanoTime();
+        double cpuStart = processCpuSeconds();
+        // the same writer options for every variant (they suit large binary values)
+        out.write()
+            .mode(SaveMode.Overwrite)
+            .options(MoePrep.PARQUET_OPTIONS)
+            .format(a.get("format"))
+            .save(dir + "/out-" + which);
+        double s = (System.nanoTime() - start) / 1e9;
+        double cpu = processCpuSeconds() - cpuStart;
+        waitForListeners(spark);
+        Result res =
+            new Result(
+                which,
+                s,
+                cpu,
+                bytes.shuffleWritten.get(),
+                bytes.outputWritten.get(),
+                bytes.outputRows.get());
+        System.out.printf(
+            Locale.ROOT,
+            "run %d %-7s %8.1f s  cpu %8.1f s  shuffled %9.1f MiB  written %9.1f MiB  rows %,d%n",
+            run,
+            which,
+            s,
+            cpu,
+            res.shuffled / 1048576.0,
+            res.written / 1048576.0,
+            res.rows);
+        bytes.stages.forEach(System.out::println);
+        Result prev = best.get(which);
+        if (prev == null || res.seconds < prev.seconds) {
+          best.put(which, res);
+        }
+      }
+    }
+    Result plain = best.get("plain");
+    System.out.println();
+    System.out.println(
+        "| run | time (s) | CPU (s) | shuffled (MiB) | written (MiB) | rows written |"
+            + " speed-up vs plain (time) | (CPU) |");
+    System.out.println("|---|---|---|---|---|---|---|---|");
+    for (Result res : best.values()) {
+      System.out.printf(
+          Locale.ROOT,
+          "| %s | %.1f | %.1f | %.1f | %.1f | %,d | %s | %s |%n",
+          res.name,
+          res.seconds,
+          res.cpuSeconds,
+          res.shuffled / 1048576.0,
+          res.written / 1048576.0,
+          res.rows,
+          plain == null ? "-" : String.format(Locale.ROOT, "%.2fx", plain.seconds / res.seconds),
+          plain == null
+              ? "-"
+              : String.format(Locale.ROOT, "%.2fx", plain.cpuSeconds / res.cpuSeconds));
+    }
+    spark.stop();
+  }
+
+  /** The plain Spark recipe: one row per kept slot, grouped by rank, sorted like the kernel. */
+  static Dataset<Row> plainRecipe(Dataset<Row> in, int expertsPerRank, int tokensPerBatch) {
+    return in.select(
+            col("token_id"),
+            col("hidden"),
+            col("probs"),
+            posexplode(col("expert_ids")).as(new String[] {"slot", "expert"}))
+        .where(col("expert").geq(0))
+        .withColumn("ep_rank", floor(col("expert").divide(expertsPerRank)).cast("int"))
+        .withColumn("batch", floor(col("token_id").divide(tokensPerBatch)))
+        .withColumn("prob", element_at(col("probs"), col("slot").plus(1)))
+        .repartition(col("ep_rank"))
+        .sortWithinPartitions("batch", "expert", "token_id")
+        .select("ep_rank", "batch", "expert", "token_id", "slot", "prob", "hidden");
+  }
+
+  private static void waitForListeners(SparkSession spark) throws Exception {
+    spark.sparkContext().listenerBus().waitUntilEmpty();
+  }
+}

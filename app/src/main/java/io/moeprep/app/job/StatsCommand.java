@@ -1,0 +1,279 @@
+package io.moeprep.app.job;
+
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeprep.spark.api.PermuteSpec;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import org.apache.spark.sql.Row;
+
+/** {@code moeprep stats}: expert load per rank and batch, a PNG chart and a Markdown report. */
+final class StatsCommand implements Command.Runner {
+  static final String CHART = "expert_load.png";
+  static final String REPORT = "report.md";
+  static final String JSON = "stats.json";
+  static final int MAX_BATCH_ROWS = 50;
+
+  static final Command COMMAND =
+      new Command(
+          "stats",
+          "expert load per rank and batch: imbalance, drop rates, a PNG chart and a report",
+          """
+          usage: moeprep stats --permuted DIR [--out OUT] [options]
+
+          Reads DIR/tokens_per_expert of moeprep permute and writes into OUT:
+            expert_load.png  tokens per expert (kept, dropped stacked lighter), coloured by rank
+            report.md        load per rank and per batch: imbalance (max/mean) and drop rates
+            stats.json       the same numbers, every batch
+          Imbalance is max/mean over the E experts (expert imbalance) or the R ranks (rank
+          imbalance), 1.0 being perfectly balanced: of the routed slots (kept + dropped, what the
+          router asked for) and of the kept slots (the work each expert or rank does once the
+          capacity has dropped the excess). Drop rate: dropped/(kept+dropped) slots.
+
+          options:
+            --permuted DIR   output directory of moeprep permute (required)
+            --out OUT        output directory (default: DIR-stats)
+            --width W        chart width in pixels (default 1200)
+            --height H       chart height in pixels (default 600)
+            --force          replace OUT if it exists
+          """,
+          Set.of("permuted", "out", "width", "height"),
+          Set.of("force"),
+          StatsCommand::new);
+
+  final String permuted;
+  final String out;
+  final int width;
+  final int height;
+  final boolean force;
+
+  StatsCommand(Args a) {
+    permuted = a.required("permuted", "DIR (the output of moeprep permute)");
+    String p = permuted.endsWith("/") ? permuted.substring(0, permuted.length() - 1) : permuted;
+    out = a.str("out", p + "-stats");
+    width = a.integer("width", 1200, 200, 20000);
+    height = a.integer("height", 600, 150, 20000);
+    force = a.flag("force");
+  }
+
+  /** The numbers of a stats run, for the demo's summary. */
+  record Summary(
+      double expertImbalance,
+      double rankImbalance,
+      double worstBatchExpertImbalance,
+      double dropRate,
+      String chart,
+      String report) {}
+
+  Summary last;
+
+  @Override
+  public int run(JobContext ctx) throws Exception {
+    ctx.requireExists(permuted, "--permuted");
+    ObjectNode pm = Json.read(ctx.hadoop(), permuted, PermuteCommand.MANIFEST, "--permuted");
+    PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, "cpu");
+    ExpertLoad load = new ExpertLoad(spec.expertPlacement());
+    try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
+      for (Row r :
+          ctx.spark
+              .read()
+              .parquet(permuted + "/tokens_per_expert")
+              .select("batch", "expert", "kept", "dropped")
+              .collectAsList()) {
+        load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));
+      }
+      s.done();
+    }
+    LoadChart chart = new LoadChart(width, height, true);
+    String title =
+        String.format(
+            Locale.ROOT,
+            "Tokens per expert, coloured by EP rank: %d experts on %d ranks, %d batches",
+            load.kept.length,
+            load.numRanks(),
+            load.keptByBatch.size());
+    byte[] png = chart.png(load, title);
+    if (chart.textFailed()) {
+      ctx.err.println("  stats: fonts could not be loaded: the chart has no text");
+    }
+    ObjectNode json = json(load, pm);
+    try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
+      dir.writeBytes(CHART, png);
+      dir.writeText(REPORT, report(load, pm, json));
+      dir.writeText(JSON, Json.write(json));
+      dir.commit();
+    }
+    String chartPath = out + "/" + CHART;
+    last =
+        new Summary(
+            json.get("expert_imbalance").asDouble(),
+            json.get("rank_imbalance").asDouble(),
+            json.get("worst_batch_expert_imbalance").asDouble(),
+            json.get("drop_rate").asDouble(),
+            chartPath,
+            out + "/" + REPORT);
+    ctx.out.printf(
+        Locale.ROOT,
+        "stats: load imbalance (max/mean) over experts %.2f (worst batch %.2f), over ranks %.2f;"
+            + " %.1f%% of slots dropped%n",
+        last.expertImbalance(),
+        last.worstBatchExpertImbalance(),
+        last.rankImbalance(),
+        100 * last.dropRate());
+    ctx.out.println("stats: chart " + chartPath + ", report " + last.report());
+    return 0;
+  }
+
+  static ObjectNode json(ExpertLoad load, ObjectNode pm) {
+    ObjectNode j = Json.object();
+    j.put("input", pm.get("input").get("path").asText());
+    long kept = ExpertLoad.sum(load.kept);
+    long dropped = ExpertLoad.sum(load.dropped);
+    j.put("experts", load.kept.length);
+    j.put("ranks", load.numRanks());
+    j.put("batches", load.keptByBatch.size());
+    j.put("kept_slots", kept);
+    j.put("dropped_slots", dropped);
+    j.put("drop_rate", ExpertLoad.dropRate(kept, dropped));
+    long[] routed = ExpertLoad.add(load.kept, load.dropped);
+    j.put("expert_imbalance", ExpertLoad.imbalance(routed));
+    j.put("rank_imbalance", ExpertLoad.imbalance(load.perRank(routed)));
+    j.put("expert_imbalance_kept", ExpertLoad.imbalance(load.kept));
+    j.put("rank_imbalance_kept", ExpertLoad.imbalance(load.perRank(load.kept)));
+    ArrayNode te = j.putArray("tokens_per_expert");
+    ArrayNode de = j.putArray("dropped_per_expert");
+    for (int e = 0; e < load.kept.length; e++) {
+      te.add(load.kept[e]);
+      de.add(load.dropped[e]);
+    }
+    ArrayNode ranks = j.putArray("per_rank");
+    long[] rk = load.perRank(load.kept);
+    long[] rd = load.perRank(load.dropped);
+    for (int r = 0; r < load.numRanks(); r++) {
+      ObjectNode n = ranks.addObject();
+      n.put("rank", r);
+      int[] ex = load.placement.expertsOf(r);
+      long[] mine = new long[ex.length];
+      for (int i = 0; i < ex.length; i++) {
+        mine[i] = load.kept[ex[i]] + load.dropped[ex[i]];
+      }
+      n.put("kept_slots", rk[r]);
+      n.put("dropped_slots", rd[r]);
+      n.put("drop_rate", ExpertLoad.dropRate(rk[r], rd[r]));
+      n.put("share", kept == 0 ? 0 : (double) rk[r] / kept);
+      n.put("expert_imbalance", ExpertLoad.imbalance(mine));
+    }
+    ArrayNode batches = j.putArray("per_batch");
+    double worst = 0;
+    for (Map.Entry<Long, long[]> b : load.keptByBatch.entrySet()) {
+      long[] k = b.getValue();
+      long[] d = load.droppedByBatch.get(b.getKey());
+      ObjectNode n = batches.addObject();
+      n.put("batch", b.getKey());
+      ArrayNode pr = n.putArray("kept_per_rank");
+      for (long x : load.perRank(k)) {
+        pr.add(x);
+      }
+      long[] rt = ExpertLoad.add(k, d);
+      double ei = ExpertLoad.imbalance(rt);
+      worst = Math.max(worst, ei);
+      n.put("expert_imbalance", ei);
+      n.put("rank_imbalance", ExpertLoad.imbalance(load.perRank(rt)));
+      n.put("expert_imbalance_kept", ExpertLoad.imbalance(k));
+      n.put("rank_imbalance_kept", ExpertLoad.imbalance(load.perRank(k)));
+      n.put("drop_rate", ExpertLoad.dropRate(ExpertLoad.sum(k), ExpertLoad.sum(d)));
+    }
+    j.put("worst_batch_expert_imbalance", worst);
+    return j;
+  }
+
+  static String report(ExpertLoad load, ObjectNode pm, ObjectNode j) {
+    StringBuilder b = new StringBuilder();
+    Map<String, String> o = Json.strings(pm.get("options"));
+    b.append("# MoePrep expert load\n\n");
+    b.append(
+        String.format(
+            Locale.ROOT,
+            "Permute of `%s`: %s experts on %d ranks, K = %s, %s, capacity %s, %d batches.%n%n",
+            pm.get("input").get("path").asText(),
+            o.get("numExperts"),
+            load.numRanks(),
+            o.get("topK"),
+            o.getOrDefault("dispatch", ""),
+            o.getOrDefault("capacity", "none"),
+            load.keptByBatch.size()));
+    b.append("![tokens per expert](" + CHART + ")\n\n");
+    b.append(
+        String.format(
+            Locale.ROOT,
+            "- expert imbalance (max/mean of routed slots over experts): **%.2f** (worst batch"
+                + " %.2f); of kept slots: %.2f%n"
+                + "- rank imbalance (max/mean of routed slots over ranks): **%.2f**; of kept slots:"
+                + " %.2f%n"
+                + "- dropped slots: %d of %d (**%.2f%%**)%n%n",
+            j.get("expert_imbalance").asDouble(),
+            j.get("worst_batch_expert_imbalance").asDouble(),
+            j.get("expert_imbalance_kept").asDouble(),
+            j.get("rank_imbalance").asDouble(),
+            j.get("rank_imbalance_kept").asDouble(),
+            j.get("dropped_slots").asLong(),
+            j.get("dropped_slots").asLong() + j.get("kept_slots").asLong(),
+            100 * j.get("drop_rate").asDouble()));
+    b.append(
+        "## Per rank\n\n| rank | experts | kept | dropped | drop rate | share of kept | expert imbalance"
+            + " (routed) |\n");
+    b.append("|---:|---|---:|---:|---:|---:|---:|\n");
+    for (var n : j.get("per_rank")) {
+      int r = n.get("rank").asInt();
+      int[] ex = load.placement.expertsOf(r);
+      b.append(
+          String.format(
+              Locale.ROOT,
+              "| %d | %s | %d | %d | %.2f%% | %.1f%% | %.2f |%n",
+              r,
+              ex.length == 0
+                  ? "-"
+                  : ex.length > 6
+                      ? ex[0] + ".." + ex[ex.length - 1]
+                      : java.util.Arrays.toString(ex),
+              n.get("kept_slots").asLong(),
+              n.get("dropped_slots").asLong(),
+              100 * n.get("drop_rate").asDouble(),
+              100 * n.get("share").asDouble(),
+              n.get("expert_imbalance").asDouble()));
+    }
+    b.append("\n## Per batch\n\n| batch |");
+    for (int r = 0; r < load.numRanks(); r++) {
+      b.append(" rank ").append(r).append(" |");
+    }
+    b.append(" rank imbalance | expert imbalance | drop rate |\n|---:|");
+    // per rank: kept slots; imbalances: of routed slots
+    b.append("---:|".repeat(load.numRanks()));
+    b.append("---:|---:|---:|\n");
+    int shown = 0;
+    for (var n : j.get("per_batch")) {
+      if (shown++ == MAX_BATCH_ROWS) {
+        b.append(
+            "\n("
+                + (j.get("per_batch").size() - MAX_BATCH_ROWS)
+                + " more batches in "
+                + JSON
+                + ")\n");
+        break;
+      }
+      b.append("| ").append(n.get("batch").asLong()).append(" |");
+      for (var x : n.get("kept_per_rank")) {
+        b.append(' ').append(x.asLong()).append(" |");
+      }
+      b.append(
+          String.format(
+              Locale.ROOT,
+              " %.2f | %.2f | %.2f%% |%n",
+              n.get("rank_imbalance").asDouble(),
+              n.get("expert_imbalance").asDouble(),
+              100 * n.get("drop_rate").asDouble()));
+    }
+    return b.toString();
+  }
+}

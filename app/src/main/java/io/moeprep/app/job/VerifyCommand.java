@@ -1,0 +1,562 @@
+package io.moeprep.app.job;
+
+import static org.apache.spark.sql.functions.col;
+import static org.apache.spark.sql.functions.floor;
+import static org.apache.spark.sql.functions.lit;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeprep.kernels.MoeKernels;
+import io.moeprep.kernels.contract.ExpertPlacement;
+import io.moeprep.kernels.contract.PermuteInput;
+import io.moeprep.kernels.contract.PermuteResult;
+import io.moeprep.kernels.contract.SegmentLayout;
+import io.moeprep.kernels.contract.UnpermuteInput;
+import io.moeprep.kernels.cpu.CpuBackend;
+import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.spark.api.Layout;
+import io.moeprep.spark.api.PermuteSpec;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.Set;
+import java.util.SplittableRandom;
+import java.util.TreeMap;
+import org.apache.spark.sql.Column;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
+import org.apache.spark.sql.types.DataTypes;
+
+/**
+ * {@code moeprep verify}: recomputes a sample of batches with the kernels directly (CPU backend, no
+ * Spark in the computation) from the input table and compares every output byte for byte.
+ */
+final class VerifyCommand implements Command.Runner {
+  static final Command COMMAND =
+      new Command(
+          "verify",
+          "recompute a sample of batches with the kernels directly and compare bytes",
+          """
+          usage: moeprep verify --permuted DIR [--combined OUT] [options]
+
+          For each sampled batch, reads the batch's tokens from the input table, sorts them by
+          token_id and runs the CPU kernels directly for every rank, then compares with the
+          permute output: the permuted rows (token, slot, prob, hidden bytes, expert), the row map
+          and tokens per expert. With --combined (the output of moeprep unpermute with identity
+          experts) it also compares each combined token with a single-device unpermute.
+          Exits 0 when all equal, 1 with the first difference otherwise.
+
+          options:
+            --permuted DIR   output directory of moeprep permute (required)
+            --input TOKENS   the token table (default: the input recorded in DIR/manifest.json)
+            --combined OUT   output directory of moeprep unpermute to check as well
+            --batches B      batches to sample (default 4; 0 = all)
+            --seed S         seed of the sample (default 7)
+          """,
+          Set.of("permuted", "input", "combined", "batches", "seed"),
+          Set.of(),
+          VerifyCommand::new);
+
+  final String permuted;
+  final String input;
+  final String combined;
+  final int batches;
+  final long seed;
+
+  VerifyCommand(Args a) {
+    permuted = a.required("permuted", "DIR (the output of moeprep permute)");
+    input = a.str("input", null);
+    combined = a.str("combined", null);
+    batches = a.integer("batches", 4, 0, Integer.MAX_VALUE);
+    seed = a.longValue("seed", 7, Long.MIN_VALUE, Long.MAX_VALUE);
+  }
+
+  /** The first difference found, as one line. */
+  static final class Mismatch extends Exception {
+    private static final long serialVersionUID = 1L;
+
+    Mismatch(String m) {
+      super(m);
+    }
+  }
+
+  private record Token(long id, byte[] hidden, int[] ids, float[] probs) {}
+
+  private static final MoeKernels CPU = MoeKernels.on(CpuBackend.INSTANCE);
+
+  @Override
+  public int run(JobContext ctx) throws Exception {
+    ctx.requireExists(permuted, "--permuted");
+    ObjectNode pm = Json.read(ctx.hadoop(), permuted, PermuteCommand.MANIFEST, "--permuted");
+    String in = input != null ? input : pm.get("input").get("path").asText();
+    ctx.requireExists(
+        in, input != null ? "--input" : "the input in --permuted's manifest (give --input)");
+    PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, "cpu");
+    ObjectNode cm = null;
+    if (combined != null) {
+      ctx.requireExists(combined, "--combined");
+      cm = Json.read(ctx.hadoop(), combined, UnpermuteCommand.MANIFEST, "--combined");
+    }
+    boolean checkCombined = cm != null && cm.get("input").get("identity_experts").asBoolean();
+    try (Progress.Step step = ctx.progress.step("recompute and compare")) {
+      String result = verify(ctx, spec, in, checkCombined);
+      step.done();
+      ctx.out.println("verify: OK: " + result);
+      if (cm != null && !checkCombined) {
+        ctx.out.println(
+            "verify: note: --combined was not checked: its expert outputs are not the identity");
+      }
+      return 0;
+    } catch (Mismatch m) {
+      ctx.out.println("verify: MISMATCH: " + m.getMessage());
+      ctx.err.println(
+          "moeprep verify: failed: the output differs from the kernels: " + m.getMessage());
+      return 1;
+    }
+  }
+
+  private String verify(JobContext ctx, PermuteSpec spec, String in, boolean checkCombined)
+      throws Mismatch {
+    String[] c = spec.columns();
+    Dataset<Row> tokens = ctx.spark.read().parquet(in);
+    List<String> fields = Arrays.asList(tokens.schema().fieldNames());
+    if (!fields.contains(c[1]) || tokens.schema().apply(c[1]).dataType() != DataTypes.BinaryType) {
+      throw new IllegalArgumentException(
+          "column " + c[1] + " of --input is not binary: verify compares raw dtype bytes");
+    }
+    boolean hasProbs = fields.contains(c[3]);
+    Column batch =
+        fields.contains(c[4])
+            ? col(c[4]).cast("long")
+            : floor(col(c[0]).cast("long").divide(lit(spec.tokensPerBatch()))).cast("long");
+    Dataset<Row> tpe = ctx.spark.read().parquet(permuted + "/tokens_per_expert");
+    List<Long> all = new ArrayList<>();
+    for (Row r : tpe.select("batch").distinct().collectAsList()) {
+      all.add(r.getLong(0));
+    }
+    Collections.sort(all);
+    List<Long> inputBatches = new ArrayList<>();
+    for (Row r : tokens.select(batch).distinct().collectAsList()) {
+      inputBatches.add(r.getLong(0));
+    }
+    Collections.sort(inputBatches);
+    if (!inputBatches.equals(all)) {
+      List<Long> missing = new ArrayList<>(inputBatches);
+      missing.removeAll(all);
+      List<Long> extra = new ArrayList<>(all);
+      extra.removeAll(inputBatches);
+      throw new Mismatch(
+          "the input has "
+              + inputBatches.size()
+              + " batches and the permute output "
+              + all.size()
+              + (missing.isEmpty() ? "" : "; missing from the output: batch " + missing.get(0))
+              + (extra.isEmpty() ? "" : "; not in the input: batch " + extra.get(0)));
+    }
+    List<Long> sample = new ArrayList<>(all);
+    if (batches > 0 && batches < all.size()) {
+      Collections.shuffle(sample, new java.util.Random(new SplittableRandom(seed).nextLong()));
+      sample = new ArrayList<>(sample.subList(0, batches));
+      Collections.sort(sample);
+    }
+    Object[] keys = sample.toArray();
+    // the sampled batches of the input, sorted by token id
+    Map<Long, List<Token>> byBatch = new TreeMap<>();
+    Dataset<Row> sel =
+        tokens
+            .select(
+                col(c[0]).cast("long"),
+                batch.as("__batch"),
+                col(c[1]),
+                col(c[2]).cast("array<int>"),
+                hasProbs ? col(c[3]).cast("array<float>") : lit(null).cast("array<float>"))
+            .where(col("__batch").isin(keys));
+    for (Row r : sel.collectAsList()) {
+      int[] ids = r.getList(3).stream().mapToInt(x -> ((Number) x).intValue()).toArray();
+      float[] p = null;
+      if (!r.isNullAt(4)) {
+        List<Object> l = r.getList(4);
+        p = new float[l.size()];
+        for (int j = 0; j < p.length; j++) {
+          p[j] = ((Number) l.get(j)).floatValue();
+        }
+      }
+      byBatch
+          .computeIfAbsent(r.getLong(1), b -> new ArrayList<>())
+          .add(new Token(r.getLong(0), (byte[]) r.get(2), ids, p));
+    }
+    byBatch.values().forEach(l -> l.sort((a, b) -> Long.compare(a.id(), b.id())));
+    String dataOrder = spec.layout() == Layout.PACKED ? "row_offset" : "row";
+    Map<String, List<Row>> data = group(ctx, permuted + "/data", keys, dataOrder);
+    Map<String, List<Row>> rowMap = group(ctx, permuted + "/row_map", keys, "token_id");
+    Map<String, List<Row>> perExpert =
+        group(ctx, permuted + "/tokens_per_expert", keys, "local_expert");
+    Map<Long, Map<Long, byte[]>> comb = new HashMap<>();
+    if (checkCombined) {
+      for (Row r :
+          ctx.spark
+              .read()
+              .parquet(combined + "/combined")
+              .where(col("batch").isin(keys))
+              .collectAsList()) {
+        comb.computeIfAbsent(r.getLong(r.fieldIndex("batch")), b -> new HashMap<>())
+            .put(r.getLong(r.fieldIndex("token_id")), (byte[]) r.get(r.fieldIndex("hidden")));
+      }
+    }
+    int ranks = spec.expertPlacement().numRanks();
+    long rows = 0;
+    long combinedTokens = 0;
+    for (long b : sample) {
+      List<Token> toks = byBatch.getOrDefault(b, List.of());
+      List<PermuteResult> results = new ArrayList<>();
+      try (Batch hb = new Batch(toks, spec, hasProbs)) {
+        for (int r = 0; r < ranks; r++) {
+          PermuteResult res = CPU.permute(hb.input, spec.optionsForRank(r));
+          results.add(res);
+          String key = r + "/" + b;
+          String at = "rank " + r + ", batch " + b;
+          rows += compareData(at, spec, toks, res, data.getOrDefault(key, List.of()));
+          compareRowMap(at, spec, toks, res, rowMap.getOrDefault(key, List.of()));
+          compareTokensPerExpert(at, spec, r, res, perExpert.getOrDefault(key, List.of()));
+        }
+        if (checkCombined) {
+          combinedTokens += compareCombined(b, spec, toks, hb, results, comb.get(b));
+        }
+      } finally {
+        results.forEach(PermuteResult::close);
+      }
+    }
+    return String.format(
+        Locale.ROOT,
+        "%d of %d batches x %d ranks recomputed with the CPU kernels: %d permuted rows, their row"
+            + " maps and tokens per expert%s equal byte for byte",
+        sample.size(),
+        all.size(),
+        ranks,
+        rows,
+        checkCombined ? ", and " + combinedTokens + " combined tokens," : "");
+  }
+
+  /** Rows of a permute output for the sampled batches, by "rank/batch", in output order. */
+  private static Map<String, List<Row>> group(
+      JobContext ctx, String path, Object[] keys, String order) {
+    Dataset<Row> d = ctx.spark.read().parquet(path).where(col("batch").isin(keys));
+    Map<String, List<Row>> m = new HashMap<>();
+    for (Row r : d.orderBy("ep_rank", "batch", order).collectAsList()) {
+      m.computeIfAbsent(
+              r.getInt(r.fieldIndex("ep_rank")) + "/" + r.getLong(r.fieldIndex("batch")),
+              k -> new ArrayList<>())
+          .add(r);
+    }
+    return m;
+  }
+
+  /** The host buffers of one batch. */
+  private static final class Batch implements AutoCloseable {
+    final HostBuffer tokens;
+    final HostBuffer routing;
+    final HostBuffer probs;
+    final PermuteInput input;
+
+    Batch(List<Token> toks, PermuteSpec spec, boolean hasProbs) {
+      int n = toks.size();
+      int k = spec.topK();
+      long rb = spec.rowBytes();
+      tokens = HostBuffer.allocate(n * rb);
+      routing = HostBuffer.allocate(4L * n * k);
+      probs = hasProbs ? HostBuffer.allocate(4L * n * k) : null;
+      for (int t = 0; t < n; t++) {
+        Token tok = toks.get(t);
+        if (tok.hidden().length != rb || tok.ids().length != k) {
+          throw new IllegalArgumentException(
+              "token_id="
+                  + tok.id()
+                  + " of --input has "
+                  + tok.hidden().length
+                  + " hidden bytes and "
+                  + tok.ids().length
+                  + " expert ids: the permute expected "
+                  + rb
+                  + " and "
+                  + k);
+        }
+        for (int x = 0; x < rb; x++) {
+          tokens.putByte(t * rb + x, tok.hidden()[x]);
+        }
+        for (int j = 0; j < k; j++) {
+          routing.putInt(4L * ((long) t * k + j), tok.ids()[j]);
+          if (probs != null) {
+            probs.putFloat(4L * ((long) t * k + j), tok.probs()[j]);
+          }
+        }
+      }
+      input = new PermuteInput(tokens, n, spec.hidden(), spec.dtype(), routing, k, probs);
+    }
+
+    @Override
+    public void close() {
+      tokens.close();
+      routing.close();
+      if (probs != null) {
+        probs.close();
+      }
+    }
+  }
+
+  private static long compareData(
+      String at, PermuteSpec spec, List<Token> toks, PermuteResult exp, List<Row> actual)
+      throws Mismatch {
+    long rb = spec.rowBytes();
+    List<long[]> meta = new ArrayList<>(); // token, slot, expert (rows: per row)
+    List<Float> probs = new ArrayList<>();
+    java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
+    if (spec.layout() == Layout.PACKED) {
+      long next = 0;
+      for (Row r : actual) {
+        long off = r.getLong(r.fieldIndex("row_offset"));
+        if (off != next) {
+          throw new Mismatch(at + ": packed block at row_offset " + off + ", expected " + next);
+        }
+        int n = r.getInt(r.fieldIndex("rows"));
+        List<Object> t = r.getList(r.fieldIndex("token_ids"));
+        List<Object> s = r.getList(r.fieldIndex("slots"));
+        int pi = r.fieldIndex("probs");
+        for (int i = 0; i < n; i++) {
+          meta.add(
+              new long[] {
+                ((Number) t.get(i)).longValue(),
+                ((Number) s.get(i)).longValue(),
+                r.getInt(r.fieldIndex("expert"))
+              });
+          probs.add(r.isNullAt(pi) ? null : ((Number) r.getList(pi).get(i)).floatValue());
+        }
+        bytes.writeBytes((byte[]) r.get(r.fieldIndex("hidden")));
+        next = off + n;
+      }
+    } else {
+      for (Row r : actual) {
+        meta.add(
+            new long[] {
+              r.getLong(r.fieldIndex("token_id")),
+              r.getInt(r.fieldIndex("slot")),
+              r.getInt(r.fieldIndex("expert"))
+            });
+        int pi = r.fieldIndex("prob");
+        probs.add(r.isNullAt(pi) ? null : r.getFloat(pi));
+        bytes.writeBytes((byte[]) r.get(r.fieldIndex("hidden")));
+      }
+    }
+    if (meta.size() != exp.numOut()) {
+      throw new Mismatch(at + ": " + meta.size() + " permuted rows, expected " + exp.numOut());
+    }
+    byte[] hidden = bytes.toByteArray();
+    if (hidden.length != exp.numOut() * rb) {
+      throw new Mismatch(
+          at + ": " + hidden.length + " bytes of hidden data, expected " + exp.numOut() * rb);
+    }
+    SegmentLayout l = exp.layout();
+    for (int i = 0; i < meta.size(); i++) {
+      long src = exp.sourceToken().getLong(8L * i);
+      long token = src < 0 ? -1 : toks.get((int) src).id();
+      long slot = exp.sourceSlot().getLong(8L * i);
+      long[] a = meta.get(i);
+      String row = at + ", row " + i;
+      if (a[0] != token || a[1] != slot) {
+        throw new Mismatch(
+            row
+                + ": token_id "
+                + a[0]
+                + " slot "
+                + a[1]
+                + ", expected token_id "
+                + token
+                + " slot "
+                + slot);
+      }
+      int expert = expertOf(l, i);
+      if (a[2] != expert) {
+        throw new Mismatch(row + ": expert " + a[2] + ", expected " + expert);
+      }
+      Float p = probs.get(i);
+      if (exp.permutedProbs() == null
+          ? p != null
+          : p == null
+              || Float.floatToRawIntBits(p)
+                  != Float.floatToRawIntBits(exp.permutedProbs().getFloat(4L * i))) {
+        throw new Mismatch(
+            row
+                + ": prob "
+                + p
+                + ", expected "
+                + (exp.permutedProbs() == null ? "null" : exp.permutedProbs().getFloat(4L * i)));
+      }
+      for (long x = 0; x < rb; x++) {
+        byte e = exp.permuted().getByte(i * rb + x);
+        byte g = hidden[(int) (i * rb + x)];
+        if (e != g) {
+          throw new Mismatch(
+              String.format(
+                  Locale.ROOT,
+                  "%s (token_id %d, slot %d): hidden byte %d is 0x%02x, expected 0x%02x",
+                  row,
+                  token,
+                  slot,
+                  x,
+                  g & 0xFF,
+                  e & 0xFF));
+        }
+      }
+    }
+    return meta.size();
+  }
+
+  /** The expert whose segment holds output row {@code i}, or -1 (numOut's zero tail). */
+  private static int expertOf(SegmentLayout l, long i) {
+    for (int e = 0; e < l.numExperts(); e++) {
+      if (i >= l.offset(e) && i < l.offset(e + 1)) {
+        return e;
+      }
+    }
+    return -1;
+  }
+
+  private static void compareRowMap(
+      String at, PermuteSpec spec, List<Token> toks, PermuteResult exp, List<Row> actual)
+      throws Mismatch {
+    int k = spec.topK();
+    Map<Long, List<Object>> got = new HashMap<>();
+    for (Row r : actual) {
+      got.put(r.getLong(r.fieldIndex("token_id")), r.getList(r.fieldIndex("row_ids")));
+    }
+    for (int t = 0; t < toks.size(); t++) {
+      long id = toks.get(t).id();
+      List<Object> g = got.remove(id);
+      for (int j = 0; j < k; j++) {
+        int e = exp.rowIdMap().getInt(4L * ((long) t * k + j));
+        int a = g == null ? -1 : ((Number) g.get(j)).intValue();
+        if (a != e) {
+          throw new Mismatch(
+              at
+                  + ", row map of token_id "
+                  + id
+                  + " slot "
+                  + j
+                  + ": "
+                  + (g == null ? "absent" : a)
+                  + ", expected "
+                  + e);
+        }
+      }
+    }
+    if (!got.isEmpty()) {
+      throw new Mismatch(
+          at
+              + ": the row map has token_id "
+              + got.keySet().iterator().next()
+              + ", not in the input batch");
+    }
+  }
+
+  private static void compareTokensPerExpert(
+      String at, PermuteSpec spec, int rank, PermuteResult exp, List<Row> actual) throws Mismatch {
+    ExpertPlacement p = spec.expertPlacement();
+    SegmentLayout l = exp.layout();
+    long[] dropped = l.droppedPerExpert();
+    int[] local = p.expertsOf(rank);
+    if (actual.size() != local.length) {
+      throw new Mismatch(
+          at + ": " + actual.size() + " tokens-per-expert rows, expected " + local.length);
+    }
+    for (int i = 0; i < local.length; i++) {
+      Row r = actual.get(i);
+      int e = local[i];
+      long[] got = {
+        r.getInt(r.fieldIndex("expert")),
+        r.getLong(r.fieldIndex("kept")),
+        r.getLong(r.fieldIndex("dropped")),
+        r.getLong(r.fieldIndex("row_offset")),
+        r.getLong(r.fieldIndex("rows"))
+      };
+      long[] want = {e, l.kept(e), dropped[e], l.offset(e), l.offset(e + 1) - l.offset(e)};
+      if (!Arrays.equals(got, want)) {
+        throw new Mismatch(
+            at
+                + ", expert "
+                + e
+                + ": (expert, kept, dropped, row_offset, rows) = "
+                + Arrays.toString(got)
+                + ", expected "
+                + Arrays.toString(want));
+      }
+    }
+  }
+
+  /**
+   * Compares the combined tokens of a batch with a single-device unpermute of identity expert
+   * outputs: the ranks' permuted rows stacked, each slot mapped to its row there.
+   */
+  private static long compareCombined(
+      long b,
+      PermuteSpec spec,
+      List<Token> toks,
+      Batch hb,
+      List<PermuteResult> results,
+      Map<Long, byte[]> actual)
+      throws Mismatch {
+    int n = toks.size();
+    int k = spec.topK();
+    long rb = spec.rowBytes();
+    long total = 0;
+    for (PermuteResult r : results) {
+      total += r.numOut();
+    }
+    Map<Long, byte[]> got = actual == null ? Map.of() : actual;
+    try (HostBuffer out = HostBuffer.allocate(total * rb);
+        HostBuffer ids = HostBuffer.allocate(4L * n * k)) {
+      ids.fill(0, ids.size(), (byte) 0xFF);
+      long base = 0;
+      for (PermuteResult r : results) {
+        out.copyFrom(base * rb, r.permuted(), 0, r.numOut() * rb);
+        for (long s = 0; s < (long) n * k; s++) {
+          int row = r.rowIdMap().getInt(4 * s);
+          if (row >= 0) {
+            ids.putInt(4 * s, (int) (base + row));
+          }
+        }
+        base += r.numOut();
+      }
+      UnpermuteInput in =
+          new UnpermuteInput(out, total, ids, n, k, spec.hidden(), spec.dtype(), hb.probs);
+      try (HostBuffer exp = CPU.unpermute(in)) {
+        if (got.size() != n) {
+          throw new Mismatch("batch " + b + ": " + got.size() + " combined tokens, expected " + n);
+        }
+        for (int t = 0; t < n; t++) {
+          long id = toks.get(t).id();
+          byte[] g = got.get(id);
+          if (g == null) {
+            throw new Mismatch("batch " + b + ": combined token_id " + id + " is missing");
+          }
+          for (int x = 0; x < rb; x++) {
+            byte e = exp.getByte(t * rb + x);
+            if (g[x] != e) {
+              throw new Mismatch(
+                  String.format(
+                      Locale.ROOT,
+                      "batch %d, combined token_id %d: hidden byte %d is 0x%02x, expected 0x%02x",
+                      b,
+                      id,
+                      x,
+                      g[x] & 0xFF,
+                      e & 0xFF));
+            }
+          }
+        }
+      }
+    }
+    return n;
+  }
+}

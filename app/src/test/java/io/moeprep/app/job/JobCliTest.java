@@ -1,0 +1,91 @@
+package io.moeprep.app.job;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.util.function.Supplier;
+import org.apache.spark.sql.SparkSession;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.CsvSource;
+import org.junit.jupiter.params.provider.ValueSource;
+
+/** The command line: help, and usage errors as one line with exit code 2, before Spark starts. */
+class JobCliTest {
+  private static final Supplier<SparkSession> NO_SPARK =
+      () -> {
+        throw new AssertionError("a usage error must not start Spark");
+      };
+
+  record Result(int code, String out, String err) {}
+
+  static Result run(Supplier<SparkSession> spark, String... args) {
+    ByteArrayOutputStream out = new ByteArrayOutputStream();
+    ByteArrayOutputStream err = new ByteArrayOutputStream();
+    int code =
+        JobMain.run(
+            args,
+            new PrintStream(out, true, StandardCharsets.UTF_8),
+            new PrintStream(err, true, StandardCharsets.UTF_8),
+            spark);
+    return new Result(
+        code, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+  }
+
+  @ParameterizedTest
+  @ValueSource(strings = {"generate", "permute", "unpermute", "verify", "stats", "demo"})
+  void everySubcommandHasHelp(String cmd) {
+    Result r = run(NO_SPARK, cmd, "--help");
+    assertEquals(0, r.code());
+    assertTrue(r.out().startsWith("usage: moeprep " + cmd), r.out());
+    assertTrue(r.out().contains("options"), r.out());
+    assertEquals("", r.err());
+  }
+
+  @Test
+  void topLevelHelpListsTheCommands() {
+    Result r = run(NO_SPARK, "--help");
+    assertEquals(0, r.code());
+    for (String c : JobMain.COMMANDS.keySet()) {
+      assertTrue(r.out().contains("  " + c + " "), c);
+    }
+    Result none = run(NO_SPARK);
+    assertEquals(2, none.code());
+    assertTrue(none.err().startsWith("usage: moeprep"));
+  }
+
+  @ParameterizedTest
+  @CsvSource(
+      delimiter = '|',
+      value = {
+        "frobnicate|command 'frobnicate' is unknown",
+        "generate|option --out is missing: give --out DIR",
+        "generate --out x --tokens many|--tokens 'many' is invalid: must be an integer",
+        "generate --out x --dtype f64|--dtype 'f64' is invalid: must be one of",
+        "generate --out x --experts 16 --groups 3|--groups 3 is invalid: must divide --experts",
+        "generate --out x --colour red|option --colour is unknown to 'generate'",
+        "generate --out|option --out needs a value",
+        "generate stray|argument 'stray' is unexpected",
+        "generate --out x --score relu|--score 'relu' is invalid: must be one of softmax, sigmoid",
+        "permute --input t --out o|option --ep-size is missing",
+        "permute --input t --out o --ep-size 4 --capacity 3 --num-out 9|exclude each other",
+        "permute --input t --out o --ep-size 4 --num-out 9 --align 4|--align cannot be combined",
+        "permute --input t --out o --ep-size 4 --pad-to-capacity|--pad-to-capacity needs",
+        "permute --input t --out o --ep-size 4 --layout columns|--layout 'columns' is invalid",
+        "unpermute --permuted p|option --out is missing",
+        "verify --batches -1 --permuted p|--batches -1 is invalid",
+        "stats|option --permuted is missing",
+        "stats --permuted p --width 10|--width 10 is invalid: must be in [200, 20000]",
+        "demo --capacity-factor x|--capacity-factor 'x' is invalid"
+      })
+  void usageErrorsAreOneLineNamingTheOption(String line, String expected) {
+    Result r = run(NO_SPARK, line.split(" "));
+    assertEquals(2, r.code(), r.err());
+    assertTrue(r.err().contains(expected), r.err());
+    assertEquals(1, r.err().lines().count(), "one line: " + r.err());
+    assertTrue(r.err().startsWith("moeprep"), r.err());
+  }
+}
