@@ -23,13 +23,13 @@ import java.util.stream.Collectors;
  * moeprep.jvm.opens}, and this JVM's own) and class path, less the entries that the session must
  * load elsewhere.
  */
-final class ChildJvm {
+public final class ChildJvm {
   private ChildJvm() {}
 
   /** How the child ended: whether it finished in time, its exit code and its output. */
-  record Result(boolean finished, int exitCode, String log) {
+  public record Result(boolean finished, int exitCode, String log) {
     /** The last {@code chars} characters of the output, for failure messages. */
-    String tail(int chars) {
+    public String tail(int chars) {
       return log.substring(Math.max(0, log.length() - chars));
     }
   }
@@ -39,7 +39,7 @@ final class ChildJvm {
    * class loaders that loaded this class (a test launcher's own, such as JUnit's console launcher
    * with {@code --class-path}), then {@code java.class.path}.
    */
-  static List<String> classPath(Predicate<File> drop) {
+  public static List<String> classPath(Predicate<File> drop) {
     Set<String> entries = new LinkedHashSet<>();
     for (ClassLoader l = ChildJvm.class.getClassLoader(); l != null; l = l.getParent()) {
       if (l instanceof URLClassLoader u) {
@@ -61,7 +61,8 @@ final class ChildJvm {
   }
 
   /** Runs {@code java [opens] -Xmx.. -cp classPath args...}, its output in {@code log}. */
-  static Result run(List<String> classPath, String xmx, List<String> args, Path log, long timeoutS)
+  public static Result run(
+      List<String> classPath, String xmx, List<String> args, Path log, long timeoutS)
       throws Exception {
     List<String> cmd = new ArrayList<>();
     cmd.add(Path.of(System.getProperty("java.home"), "bin", "java").toString());
