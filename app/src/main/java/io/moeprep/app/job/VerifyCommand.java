@@ -5,13 +5,11 @@ import static org.apache.spark.sql.functions.floor;
 import static org.apache.spark.sql.functions.lit;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import io.moeprep.kernels.MoeKernels;
 import io.moeprep.kernels.contract.ExpertPlacement;
-import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
-import io.moeprep.kernels.contract.UnpermuteInput;
-import io.moeprep.kernels.cpu.CpuBackend;
+import io.moeprep.kernels.cpu.ReferenceBatch;
+import io.moeprep.kernels.cpu.ReferenceBatch.Token;
 import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.PermuteSpec;
@@ -82,10 +80,6 @@ final class VerifyCommand implements Command.Runner {
       super(m);
     }
   }
-
-  private record Token(long id, byte[] hidden, int[] ids, float[] probs) {}
-
-  private static final MoeKernels CPU = MoeKernels.on(CpuBackend.INSTANCE);
 
   @Override
   public int run(JobContext ctx) throws Exception {
@@ -212,9 +206,9 @@ final class VerifyCommand implements Command.Runner {
     for (long b : sample) {
       List<Token> toks = byBatch.getOrDefault(b, List.of());
       List<PermuteResult> results = new ArrayList<>();
-      try (Batch hb = new Batch(toks, spec, hasProbs)) {
+      try (ReferenceBatch hb = reference(toks, spec, hasProbs)) {
         for (int r = 0; r < ranks; r++) {
-          PermuteResult res = CPU.permute(hb.input, spec.optionsForRank(r));
+          PermuteResult res = hb.permute(spec.optionsForRank(r));
           results.add(res);
           String key = r + "/" + b;
           String at = "rank " + r + ", batch " + b;
@@ -254,55 +248,13 @@ final class VerifyCommand implements Command.Runner {
     return m;
   }
 
-  /** The host buffers of one batch. */
-  private static final class Batch implements AutoCloseable {
-    final HostBuffer tokens;
-    final HostBuffer routing;
-    final HostBuffer probs;
-    final PermuteInput input;
-
-    Batch(List<Token> toks, PermuteSpec spec, boolean hasProbs) {
-      int n = toks.size();
-      int k = spec.topK();
-      long rb = spec.rowBytes();
-      tokens = HostBuffer.allocate(n * rb);
-      routing = HostBuffer.allocate(4L * n * k);
-      probs = hasProbs ? HostBuffer.allocate(4L * n * k) : null;
-      for (int t = 0; t < n; t++) {
-        Token tok = toks.get(t);
-        if (tok.hidden().length != rb || tok.ids().length != k) {
-          throw new IllegalArgumentException(
-              "token_id="
-                  + tok.id()
-                  + " of --input has "
-                  + tok.hidden().length
-                  + " hidden bytes and "
-                  + tok.ids().length
-                  + " expert ids: the permute expected "
-                  + rb
-                  + " and "
-                  + k);
-        }
-        for (int x = 0; x < rb; x++) {
-          tokens.putByte(t * rb + x, tok.hidden()[x]);
-        }
-        for (int j = 0; j < k; j++) {
-          routing.putInt(4L * ((long) t * k + j), tok.ids()[j]);
-          if (probs != null) {
-            probs.putFloat(4L * ((long) t * k + j), tok.probs()[j]);
-          }
-        }
-      }
-      input = new PermuteInput(tokens, n, spec.hidden(), spec.dtype(), routing, k, probs);
-    }
-
-    @Override
-    public void close() {
-      tokens.close();
-      routing.close();
-      if (probs != null) {
-        probs.close();
-      }
+  /** The batch in host buffers, its sizes checked against the permute's spec. */
+  private static ReferenceBatch reference(List<Token> toks, PermuteSpec spec, boolean hasProbs) {
+    try {
+      return ReferenceBatch.of(toks, spec.hidden(), spec.dtype(), spec.topK(), hasProbs);
+    } catch (IllegalArgumentException e) {
+      throw new IllegalArgumentException(
+          "--input does not match the spec in --permuted's manifest: " + e.getMessage(), e);
     }
   }
 
@@ -502,57 +454,36 @@ final class VerifyCommand implements Command.Runner {
       long b,
       PermuteSpec spec,
       List<Token> toks,
-      Batch hb,
+      ReferenceBatch hb,
       List<PermuteResult> results,
       Map<Long, byte[]> actual)
       throws Mismatch {
     int n = toks.size();
-    int k = spec.topK();
     long rb = spec.rowBytes();
-    long total = 0;
-    for (PermuteResult r : results) {
-      total += r.numOut();
-    }
     Map<Long, byte[]> got = actual == null ? Map.of() : actual;
-    try (HostBuffer out = HostBuffer.allocate(total * rb);
-        HostBuffer ids = HostBuffer.allocate(4L * n * k)) {
-      ids.fill(0, ids.size(), (byte) 0xFF);
-      long base = 0;
-      for (PermuteResult r : results) {
-        out.copyFrom(base * rb, r.permuted(), 0, r.numOut() * rb);
-        for (long s = 0; s < (long) n * k; s++) {
-          int row = r.rowIdMap().getInt(4 * s);
-          if (row >= 0) {
-            ids.putInt(4 * s, (int) (base + row));
-          }
-        }
-        base += r.numOut();
+    try (HostBuffer exp = hb.combineIdentity(results)) {
+      if (got.size() != n) {
+        throw new Mismatch("batch " + b + ": " + got.size() + " combined tokens, expected " + n);
       }
-      UnpermuteInput in =
-          new UnpermuteInput(out, total, ids, n, k, spec.hidden(), spec.dtype(), hb.probs);
-      try (HostBuffer exp = CPU.unpermute(in)) {
-        if (got.size() != n) {
-          throw new Mismatch("batch " + b + ": " + got.size() + " combined tokens, expected " + n);
+      for (int t = 0; t < n; t++) {
+        long id = toks.get(t).id();
+        byte[] g = got.get(id);
+        if (g == null) {
+          throw new Mismatch("batch " + b + ": combined token_id " + id + " is missing");
         }
-        for (int t = 0; t < n; t++) {
-          long id = toks.get(t).id();
-          byte[] g = got.get(id);
-          if (g == null) {
-            throw new Mismatch("batch " + b + ": combined token_id " + id + " is missing");
-          }
-          for (int x = 0; x < rb; x++) {
-            byte e = exp.getByte(t * rb + x);
-            if (g[x] != e) {
-              throw new Mismatch(
-                  String.format(
-                      Locale.ROOT,
-                      "batch %d, combined token_id %d: hidden byte %d is 0x%02x, expected 0x%02x",
-                      b,
-                      id,
-                      x,
-                      g[x] & 0xFF,
-                      e & 0xFF));
-            }
+        byte[] want = ReferenceBatch.row(exp, t, rb);
+        for (int x = 0; x < rb; x++) {
+          byte e = want[x];
+          if (g[x] != e) {
+            throw new Mismatch(
+                String.format(
+                    Locale.ROOT,
+                    "batch %d, combined token_id %d: hidden byte %d is 0x%02x, expected 0x%02x",
+                    b,
+                    id,
+                    x,
+                    g[x] & 0xFF,
+                    e & 0xFF));
           }
         }
       }
