@@ -134,7 +134,7 @@ final class DemoCommand implements Command.Runner {
     String[] names = {"generate", "permute", "unpermute", "verify", "stats"};
     for (int i = 0; i < steps.length; i++) {
       long s = System.nanoTime();
-      Progress p = new Progress(ctx.err, names[i], 3000);
+      Progress p = new Progress(ctx.err, names[i], 3000, ctx.spark.sparkContext());
       ctx.spark.sparkContext().addSparkListener(p);
       int code;
       try {

@@ -102,7 +102,7 @@ public final class JobMain {
       err.println("moeprep " + name + ": failed: Spark did not start: " + oneLine(e));
       return 1;
     }
-    Progress progress = new Progress(err, name, 3000);
+    Progress progress = new Progress(err, name, 3000, spark.sparkContext());
     spark.sparkContext().addSparkListener(progress);
     try {
       return runner.run(new JobContext(spark, out, err, progress));
