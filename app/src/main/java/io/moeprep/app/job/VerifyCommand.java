@@ -5,6 +5,9 @@ import static org.apache.spark.sql.functions.floor;
 import static org.apache.spark.sql.functions.lit;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeprep.app.cli.HelpOption;
+import io.moeprep.app.cli.OptionChecks;
+import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
@@ -13,6 +16,7 @@ import io.moeprep.kernels.cpu.ReferenceBatch.Token;
 import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.PermuteSpec;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -20,56 +24,89 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
 import java.util.SplittableRandom;
 import java.util.TreeMap;
+import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.sql.Column;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.types.DataTypes;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /**
  * {@code moeprep verify}: recomputes a sample of batches with the kernels directly (CPU backend, no
  * Spark in the computation) from the input table and compares every output byte for byte.
  */
-final class VerifyCommand implements Command.Runner {
-  static final Command COMMAND =
-      new Command(
-          "verify",
-          "recompute a sample of batches with the kernels directly and compare bytes",
-          """
-          usage: moeprep verify --permuted DIR [--combined OUT] [options]
+@Command(
+    name = "verify",
+    header = "recompute a sample of batches with the kernels directly and compare bytes",
+    customSynopsis =
+        "moeprep verify --permuted DIR [--input TOKENS] [--combined OUT] [--batches B] [--seed S]",
+    description = {
+      "For each sampled batch, reads the batch's tokens from the input table, sorts them by",
+      "token_id and runs the CPU kernels directly for every rank, then compares with the",
+      "permute output: the permuted rows (token, slot, prob, hidden bytes, expert), the row map",
+      "and tokens per expert. With --combined (the output of moeprep unpermute with identity",
+      "experts) it also compares each combined token with a single-device unpermute.",
+      "Exits 0 when all equal, 1 with the first difference otherwise."
+    })
+final class VerifyCommand implements JobCommand {
+  @Option(
+      names = "--permuted",
+      paramLabel = "DIR",
+      required = true,
+      description = "output directory of moeprep permute (required)")
+  String permuted;
 
-          For each sampled batch, reads the batch's tokens from the input table, sorts them by
-          token_id and runs the CPU kernels directly for every rank, then compares with the
-          permute output: the permuted rows (token, slot, prob, hidden bytes, expert), the row map
-          and tokens per expert. With --combined (the output of moeprep unpermute with identity
-          experts) it also compares each combined token with a single-device unpermute.
-          Exits 0 when all equal, 1 with the first difference otherwise.
+  @Option(
+      names = "--input",
+      paramLabel = "TOKENS",
+      description = "the token table (default: the input recorded in DIR/manifest.json)")
+  String input;
 
-          options:
-            --permuted DIR   output directory of moeprep permute (required)
-            --input TOKENS   the token table (default: the input recorded in DIR/manifest.json)
-            --combined OUT   output directory of moeprep unpermute to check as well
-            --batches B      batches to sample (default 4; 0 = all)
-            --seed S         seed of the sample (default 7)
-          """,
-          Set.of("permuted", "input", "combined", "batches", "seed"),
-          Set.of(),
-          VerifyCommand::new);
+  @Option(
+      names = "--combined",
+      paramLabel = "OUT",
+      description = "output directory of moeprep unpermute to check as well")
+  String combined;
 
-  final String permuted;
-  final String input;
-  final String combined;
-  final int batches;
-  final long seed;
+  @Option(
+      names = "--batches",
+      paramLabel = "B",
+      description = "batches to sample (default 4; 0 = all)")
+  int batches = 4;
 
-  VerifyCommand(Args a) {
-    permuted = a.required("permuted", "DIR (the output of moeprep permute)");
-    input = a.str("input", null);
-    combined = a.str("combined", null);
-    batches = a.integer("batches", 4, 0, Integer.MAX_VALUE);
-    seed = a.longValue("seed", 7, Long.MIN_VALUE, Long.MAX_VALUE);
+  @Option(names = "--seed", paramLabel = "S", description = "seed of the sample (default 7)")
+  long seed = 7;
+
+  @Mixin HelpOption help;
+
+  /** The permute's manifest, the input table's path and the unpermute's manifest (or null). */
+  private ObjectNode permManifest;
+
+  private String inputPath;
+  private ObjectNode combinedManifest;
+
+  @Override
+  public void validate() {
+    OptionChecks.inRange("--batches", batches, 0, Integer.MAX_VALUE);
+  }
+
+  @Override
+  public void checkPaths(Configuration hadoop) throws IOException {
+    JobContext.requireExists(hadoop, permuted, "--permuted");
+    permManifest = Json.read(hadoop, permuted, PermuteCommand.MANIFEST, "--permuted");
+    inputPath = input != null ? input : permManifest.get("input").get("path").asText();
+    JobContext.requireExists(
+        hadoop,
+        inputPath,
+        input != null ? "--input" : "the input in --permuted's manifest (give --input)");
+    if (combined != null) {
+      JobContext.requireExists(hadoop, combined, "--combined");
+      combinedManifest = Json.read(hadoop, combined, UnpermuteCommand.MANIFEST, "--combined");
+    }
   }
 
   /** The first difference found, as one line. */
@@ -83,17 +120,9 @@ final class VerifyCommand implements Command.Runner {
 
   @Override
   public int run(JobContext ctx) throws Exception {
-    ctx.requireExists(permuted, "--permuted");
-    ObjectNode pm = Json.read(ctx.hadoop(), permuted, PermuteCommand.MANIFEST, "--permuted");
-    String in = input != null ? input : pm.get("input").get("path").asText();
-    ctx.requireExists(
-        in, input != null ? "--input" : "the input in --permuted's manifest (give --input)");
-    PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, "cpu");
-    ObjectNode cm = null;
-    if (combined != null) {
-      ctx.requireExists(combined, "--combined");
-      cm = Json.read(ctx.hadoop(), combined, UnpermuteCommand.MANIFEST, "--combined");
-    }
+    String in = inputPath;
+    PermuteSpec spec = UnpermuteCommand.specOf(ctx, permManifest, BackendChoice.CPU);
+    ObjectNode cm = combinedManifest;
     boolean checkCombined = cm != null && cm.get("input").get("identity_experts").asBoolean();
     try (Progress.Step step = ctx.progress.step("recompute and compare")) {
       String result = verify(ctx, spec, in, checkCombined);
