@@ -1,10 +1,8 @@
 package io.moeprep.app.job;
 
-import io.moeprep.app.cli.DTypeOption;
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
-import io.moeprep.kernels.DType;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
@@ -44,33 +42,13 @@ final class DemoCommand implements JobCommand {
       description = "output directory (default moeprep-out)")
   String out = "moeprep-out";
 
-  @Option(names = "--tokens", paramLabel = "N", description = "tokens (default 4096)")
-  long tokens = 4096;
-
-  @Option(names = "--hidden", paramLabel = "H", description = "elements per token (default 256)")
-  int hidden = 256;
-
-  @Option(
-      names = "--dtype",
-      paramLabel = "D",
-      converter = DTypeOption.class,
-      description = "f32, bf16, f16, fp8e4m3, fp8e5m2 (default bf16)")
-  DType dtype = DType.BF16;
-
-  @Option(names = "--top-k", paramLabel = "K", description = "experts per token (default 4)")
-  int topK = 4;
+  @Mixin TokenTableOptions table = new TokenTableOptions();
 
   @Option(names = "--experts", paramLabel = "E", description = "experts (default 16)")
   Integer experts;
 
   @Option(names = "--ep-size", paramLabel = "R", description = "expert-parallel ranks (default 4)")
   int epSize = 4;
-
-  @Option(
-      names = "--tokens-per-batch",
-      paramLabel = "T",
-      description = "tokens per batch (default 1024)")
-  int tokensPerBatch = 1024;
 
   @Option(names = "--score", paramLabel = "S", description = "softmax or sigmoid (default sigmoid)")
   Router.Scoring score = Router.Scoring.SIGMOID;
@@ -88,12 +66,6 @@ final class DemoCommand implements JobCommand {
   Integer topkGroups;
 
   @Option(
-      names = "--skew",
-      paramLabel = "S",
-      description = "Zipf exponent of expert popularity (default 0.5)")
-  double skew = 0.5;
-
-  @Option(
       names = "--capacity-factor",
       paramLabel = "F",
       description = "per-expert capacity factor (default 1.25; 0 = no capacity)")
@@ -104,9 +76,6 @@ final class DemoCommand implements JobCommand {
 
   @Option(names = "--backend", paramLabel = "B", description = "auto, cpu or cuda (default auto)")
   BackendChoice backend = BackendChoice.AUTO;
-
-  @Option(names = "--seed", paramLabel = "S", description = "random seed (default 42)")
-  long seed = 42;
 
   @Mixin HelpOption help;
 
@@ -124,18 +93,12 @@ final class DemoCommand implements JobCommand {
     }
     generate.out = out + "/tokens";
     generate.force = true;
-    generate.tokens = tokens;
-    generate.hidden = hidden;
-    generate.dtype = dtype;
-    generate.topK = topK;
+    generate.table = table;
     generate.experts = experts == null ? 16 : experts;
-    generate.tokensPerBatch = tokensPerBatch;
     generate.score = score;
     generate.groups = groups != null ? groups : experts != null ? 1 : 4;
     generate.topkGroups =
         topkGroups != null ? topkGroups : generate.groups == 4 ? 2 : generate.groups;
-    generate.skew = skew;
-    generate.seed = seed;
     permute.input = generate.out;
     permute.out = out + "/permuted";
     permute.force = true;
@@ -144,13 +107,13 @@ final class DemoCommand implements JobCommand {
     permute.capacityFactor = capacityFactor > 0 ? capacityFactor : null;
     permute.layout = layout;
     permute.backend = backend;
-    unpermute.permuted = permute.out;
+    unpermute.permuted.dir = permute.out;
     unpermute.out = out + "/combined";
     unpermute.force = true;
-    verify.permuted = permute.out;
+    verify.permuted.dir = permute.out;
     verify.combined = unpermute.out;
     verify.batches = 0;
-    stats.permuted = permute.out;
+    stats.permuted.dir = permute.out;
     stats.out = out + "/stats";
     stats.force = true;
     for (JobCommand step : steps()) {

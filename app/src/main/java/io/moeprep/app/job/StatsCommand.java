@@ -37,12 +37,7 @@ final class StatsCommand implements JobCommand {
   static final String JSON = "stats.json";
   static final int MAX_BATCH_ROWS = 50;
 
-  @Option(
-      names = "--permuted",
-      paramLabel = "DIR",
-      required = true,
-      description = "output directory of moeprep permute (required)")
-  String permuted;
+  @Mixin PermutedOption permuted = new PermutedOption();
 
   @Option(
       names = "--out",
@@ -64,13 +59,13 @@ final class StatsCommand implements JobCommand {
 
   @Mixin HelpOption help;
 
-  /** The permute's manifest, read by {@link #checkPaths}. */
-  private ObjectNode permManifest;
-
   @Override
   public void validate() {
     if (out == null) {
-      String p = permuted.endsWith("/") ? permuted.substring(0, permuted.length() - 1) : permuted;
+      String p =
+          permuted.dir.endsWith("/")
+              ? permuted.dir.substring(0, permuted.dir.length() - 1)
+              : permuted.dir;
       out = p + "-stats";
     }
     OptionChecks.inRange("--width", width, 200, 20000);
@@ -79,8 +74,7 @@ final class StatsCommand implements JobCommand {
 
   @Override
   public void checkPaths(Configuration hadoop) throws IOException {
-    JobContext.requireExists(hadoop, permuted, "--permuted");
-    permManifest = Json.read(hadoop, permuted, PermuteCommand.MANIFEST, "--permuted");
+    permuted.readManifest(hadoop);
     OutputDir.checkAvailable(hadoop, out, "--out", force);
   }
 
@@ -97,14 +91,14 @@ final class StatsCommand implements JobCommand {
 
   @Override
   public int run(JobContext ctx) throws Exception {
-    ObjectNode pm = permManifest;
+    ObjectNode pm = permuted.manifest;
     PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, BackendChoice.CPU);
     ExpertLoad load = new ExpertLoad(spec.expertPlacement());
     try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
       for (Row r :
           ctx.spark
               .read()
-              .parquet(permuted + "/tokens_per_expert")
+              .parquet(permuted.dir + "/tokens_per_expert")
               .select("batch", "expert", "kept", "dropped")
               .collectAsList()) {
         load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));

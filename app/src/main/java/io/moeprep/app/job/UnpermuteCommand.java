@@ -44,12 +44,7 @@ import picocli.CommandLine.Option;
 final class UnpermuteCommand implements JobCommand {
   static final String MANIFEST = "manifest.json";
 
-  @Option(
-      names = "--permuted",
-      paramLabel = "DIR",
-      required = true,
-      description = "output directory of moeprep permute (required)")
-  String permuted;
+  @Mixin PermutedOption permuted = new PermutedOption();
 
   @Option(
       names = "--expert-out",
@@ -84,9 +79,6 @@ final class UnpermuteCommand implements JobCommand {
 
   @Mixin HelpOption help;
 
-  /** The permute's manifest, read by {@link #checkPaths}. */
-  private ObjectNode permManifest;
-
   @Override
   public void validate() {
     if (combinePartitions != null) {
@@ -96,8 +88,7 @@ final class UnpermuteCommand implements JobCommand {
 
   @Override
   public void checkPaths(Configuration hadoop) throws IOException {
-    JobContext.requireExists(hadoop, permuted, "--permuted");
-    permManifest = Json.read(hadoop, permuted, PermuteCommand.MANIFEST, "--permuted");
+    permuted.readManifest(hadoop);
     if (expertOut != null) {
       JobContext.requireExists(hadoop, expertOut, "--expert-out");
     }
@@ -129,7 +120,7 @@ final class UnpermuteCommand implements JobCommand {
   @Override
   public int run(JobContext ctx) throws Exception {
     long start = System.nanoTime();
-    ObjectNode pm = permManifest;
+    ObjectNode pm = permuted.manifest;
     PermuteSpec spec = specOf(ctx, pm, backend);
     if (combinePartitions != null) {
       spec = spec.toBuilder().combinePartitions(combinePartitions).build();
@@ -141,13 +132,13 @@ final class UnpermuteCommand implements JobCommand {
               + " of --permuted cannot be combined (FP8 is moved, never converted): permute a"
               + " table of f32, bf16 or f16");
     }
-    String x = expertOut == null ? permuted + "/data" : expertOut;
+    String x = expertOut == null ? permuted.dir + "/data" : expertOut;
     ObjectNode timings = Json.object();
     long tokens;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s = ctx.progress.step("combine")) {
         Dataset<Row> experts = ctx.spark.read().parquet(x);
-        Dataset<Row> rowMap = ctx.spark.read().parquet(permuted + "/row_map");
+        Dataset<Row> rowMap = ctx.spark.read().parquet(permuted.dir + "/row_map");
         withSourceRank(MoePrep.unpermute(experts, rowMap, spec), spec.expertPlacement().numRanks())
             .write()
             .options(MoePrep.PARQUET_OPTIONS)
@@ -161,7 +152,7 @@ final class UnpermuteCommand implements JobCommand {
       m.put("version", JobMain.VERSION);
       m.put("created", java.time.Instant.now().toString());
       ObjectNode in = m.putObject("input");
-      in.put("permuted", permuted);
+      in.put("permuted", permuted.dir);
       in.put("expert_out", x);
       in.put("identity_experts", expertOut == null);
       ObjectNode opts = m.putObject("options");

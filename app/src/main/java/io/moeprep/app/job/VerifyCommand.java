@@ -53,12 +53,7 @@ import picocli.CommandLine.Option;
       "Exits 0 when all equal, 1 with the first difference otherwise."
     })
 final class VerifyCommand implements JobCommand {
-  @Option(
-      names = "--permuted",
-      paramLabel = "DIR",
-      required = true,
-      description = "output directory of moeprep permute (required)")
-  String permuted;
+  @Mixin PermutedOption permuted = new PermutedOption();
 
   @Option(
       names = "--input",
@@ -83,10 +78,9 @@ final class VerifyCommand implements JobCommand {
 
   @Mixin HelpOption help;
 
-  /** The permute's manifest, the input table's path and the unpermute's manifest (or null). */
-  private ObjectNode permManifest;
-
+  /** The token table (--input or the permute's input) and the unpermute's manifest or null. */
   private String inputPath;
+
   private ObjectNode combinedManifest;
 
   @Override
@@ -96,9 +90,8 @@ final class VerifyCommand implements JobCommand {
 
   @Override
   public void checkPaths(Configuration hadoop) throws IOException {
-    JobContext.requireExists(hadoop, permuted, "--permuted");
-    permManifest = Json.read(hadoop, permuted, PermuteCommand.MANIFEST, "--permuted");
-    inputPath = input != null ? input : permManifest.get("input").get("path").asText();
+    permuted.readManifest(hadoop);
+    inputPath = input != null ? input : permuted.manifest.get("input").get("path").asText();
     JobContext.requireExists(
         hadoop,
         inputPath,
@@ -121,7 +114,7 @@ final class VerifyCommand implements JobCommand {
   @Override
   public int run(JobContext ctx) throws Exception {
     String in = inputPath;
-    PermuteSpec spec = UnpermuteCommand.specOf(ctx, permManifest, BackendChoice.CPU);
+    PermuteSpec spec = UnpermuteCommand.specOf(ctx, permuted.manifest, BackendChoice.CPU);
     ObjectNode cm = combinedManifest;
     boolean checkCombined = cm != null && cm.get("input").get("identity_experts").asBoolean();
     try (Progress.Step step = ctx.progress.step("recompute and compare")) {
@@ -155,7 +148,7 @@ final class VerifyCommand implements JobCommand {
         fields.contains(c[4])
             ? col(c[4]).cast("long")
             : floor(col(c[0]).cast("long").divide(lit(spec.tokensPerBatch()))).cast("long");
-    Dataset<Row> tpe = ctx.spark.read().parquet(permuted + "/tokens_per_expert");
+    Dataset<Row> tpe = ctx.spark.read().parquet(permuted.dir + "/tokens_per_expert");
     List<Long> all = new ArrayList<>();
     for (Row r : tpe.select("batch").distinct().collectAsList()) {
       all.add(r.getLong(0));
@@ -213,10 +206,10 @@ final class VerifyCommand implements JobCommand {
     }
     byBatch.values().forEach(l -> l.sort((a, b) -> Long.compare(a.id(), b.id())));
     String dataOrder = spec.layout() == Layout.PACKED ? "row_offset" : "row";
-    Map<String, List<Row>> data = group(ctx, permuted + "/data", keys, dataOrder);
-    Map<String, List<Row>> rowMap = group(ctx, permuted + "/row_map", keys, "token_id");
+    Map<String, List<Row>> data = group(ctx, permuted.dir + "/data", keys, dataOrder);
+    Map<String, List<Row>> rowMap = group(ctx, permuted.dir + "/row_map", keys, "token_id");
     Map<String, List<Row>> perExpert =
-        group(ctx, permuted + "/tokens_per_expert", keys, "local_expert");
+        group(ctx, permuted.dir + "/tokens_per_expert", keys, "local_expert");
     Map<Long, Map<Long, byte[]>> comb = new HashMap<>();
     if (checkCombined) {
       for (Row r :
@@ -374,24 +367,28 @@ final class VerifyCommand implements JobCommand {
                 + ", expected "
                 + (exp.permutedProbs() == null ? "null" : exp.permutedProbs().getFloat(4L * i)));
       }
-      for (long x = 0; x < rb; x++) {
-        byte e = exp.permuted().getByte(i * rb + x);
-        byte g = hidden[(int) (i * rb + x)];
-        if (e != g) {
-          throw new Mismatch(
-              String.format(
-                  Locale.ROOT,
-                  "%s (token_id %d, slot %d): hidden byte %d is 0x%02x, expected 0x%02x",
-                  row,
-                  token,
-                  slot,
-                  x,
-                  g & 0xFF,
-                  e & 0xFF));
-        }
-      }
+      compareHidden(
+          row + " (token_id " + token + ", slot " + slot + ")",
+          hidden,
+          (int) (i * rb),
+          ReferenceBatch.row(exp.permuted(), i, rb));
     }
     return meta.size();
+  }
+
+  /** Fails at the first of {@code want}'s bytes that {@code got} (from {@code at}) differs in. */
+  private static void compareHidden(String where, byte[] got, int at, byte[] want) throws Mismatch {
+    int x = Arrays.mismatch(got, at, at + want.length, want, 0, want.length);
+    if (x >= 0) {
+      throw new Mismatch(
+          String.format(
+              Locale.ROOT,
+              "%s: hidden byte %d is 0x%02x, expected 0x%02x",
+              where,
+              x,
+              got[at + x] & 0xFF,
+              want[x] & 0xFF));
+    }
   }
 
   /** The expert whose segment holds output row {@code i}, or -1 (numOut's zero tail). */
@@ -500,21 +497,11 @@ final class VerifyCommand implements JobCommand {
         if (g == null) {
           throw new Mismatch("batch " + b + ": combined token_id " + id + " is missing");
         }
-        byte[] want = ReferenceBatch.row(exp, t, rb);
-        for (int x = 0; x < rb; x++) {
-          byte e = want[x];
-          if (g[x] != e) {
-            throw new Mismatch(
-                String.format(
-                    Locale.ROOT,
-                    "batch %d, combined token_id %d: hidden byte %d is 0x%02x, expected 0x%02x",
-                    b,
-                    id,
-                    x,
-                    g[x] & 0xFF,
-                    e & 0xFF));
-          }
+        String where = "batch " + b + ", combined token_id " + id;
+        if (g.length != rb) {
+          throw new Mismatch(where + ": " + g.length + " hidden bytes, expected " + rb);
         }
+        compareHidden(where, g, 0, ReferenceBatch.row(exp, t, rb));
       }
     }
     return n;

@@ -182,10 +182,8 @@ public final class KernelCli {
     public void run(PrintStream stdout) throws IOException {
       OptionChecks.inRange("--experts", experts, 1, Integer.MAX_VALUE);
       PermuteOptions options = options();
-      requireFiles(
-          new Object[][] {{"--tokens", tokens}, {"--routing", routing}, {"--probs", probs}});
-      checkOutput(out, force);
-      MoeKernels kernels = kernels(backend);
+      MoeKernels kernels =
+          prepare(backend, out, force, "--tokens", tokens, "--routing", routing, "--probs", probs);
       try (Npy.Array tokens = Npy.read(this.tokens);
           Npy.Array routing = Npy.read(this.routing);
           Npy.Array probs = this.probs == null ? null : Npy.read(this.probs)) {
@@ -320,12 +318,17 @@ public final class KernelCli {
 
     @Override
     public void run(PrintStream stdout) throws IOException {
-      requireFiles(
-          new Object[][] {
-            {"--expert-out", expertOut}, {"--row-id-map", rowIdMap}, {"--probs", probs}
-          });
-      checkOutput(out, force);
-      MoeKernels kernels = kernels(backend);
+      MoeKernels kernels =
+          prepare(
+              backend,
+              out,
+              force,
+              "--expert-out",
+              expertOut,
+              "--row-id-map",
+              rowIdMap,
+              "--probs",
+              probs);
       try (Npy.Array x = Npy.read(expertOut);
           Npy.Array map = Npy.read(rowIdMap);
           Npy.Array probs = this.probs == null ? null : Npy.read(this.probs)) {
@@ -367,29 +370,32 @@ public final class KernelCli {
     }
   }
 
-  /** The kernels on {@code choice}; an unusable GPU is an unavailable resource (exit code 2). */
-  private static MoeKernels kernels(BackendChoice choice) {
-    try {
-      return MoeKernels.create(choice);
-    } catch (IllegalStateException e) {
-      throw new MoePrepCommandLine.Unavailable(
-          e.getMessage() + ": use --backend cpu (or auto, the GPU when there is one)", e);
-    }
-  }
-
-  /** Fails naming the option when one of the given {option, path} pairs is not a file. */
-  private static void requireFiles(Object[][] optionPaths) {
-    for (Object[] op : optionPaths) {
-      Path p = (Path) op[1];
+  /**
+   * What a command checks before it reads any array: its input files ({@code option, path} pairs; a
+   * null path is an option not given) exist, its output does not (unless {@code force}), and the
+   * backend can run.
+   */
+  private static MoeKernels prepare(
+      BackendChoice backend, Path out, boolean force, Object... optionPaths) {
+    for (int i = 0; i < optionPaths.length; i += 2) {
+      Path p = (Path) optionPaths[i + 1];
       if (p != null && !Files.isRegularFile(p)) {
         throw new IllegalArgumentException(
-            op[0]
+            optionPaths[i]
                 + " "
                 + p
                 + (Files.exists(p) ? " is not a file" : " does not exist")
                 + ": fix "
-                + op[0]);
+                + optionPaths[i]);
       }
+    }
+    checkOutput(out, force);
+    try {
+      return MoeKernels.create(backend);
+    } catch (IllegalStateException e) {
+      // only CUDA fails to be chosen: an unusable GPU is an unavailable resource (exit code 2)
+      throw new MoePrepCommandLine.Unavailable(
+          e.getMessage() + ": use --backend cpu (or auto, the GPU when there is one)", e);
     }
   }
 
