@@ -5,12 +5,10 @@ import io.moeprep.app.cli.MoePrepCommandLine;
 import java.io.PrintStream;
 import java.util.function.Supplier;
 import org.apache.hadoop.conf.Configuration;
-import org.apache.spark.SparkConf;
 import org.apache.spark.sql.AnalysisException;
 import org.apache.spark.sql.SparkSession;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
-import scala.Tuple2;
 
 /**
  * The main job's command line ({@link io.moeprep.app.MoePrepJob}): the {@code moeprep} command and
@@ -81,13 +79,16 @@ public final class JobMain {
 
   /**
    * The Hadoop configuration of the file systems before the session exists: the defaults on the
-   * class path plus the {@code spark.hadoop.*} settings given to the JVM (as spark-submit passes
-   * them), as the session's will be.
+   * class path plus the {@code spark.hadoop.*} settings given to the JVM as system properties (as
+   * spark-submit and bin/moeprep pass them, and as the session's configuration will have them).
    */
   static Configuration hadoopConfiguration() {
     Configuration c = new Configuration();
-    for (Tuple2<String, String> kv : new SparkConf().getAllWithPrefix("spark.hadoop.")) {
-      c.set(kv._1(), kv._2());
+    String prefix = "spark.hadoop.";
+    for (String key : System.getProperties().stringPropertyNames()) {
+      if (key.startsWith(prefix)) {
+        c.set(key.substring(prefix.length()), System.getProperty(key));
+      }
     }
     return c;
   }
