@@ -7,8 +7,8 @@ import org.apache.spark.sql.SparkSession;
 /**
  * MoePrep's main job: {@code generate}, {@code permute}, {@code unpermute}, {@code verify}, {@code
  * stats} and {@code demo}. Run it with {@code spark-submit --class io.moeprep.app.MoePrepJob
- * moeprep-plugin.jar demo}, or {@code bin/moeprep demo} (local mode, no Spark installation).
- * Without {@code spark.master} it runs in local mode on all cores.
+ * moeprep-app.jar demo}, or {@code bin/moeprep demo} (local mode, no Spark installation). Without
+ * {@code spark.master} it runs in local mode on all cores.
  */
 public final class MoePrepJob {
   private MoePrepJob() {}

@@ -1,5 +1,6 @@
 package io.moeprep.kernels;
 
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
@@ -53,5 +54,24 @@ class HostBufferTest {
     }
     HostBuffer.trimCache();
     assertEquals(0, HostBuffer.cachedBytes());
+  }
+
+  @Test
+  void bytesCopyToAndFromJavaArraysWithinBounds() {
+    byte[] src = {1, 2, 3, 4, 5, 6, 7};
+    try (HostBuffer b = HostBuffer.allocateZeroed(8)) {
+      b.copyFrom(3, src, 2, 5);
+      assertEquals(3, b.getByte(3));
+      assertEquals(7, b.getByte(7));
+      assertEquals(0, b.getByte(2));
+      byte[] dst = new byte[6];
+      b.copyTo(2, dst, 1, 4);
+      assertArrayEquals(new byte[] {0, 0, 3, 4, 5, 0}, dst);
+      b.copyTo(8, dst, 6, 0); // empty ranges at the ends are fine
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyFrom(4, src, 0, 5));
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyFrom(0, src, 3, 5));
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyTo(0, dst, 3, 4));
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyTo(-1, dst, 0, 1));
+    }
   }
 }

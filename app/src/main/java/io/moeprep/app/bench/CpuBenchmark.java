@@ -49,7 +49,7 @@ public final class CpuBenchmark {
 
   private static void run(Case c, int iters, SplittableRandom rnd) {
     DType d = DType.BF16;
-    long rowBytes = (long) c.h * d.bytes();
+    long rowBytes = d.rowBytes(c.h);
     try (HostBuffer tokens = HostBuffer.allocate(c.n * rowBytes);
         HostBuffer routing = HostBuffer.allocate(c.n * c.k * 4);
         HostBuffer probs = HostBuffer.allocate(c.n * c.k * 4)) {
@@ -112,16 +112,13 @@ public final class CpuBenchmark {
   }
 
   private static void parallelCopy(HostBuffer src, HostBuffer dst, long bytes, long rows) {
-    var u = HostBuffer.unsafe();
-    long s = src.address();
-    long t = dst.address();
     long per = bytes / rows;
     CpuPool.forRange(
         rows,
         16,
         (from, to) -> {
           long end = to == rows ? bytes : to * per;
-          u.copyMemory(s + from * per, t + from * per, end - from * per);
+          dst.copyFrom(from * per, src, from * per, end - from * per);
         });
   }
 
@@ -142,8 +139,6 @@ public final class CpuBenchmark {
   }
 
   private static void fillBf16(HostBuffer b, long seed) {
-    var u = HostBuffer.unsafe();
-    long base = b.address();
     long words = b.size() / 8;
     CpuPool.forRange(
         words,
@@ -152,7 +147,7 @@ public final class CpuBenchmark {
           SplittableRandom r = new SplittableRandom(seed + from);
           for (long i = from; i < to; i++) {
             // finite BF16 values in [-2, 2)
-            u.putLong(base + 8 * i, r.nextLong() & 0xBFFFBFFFBFFFBFFFL);
+            b.putLong(8 * i, r.nextLong() & 0xBFFFBFFFBFFFBFFFL);
           }
         });
   }

@@ -41,7 +41,8 @@ public final class SoakBenchmark {
     long liveBefore = HostBuffer.liveBuffers();
     long bytesBefore = HostBuffer.bytesInUse();
     double[] gbs = new double[batches + 1];
-    try (HostBuffer tokens = HostBuffer.allocate(n * h * d.bytes());
+    long rowBytes = d.rowBytes(h);
+    try (HostBuffer tokens = HostBuffer.allocate(n * rowBytes);
         HostBuffer routing = HostBuffer.allocate(n * k * 4);
         HostBuffer probs = HostBuffer.allocate(n * k * 4)) {
       for (long i = 0; i + 8 <= tokens.size(); i += 8) {
@@ -57,7 +58,7 @@ public final class SoakBenchmark {
                 kernels.unpermute(
                     new UnpermuteInput(
                         r.permuted(), r.numOut(), r.rowIdMap(), n, k, h, d, probs))) {
-          moved = (3 * r.numOut() + out.size() / (h * d.bytes())) * (long) h * d.bytes();
+          moved = (3 * r.numOut() + out.size() / rowBytes) * rowBytes;
         }
         double ms = (System.nanoTime() - t0) / 1e6;
         gbs[b] = moved / ms / 1e6;

@@ -41,7 +41,7 @@ public final class TokenData {
       int k,
       int e,
       double minus1) {
-    int rowBytes = hidden * dtype.bytes();
+    int rowBytes = Math.toIntExact(dtype.rowBytes(hidden));
     return spark
         .range(0, n, 1, partitions)
         .toDF("token_id")

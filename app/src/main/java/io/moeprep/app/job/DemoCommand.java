@@ -1,143 +1,143 @@
 package io.moeprep.app.job;
 
+import io.moeprep.app.cli.HelpOption;
+import io.moeprep.app.cli.OptionChecks;
+import io.moeprep.kernels.BackendChoice;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Locale;
-import java.util.Set;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /**
  * {@code moeprep demo}: generate, permute, unpermute, verify and stats on a small default, into one
  * directory it owns (and replaces on every run).
  */
-final class DemoCommand implements Command.Runner {
-  static final Command COMMAND =
-      new Command(
-          "demo",
-          "generate, permute, unpermute, verify and stats on a small default (README's first"
-              + " command)",
-          """
-          usage: moeprep demo [--out DIR] [options]
+@Command(
+    name = "demo",
+    header =
+        "generate, permute, unpermute, verify and stats on a small default (README's first"
+            + " command)",
+    customSynopsis = {
+      "moeprep demo [--out moeprep-out] [--tokens 4096] [--hidden 256] [--dtype bf16] [--top-k 4]",
+      "    [--experts 16] [--ep-size 4] [--tokens-per-batch 1024] [--score sigmoid] [--groups 4]",
+      "    [--topk-groups 2] [--skew 0.5] [--capacity-factor 1.25] [--layout rows] [--backend auto]",
+      "    [--seed 42]"
+    },
+    description = {
+      "Runs the whole job on generated data and prints a summary and where the chart is:",
+      "  DIR/tokens     generate: N tokens, DeepSeek-V3-style routing (sigmoid scores, top-2",
+      "                 of 4 expert groups, top-4 of 16 experts), Zipf skew 0.5",
+      "  DIR/permuted   permute over 4 EP ranks, capacity factor 1.25 (drops hot experts' excess)",
+      "  DIR/combined   unpermute with identity experts",
+      "                 verify: every batch recomputed with the kernels and compared",
+      "  DIR/stats      stats: expert_load.png, report.md, stats.json",
+      "DIR (default moeprep-out) is replaced on every run."
+    })
+final class DemoCommand implements JobCommand {
+  @Option(
+      names = "--out",
+      paramLabel = "DIR",
+      description = "output directory (default moeprep-out)")
+  String out = "moeprep-out";
 
-          Runs the whole job on generated data and prints a summary and where the chart is:
-            DIR/tokens     generate: N tokens, DeepSeek-V3-style routing (sigmoid scores, top-2
-                           of 4 expert groups, top-4 of 16 experts), Zipf skew 0.5
-            DIR/permuted   permute over 4 EP ranks, capacity factor 1.25 (drops hot experts' excess)
-            DIR/combined   unpermute with identity experts
-                           verify: every batch recomputed with the kernels and compared
-            DIR/stats      stats: expert_load.png, report.md, stats.json
-          DIR (default moeprep-out) is replaced on every run.
+  @Mixin TokenTableOptions table = new TokenTableOptions();
 
-          options (defaults in brackets):
-            --out DIR [moeprep-out]   --tokens N [4096]        --hidden H [256]
-            --dtype D [bf16]          --top-k K [4]            --experts E [16]
-            --ep-size R [4]           --tokens-per-batch T [1024]
-            --score S [sigmoid]       --groups G [4]           --topk-groups TG [2]
-            --skew S [0.5]            --capacity-factor F [1.25, 0 = no capacity]
-            --layout L [rows]         --backend B [auto]       --seed S [42]
-          """,
-          Set.of(
-              "out",
-              "tokens",
-              "hidden",
-              "dtype",
-              "top-k",
-              "experts",
-              "ep-size",
-              "tokens-per-batch",
-              "score",
-              "groups",
-              "topk-groups",
-              "skew",
-              "capacity-factor",
-              "layout",
-              "backend",
-              "seed"),
-          Set.of(),
-          DemoCommand::new);
+  @Option(names = "--experts", paramLabel = "E", description = "experts (default 16)")
+  Integer experts;
 
-  final String out;
-  final GenerateCommand generate;
-  final PermuteCommand permute;
-  final UnpermuteCommand unpermute;
-  final VerifyCommand verify;
-  final StatsCommand stats;
+  @Option(names = "--ep-size", paramLabel = "R", description = "expert-parallel ranks (default 4)")
+  int epSize = 4;
 
-  DemoCommand(Args a) {
-    String dir = a.str("out", "moeprep-out");
-    out = dir.endsWith("/") ? dir.substring(0, dir.length() - 1) : dir;
-    List<String> g = new ArrayList<>(List.of("--out", out + "/tokens", "--force"));
-    opt(a, g, "tokens", "4096");
-    opt(a, g, "hidden", "256");
-    opt(a, g, "dtype", "bf16");
-    opt(a, g, "top-k", "4");
-    opt(a, g, "experts", "16");
-    opt(a, g, "tokens-per-batch", "1024");
-    opt(a, g, "score", "sigmoid");
-    String groups = a.str("groups", a.has("experts") ? "1" : "4");
-    g.addAll(List.of("--groups", groups));
-    g.addAll(List.of("--topk-groups", a.str("topk-groups", groups.equals("4") ? "2" : groups)));
-    opt(a, g, "skew", "0.5");
-    opt(a, g, "seed", "42");
-    generate = new GenerateCommand(parse(GenerateCommand.COMMAND, g));
-    List<String> p =
-        new ArrayList<>(List.of("--input", out + "/tokens", "--out", out + "/permuted", "--force"));
-    opt(a, p, "ep-size", "4");
-    double cf = a.real("capacity-factor", 1.25, 0, 1e6);
-    if (cf > 0) {
-      p.addAll(List.of("--capacity-factor", Double.toString(cf)));
+  @Option(names = "--score", paramLabel = "S", description = "softmax or sigmoid (default sigmoid)")
+  Router.Scoring score = Router.Scoring.SIGMOID;
+
+  @Option(
+      names = "--groups",
+      paramLabel = "G",
+      description = "expert groups (default 4; 1 with --experts)")
+  Integer groups;
+
+  @Option(
+      names = "--topk-groups",
+      paramLabel = "TG",
+      description = "groups kept per token (default 2 of 4 groups, else all)")
+  Integer topkGroups;
+
+  @Option(
+      names = "--capacity-factor",
+      paramLabel = "F",
+      description = "per-expert capacity factor (default 1.25; 0 = no capacity)")
+  double capacityFactor = 1.25;
+
+  @Option(names = "--layout", paramLabel = "L", description = "rows or packed (default rows)")
+  String layout = "rows";
+
+  @Option(names = "--backend", paramLabel = "B", description = "auto, cpu or cuda (default auto)")
+  BackendChoice backend = BackendChoice.AUTO;
+
+  @Mixin HelpOption help;
+
+  final GenerateCommand generate = new GenerateCommand();
+  final PermuteCommand permute = new PermuteCommand();
+  final UnpermuteCommand unpermute = new UnpermuteCommand();
+  final VerifyCommand verify = new VerifyCommand();
+  final StatsCommand stats = new StatsCommand();
+
+  /** Sets the five steps' options from the demo's, and checks them all. */
+  @Override
+  public void validate() {
+    if (out.endsWith("/")) {
+      out = out.substring(0, out.length() - 1);
     }
-    opt(a, p, "layout", "rows");
-    opt(a, p, "backend", "auto");
-    permute = new PermuteCommand(parse(PermuteCommand.COMMAND, p));
-    unpermute =
-        new UnpermuteCommand(
-            parse(
-                UnpermuteCommand.COMMAND,
-                List.of("--permuted", out + "/permuted", "--out", out + "/combined", "--force")));
-    verify =
-        new VerifyCommand(
-            parse(
-                VerifyCommand.COMMAND,
-                List.of(
-                    "--permuted",
-                    out + "/permuted",
-                    "--combined",
-                    out + "/combined",
-                    "--batches",
-                    "0")));
-    stats =
-        new StatsCommand(
-            parse(
-                StatsCommand.COMMAND,
-                List.of("--permuted", out + "/permuted", "--out", out + "/stats", "--force")));
+    generate.out = out + "/tokens";
+    generate.force = true;
+    generate.table = table;
+    generate.experts = experts == null ? 16 : experts;
+    generate.score = score;
+    generate.groups = groups != null ? groups : experts != null ? 1 : 4;
+    generate.topkGroups =
+        topkGroups != null ? topkGroups : generate.groups == 4 ? 2 : generate.groups;
+    permute.input = generate.out;
+    permute.out = out + "/permuted";
+    permute.force = true;
+    permute.epSize = epSize;
+    OptionChecks.inRange("--capacity-factor", capacityFactor, 0, 1e6);
+    permute.capacityFactor = capacityFactor > 0 ? capacityFactor : null;
+    permute.layout = layout;
+    permute.backend = backend;
+    unpermute.permuted.dir = permute.out;
+    unpermute.out = out + "/combined";
+    unpermute.force = true;
+    verify.permuted.dir = permute.out;
+    verify.combined = unpermute.out;
+    verify.batches = 0;
+    stats.permuted.dir = permute.out;
+    stats.out = out + "/stats";
+    stats.force = true;
+    for (JobCommand step : steps()) {
+      step.validate();
+    }
   }
 
-  private static void opt(Args a, List<String> to, String name, String def) {
-    to.add("--" + name);
-    to.add(a.str(name, def));
-  }
-
-  private static Args parse(Command c, List<String> argv) {
-    String[] arr = new String[argv.size() + 1];
-    arr[0] = c.name();
-    for (int i = 0; i < argv.size(); i++) {
-      arr[i + 1] = argv.get(i);
-    }
-    return Args.parse(c.name(), arr, 1, c.options(), c.flags());
+  private JobCommand[] steps() {
+    return new JobCommand[] {generate, permute, unpermute, verify, stats};
   }
 
   @Override
   public int run(JobContext ctx) throws Exception {
     long start = System.nanoTime();
     List<String> times = new ArrayList<>();
-    Command.Runner[] steps = {generate, permute, unpermute, verify, stats};
+    JobCommand[] steps = steps();
     String[] names = {"generate", "permute", "unpermute", "verify", "stats"};
     for (int i = 0; i < steps.length; i++) {
       long s = System.nanoTime();
-      Progress p = new Progress(ctx.err, names[i], 3000);
+      Progress p = new Progress(ctx.err, names[i], 3000, ctx.spark.sparkContext());
       ctx.spark.sparkContext().addSparkListener(p);
       int code;
       try {
+        steps[i].checkPaths(ctx.hadoop()); // the outputs of the steps before exist now
         code = steps[i].run(new JobContext(ctx.spark, ctx.out, ctx.err, p));
       } finally {
         ctx.spark.sparkContext().removeSparkListener(p);

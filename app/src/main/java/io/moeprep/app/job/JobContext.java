@@ -24,8 +24,17 @@ final class JobContext {
 
   /** Fails with the option to fix when {@code path} does not exist. */
   void requireExists(String path, String option) throws java.io.IOException {
+    requireExists(hadoop(), path, option);
+  }
+
+  /**
+   * Fails with the option to fix when {@code path} does not exist on its file system (of {@code
+   * hadoop}'s configuration).
+   */
+  static void requireExists(Configuration hadoop, String path, String option)
+      throws java.io.IOException {
     org.apache.hadoop.fs.Path p = new org.apache.hadoop.fs.Path(path);
-    if (!p.getFileSystem(hadoop()).exists(p)) {
+    if (!p.getFileSystem(hadoop).exists(p)) {
       throw new IllegalArgumentException(option + " " + path + " does not exist: fix " + option);
     }
   }

@@ -39,6 +39,21 @@ final class OutputDir implements AutoCloseable {
    */
   static OutputDir create(Configuration conf, String path, String option, boolean force)
       throws IOException {
+    Path q = checkAvailable(conf, path, option, force);
+    FileSystem fs = q.getFileSystem(conf);
+    fs.mkdirs(q.getParent());
+    return new OutputDir(fs, q, force);
+  }
+
+  /**
+   * Checks that {@code path} can be written: it does not exist (or {@code force} allows replacing
+   * it) and is not a root directory. Commands call it before Spark starts; {@link #create} again.
+   *
+   * @return the qualified path
+   * @throws IllegalArgumentException naming {@code option}
+   */
+  static Path checkAvailable(Configuration conf, String path, String option, boolean force)
+      throws IOException {
     Path p = new Path(path);
     FileSystem fs = p.getFileSystem(conf);
     Path q = fs.makeQualified(p);
@@ -50,8 +65,7 @@ final class OutputDir implements AutoCloseable {
       throw new IllegalArgumentException(
           "output " + path + " is a root directory: choose another " + option);
     }
-    fs.mkdirs(q.getParent());
-    return new OutputDir(fs, q, force);
+    return q;
   }
 
   /**

@@ -6,6 +6,12 @@ import static org.apache.spark.sql.functions.sum;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeprep.app.cli.DTypeOption;
+import io.moeprep.app.cli.HelpOption;
+import io.moeprep.app.cli.MoePrepCommandLine;
+import io.moeprep.app.cli.OptionChecks;
+import io.moeprep.kernels.BackendChoice;
+import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.spark.api.BadRowPolicy;
 import io.moeprep.spark.api.Layout;
@@ -13,200 +19,310 @@ import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.api.PermuteSpec;
 import io.moeprep.spark.api.Schemas;
+import java.io.IOException;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
 import java.util.TreeMap;
+import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
 import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.util.CollectionAccumulator;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /** {@code moeprep permute}: token table in, permuted Parquet per EP rank out. */
-final class PermuteCommand implements Command.Runner {
+@Command(
+    name = "permute",
+    header = "permute a token table per EP rank (dispatch): Parquet in, Parquet per rank out",
+    customSynopsis = {
+      "moeprep permute --input TOKENS --out DIR --ep-size R [--experts E] [--hidden H]",
+      "    [--dtype D] [--top-k K] [--placement r0,r1,...] [--num-out M | --capacity C |",
+      "    --capacity-factor F] [--pad-to-capacity] [--align A] [--tokens-per-batch T]",
+      "    [--layout rows|packed] [--dispatch all_to_all|all_gather] [--backend auto|cpu|cuda]",
+      "    [--max-block-bytes B] [--chunk-bytes B] [--bad-rows fail|skip] [--force]"
+    },
+    description = {
+      "Reads a token table (token_id, hidden as binary or array<float>, expert_ids, optional",
+      "probs and batch) and writes, partitioned by ep_rank (DIR/<part>/ep_rank=r/):",
+      "  DIR/data               the permuted tokens (layout rows or packed)",
+      "  DIR/row_map            the output row of every slot, per (rank, batch, token)",
+      "  DIR/tokens_per_expert  kept and dropped slots and the segment per (rank, batch, expert)",
+      "  DIR/bad_rows           with --bad-rows skip: the skipped rows (token_id, batch,",
+      "                         reason)",
+      "  DIR/manifest.json      inputs, options, backend per rank, tokens per expert, dropped",
+      "                         slots, bad rows and timings",
+      "DIR appears only when complete. --experts, --hidden, --dtype and --top-k default to the",
+      "values in TOKENS/_manifest.json when TOKENS was written by moeprep generate."
+    })
+final class PermuteCommand implements JobCommand {
   static final String MANIFEST = "manifest.json";
 
-  static final Command COMMAND =
-      new Command(
-          "permute",
-          "permute a token table per EP rank (dispatch): Parquet in, Parquet per rank out",
-          """
-          usage: moeprep permute --input TOKENS --out DIR --ep-size R [options]
+  @Option(
+      names = "--input",
+      paramLabel = "TOKENS",
+      required = true,
+      description = "input token table (Parquet; required)")
+  String input;
 
-          Reads a token table (token_id, hidden as binary or array<float>, expert_ids, optional
-          probs and batch) and writes, partitioned by ep_rank (DIR/<part>/ep_rank=r/):
-            DIR/data               the permuted tokens (layout rows or packed)
-            DIR/row_map            the output row of every slot, per (rank, batch, token)
-            DIR/tokens_per_expert  kept and dropped slots and the segment per (rank, batch, expert)
-            DIR/bad_rows           with --bad-rows skip: the skipped rows (token_id, batch,
-                                   reason)
-            DIR/manifest.json      inputs, options, backend per rank, tokens per expert, dropped
-                                   slots, bad rows and timings
-          DIR appears only when complete. --experts, --hidden, --dtype and --top-k default to the
-          values in TOKENS/_manifest.json when TOKENS was written by moeprep generate.
+  @Option(
+      names = "--out",
+      paramLabel = "DIR",
+      required = true,
+      description = "output directory (required)")
+  String out;
 
-          options:
-            --input TOKENS         input token table (Parquet; required)
-            --out DIR              output directory (required)
-            --ep-size R            expert-parallel ranks (required unless --placement)
-            --experts E            experts
-            --hidden H             elements per token
-            --dtype D              f32, bf16, f16, fp8e4m3, fp8e5m2
-            --top-k K              slots per token
-            --placement LIST       rank of each expert, comma separated (default: contiguous)
-            --num-out M            keep the first M slots per (rank, batch), pad to M rows
-            --capacity C           keep each expert's first C slots per batch
-            --capacity-factor F    capacity C = ceil(F * T * K / E), T = tokens per batch
-            --pad-to-capacity      pad every expert segment to exactly C rows
-            --align A              pad every expert segment to a multiple of A rows
-            --tokens-per-batch T   tokens per batch (batch = token_id / T without a batch column)
-            --layout L             rows or packed (default: spark.moeprep.layout, rows)
-            --dispatch D           all_to_all or all_gather (default: spark.moeprep.dispatch)
-            --backend B            auto, cpu or cuda (default: spark.moeprep.backend, auto)
-            --max-block-bytes B    largest packed block (default: spark.moeprep.packed.maxBlockBytes)
-            --chunk-bytes B        hidden bytes per dispatch chunk (default:
-                                   spark.moeprep.dispatch.chunkBytes)
-            --bad-rows P           fail (a bad input row fails the job, naming its token id) or
-                                   skip (left out, listed in DIR/bad_rows, counted in the
-                                   manifest) (default: spark.moeprep.badRows, fail)
-            --force                replace DIR if it exists
-          """,
-          Set.of(
-              "input",
-              "out",
-              "ep-size",
-              "experts",
-              "hidden",
-              "dtype",
-              "top-k",
-              "placement",
-              "num-out",
-              "capacity",
-              "capacity-factor",
-              "align",
-              "tokens-per-batch",
-              "layout",
-              "dispatch",
-              "backend",
-              "max-block-bytes",
-              "chunk-bytes",
-              "bad-rows"),
-          Set.of("pad-to-capacity", "force"),
-          PermuteCommand::new);
+  @Option(
+      names = "--ep-size",
+      paramLabel = "R",
+      description = "expert-parallel ranks (required unless --placement)")
+  Integer epSize;
 
-  private final Args args;
-  final String input;
-  final String out;
-  final boolean force;
+  @Option(names = "--experts", paramLabel = "E", description = "experts")
+  Integer experts;
 
-  PermuteCommand(Args a) {
-    this.args = a;
-    input = a.required("input", "TOKENS (a Parquet token table)");
-    out = a.required("out", "DIR");
-    force = a.flag("force");
-    if (!a.has("ep-size") && !a.has("placement")) {
+  @Option(names = "--hidden", paramLabel = "H", description = "elements per token")
+  Integer hidden;
+
+  @Option(
+      names = "--dtype",
+      paramLabel = "D",
+      converter = DTypeOption.class,
+      description = "f32, bf16, f16, fp8e4m3, fp8e5m2")
+  DType dtype;
+
+  @Option(names = "--top-k", paramLabel = "K", description = "slots per token")
+  Integer topK;
+
+  @Option(
+      names = "--placement",
+      paramLabel = "LIST",
+      description = "rank of each expert, comma separated (default: contiguous)")
+  String placement;
+
+  @Option(
+      names = "--num-out",
+      paramLabel = "M",
+      description = "keep the first M slots per (rank, batch), pad to M rows")
+  Long numOut;
+
+  @Option(
+      names = "--capacity",
+      paramLabel = "C",
+      description = "keep each expert's first C slots per batch")
+  Long capacity;
+
+  @Option(
+      names = "--capacity-factor",
+      paramLabel = "F",
+      description = "capacity C = ceil(F * T * K / E), T = tokens per batch")
+  Double capacityFactor;
+
+  @Option(names = "--pad-to-capacity", description = "pad every expert segment to exactly C rows")
+  boolean padToCapacity;
+
+  @Option(
+      names = "--align",
+      paramLabel = "A",
+      description = "pad every expert segment to a multiple of A rows")
+  Integer align;
+
+  @Option(
+      names = "--tokens-per-batch",
+      paramLabel = "T",
+      description = "tokens per batch (batch = token_id / T without a batch column)")
+  Integer tokensPerBatch;
+
+  @Option(
+      names = "--layout",
+      paramLabel = "L",
+      description = "rows or packed (default: spark.moeprep.layout, rows)")
+  String layout;
+
+  @Option(
+      names = "--dispatch",
+      paramLabel = "D",
+      description = "all_to_all or all_gather (default: spark.moeprep.dispatch)")
+  String dispatch;
+
+  @Option(
+      names = "--backend",
+      paramLabel = "B",
+      description = "auto, cpu or cuda (default: spark.moeprep.backend, auto)")
+  BackendChoice backend;
+
+  @Option(
+      names = "--max-block-bytes",
+      paramLabel = "B",
+      description = "largest packed block (default: spark.moeprep.packed.maxBlockBytes)")
+  Long maxBlockBytes;
+
+  @Option(
+      names = "--chunk-bytes",
+      paramLabel = "B",
+      description = "hidden bytes per dispatch chunk (default: spark.moeprep.dispatch.chunkBytes)")
+  Long chunkBytes;
+
+  @Option(
+      names = "--bad-rows",
+      paramLabel = "P",
+      description =
+          "fail (a bad input row fails the job, naming its token id) or skip (left out, listed in"
+              + " DIR/bad_rows, counted in the manifest) (default: spark.moeprep.badRows, fail)")
+  String badRows;
+
+  @Option(names = "--force", description = "replace DIR if it exists")
+  boolean force;
+
+  @Mixin HelpOption help;
+
+  /** TOKENS/_manifest.json of moeprep generate, or null; read by {@link #checkPaths}. */
+  private JsonNode gen;
+
+  /** The spec options given and taken from {@link #gen}; set by {@link #checkPaths}. */
+  private Map<String, String> given;
+
+  @Override
+  public void validate() {
+    if (epSize == null && placement == null) {
       throw new IllegalArgumentException(
           "option --ep-size is missing: give --ep-size R (or --placement r0,r1,...)");
     }
-    int caps = (a.has("num-out") ? 1 : 0) + (a.has("capacity") ? 1 : 0);
-    caps += a.has("capacity-factor") ? 1 : 0;
+    int caps = (numOut != null ? 1 : 0) + (capacity != null ? 1 : 0);
+    caps += capacityFactor != null ? 1 : 0;
     if (caps > 1) {
       throw new IllegalArgumentException(
           "--num-out, --capacity and --capacity-factor exclude each other: give one");
     }
-    if (a.flag("pad-to-capacity") && !a.has("capacity") && !a.has("capacity-factor")) {
+    if (padToCapacity && capacity == null && capacityFactor == null) {
       throw new IllegalArgumentException(
           "--pad-to-capacity needs --capacity C or --capacity-factor F");
     }
-    if (a.has("align") && a.has("num-out")) {
+    if (align != null && numOut != null) {
       throw new IllegalArgumentException(
           "--align cannot be combined with --num-out: choose one of them");
     }
-    a.integer("ep-size", 1, 1, 1 << 20);
-    a.integer("align", 1, 1, Integer.MAX_VALUE);
-    a.longValue("num-out", 0, 0, Integer.MAX_VALUE);
-    a.longValue("capacity", 0, 0, Integer.MAX_VALUE);
-    a.real("capacity-factor", 1, 0, 1e6);
-    a.choice("layout", "rows", "rows", "packed");
-    a.choice("dispatch", "all_to_all", "all_to_all", "all_gather");
-    a.choice("backend", "auto", "auto", "cpu", "cuda");
+    if (epSize != null) {
+      OptionChecks.inRange("--ep-size", epSize, 1, 1 << 20);
+    }
+    for (Object[] v :
+        new Object[][] {
+          {"--experts", experts},
+          {"--hidden", hidden},
+          {"--top-k", topK},
+          {"--align", align},
+          {"--tokens-per-batch", tokensPerBatch}
+        }) {
+      if (v[1] != null) {
+        OptionChecks.inRange((String) v[0], (Integer) v[1], 1, Integer.MAX_VALUE);
+      }
+    }
+    if (numOut != null) {
+      OptionChecks.inRange("--num-out", numOut, 0, Integer.MAX_VALUE);
+    }
+    if (capacity != null) {
+      OptionChecks.inRange("--capacity", capacity, 0, Integer.MAX_VALUE);
+    }
+    if (capacityFactor != null) {
+      OptionChecks.inRange("--capacity-factor", capacityFactor, 0, 1e6);
+    }
+    if (layout != null) {
+      layout = OptionChecks.oneOf("--layout", layout, "rows", "packed");
+    }
+    if (dispatch != null) {
+      dispatch = OptionChecks.oneOf("--dispatch", dispatch, "all_to_all", "all_gather");
+    }
+    if (badRows != null) {
+      badRows = OptionChecks.oneOf("--bad-rows", badRows, "fail", "skip");
+    }
+  }
+
+  /**
+   * Checks that the input exists and the output does not; reads the input's generate manifest and
+   * builds the spec options from it and the arguments (checked by {@link PermuteSpec#fromOptions}).
+   */
+  @Override
+  public void checkPaths(Configuration hadoop) throws IOException {
+    JobContext.requireExists(hadoop, input, "--input");
+    OutputDir.checkAvailable(hadoop, out, "--out", force);
+    org.apache.hadoop.fs.Path gm = new org.apache.hadoop.fs.Path(input, GenerateCommand.MANIFEST);
+    gen =
+        gm.getFileSystem(hadoop).exists(gm)
+            ? Json.read(hadoop, input, GenerateCommand.MANIFEST, "--input")
+            : null;
+    given = specOptions(gen);
+    PermuteSpec.fromOptions(given);
   }
 
   /** The spec options ({@link PermuteSpec#fromOptions} keys) from the arguments and the input. */
   Map<String, String> specOptions(JsonNode gen) {
     Map<String, String> o = new LinkedHashMap<>();
-    int e = intFrom("experts", "experts", gen, "E");
+    int e = intFrom(experts, "experts", "experts", gen, "E");
     o.put("numExperts", Integer.toString(e));
-    if (args.has("placement")) {
-      o.put("placement", args.str("placement", ""));
-      if (args.has("ep-size")) {
-        o.put("epSize", args.str("ep-size", ""));
+    if (placement != null) {
+      o.put("placement", placement);
+      if (epSize != null) {
+        o.put("epSize", Integer.toString(epSize));
       }
     } else {
-      int r = args.integer("ep-size", 1, 1, 1 << 20);
-      if (e % r != 0) {
+      if (e % epSize != 0) {
         throw new IllegalArgumentException(
             "--experts "
                 + e
                 + " is not a multiple of --ep-size "
-                + r
+                + epSize
                 + ": change one, or give --placement with one rank per expert");
       }
-      o.put("epSize", Integer.toString(r));
+      o.put("epSize", Integer.toString(epSize));
     }
-    o.put("hidden", Integer.toString(intFrom("hidden", "hidden", gen, "H")));
-    String dtype = args.has("dtype") ? args.str("dtype", "") : text(gen, "dtype", "dtype", "D");
-    o.put("dtype", dtype);
-    int k = intFrom("top-k", "top_k", gen, "K");
+    o.put("hidden", Integer.toString(intFrom(hidden, "hidden", "hidden", gen, "H")));
+    o.put("dtype", dtype != null ? dtype.cliName() : text(gen, "dtype", "dtype", "D"));
+    int k = intFrom(topK, "top-k", "top_k", gen, "K");
     o.put("topK", Integer.toString(k));
-    if (args.has("num-out")) {
-      o.put("capacity", "numOut:" + args.longValue("num-out", 0, 0, Integer.MAX_VALUE));
-    } else if (args.has("capacity") || args.has("capacity-factor")) {
+    if (numOut != null) {
+      o.put("capacity", "numOut:" + numOut);
+    } else if (capacity != null || capacityFactor != null) {
       long c;
-      if (args.has("capacity")) {
-        c = args.longValue("capacity", 0, 0, Integer.MAX_VALUE);
+      if (capacity != null) {
+        c = capacity;
       } else {
-        int t = intFrom("tokens-per-batch", "tokens_per_batch", gen, "T");
-        double f = args.real("capacity-factor", 1, 0, 1e6);
-        c = (long) Math.ceil(f * t * k / e);
+        int t = intFrom(tokensPerBatch, "tokens-per-batch", "tokens_per_batch", gen, "T");
+        c = (long) Math.ceil(capacityFactor * t * k / e);
       }
-      o.put("capacity", (args.flag("pad-to-capacity") ? "perExpertPadded:" : "perExpert:") + c);
+      o.put("capacity", (padToCapacity ? "perExpertPadded:" : "perExpert:") + c);
     }
-    if (args.has("align")) {
-      o.put("align", Integer.toString(args.integer("align", 1, 1, Integer.MAX_VALUE)));
+    if (align != null) {
+      o.put("align", Integer.toString(align));
     }
-    if (args.has("tokens-per-batch")) {
-      o.put("tokensPerBatch", args.str("tokens-per-batch", ""));
+    if (tokensPerBatch != null) {
+      o.put("tokensPerBatch", Integer.toString(tokensPerBatch));
     } else if (gen != null && gen.has("tokens_per_batch")) {
       o.put("tokensPerBatch", gen.get("tokens_per_batch").asText());
     }
-    for (String[] kv :
-        new String[][] {
-          {"layout", "layout"},
-          {"dispatch", "dispatch"},
-          {"backend", "backend"},
-          {"max-block-bytes", "maxBlockBytes"},
-          {"chunk-bytes", "chunkBytes"},
-          {"bad-rows", "badRows"}
-        }) {
-      if (args.has(kv[0])) {
-        o.put(kv[1], args.str(kv[0], ""));
-      }
-    }
+    putIfGiven(o, "layout", layout);
+    putIfGiven(o, "dispatch", dispatch);
+    putIfGiven(o, "backend", backend == null ? null : backend.name().toLowerCase(Locale.ROOT));
+    putIfGiven(o, "maxBlockBytes", maxBlockBytes);
+    putIfGiven(o, "chunkBytes", chunkBytes);
+    putIfGiven(o, "badRows", badRows);
     return o;
   }
 
-  private int intFrom(String option, String key, JsonNode gen, String meta) {
-    if (args.has(option)) {
-      return args.integer(option, 0, 1, Integer.MAX_VALUE);
+  private static void putIfGiven(Map<String, String> o, String key, Object value) {
+    if (value != null) {
+      o.put(key, value.toString());
     }
-    return Integer.parseInt(text(gen, option, key, meta));
   }
 
-  private String text(JsonNode gen, String option, String key, String meta) {
+  private static int intFrom(Integer given, String option, String key, JsonNode gen, String meta) {
+    return given != null ? given : Integer.parseInt(text(gen, option, key, meta));
+  }
+
+  private static String text(JsonNode gen, String option, String key, String meta) {
     if (gen != null && gen.has(key)) {
       return gen.get(key).asText();
     }
@@ -238,13 +354,6 @@ final class PermuteCommand implements Command.Runner {
   @Override
   public int run(JobContext ctx) throws Exception {
     long start = System.nanoTime();
-    ctx.requireExists(input, "--input");
-    JsonNode gen = null;
-    org.apache.hadoop.fs.Path gm = new org.apache.hadoop.fs.Path(input, GenerateCommand.MANIFEST);
-    if (gm.getFileSystem(ctx.hadoop()).exists(gm)) {
-      gen = Json.read(ctx.hadoop(), input, GenerateCommand.MANIFEST, "--input");
-    }
-    Map<String, String> given = specOptions(gen);
     PermuteSpec spec = PermuteSpec.fromOptions(given).resolve(k -> ctx.spark.conf().get(k, null));
     Map<String, String> options = resolvedOptions(spec, given);
     ObjectNode timings = Json.object();
@@ -313,10 +422,10 @@ final class PermuteCommand implements Command.Runner {
           spec.badRows() == BadRowPolicy.SKIP ? ", " + badRows + " bad rows skipped" : "",
           out);
     } catch (Exception ex) {
-      IllegalArgumentException bad = JobMain.badInput(ex);
+      IllegalArgumentException bad = MoePrepCommandLine.badInput(ex);
       if (bad != null && !(ex instanceof IllegalArgumentException)) {
         throw new IllegalArgumentException(
-            JobMain.oneLine(bad)
+            MoePrepCommandLine.firstLine(bad.getMessage())
                 + " (check --hidden, --dtype, --top-k and --experts against the table in --input)",
             ex);
       }

@@ -2,59 +2,80 @@ package io.moeprep.app.job;
 
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeprep.app.cli.HelpOption;
+import io.moeprep.app.cli.OptionChecks;
+import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.api.PermuteSpec;
+import java.io.IOException;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
+import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.sql.Row;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /** {@code moeprep stats}: expert load per rank and batch, a PNG chart and a Markdown report. */
-final class StatsCommand implements Command.Runner {
+@Command(
+    name = "stats",
+    header = "expert load per rank and batch: imbalance, drop rates, a PNG chart and a report",
+    customSynopsis =
+        "moeprep stats --permuted DIR [--out DIR-stats] [--width 1200] [--height 600] [--force]",
+    description = {
+      "Reads DIR/tokens_per_expert of moeprep permute and writes into OUT:",
+      "  expert_load.png  tokens per expert (kept, dropped stacked lighter), coloured by rank",
+      "  report.md        load per rank and per batch: imbalance (max/mean) and drop rates",
+      "  stats.json       the same numbers, every batch",
+      "Imbalance is max/mean over the E experts (expert imbalance) or the R ranks (rank",
+      "imbalance), 1.0 being perfectly balanced: of the routed slots (kept + dropped, what the",
+      "router asked for) and of the kept slots (the work each expert or rank does once the",
+      "capacity has dropped the excess). Drop rate: dropped/(kept+dropped) slots."
+    })
+final class StatsCommand implements JobCommand {
   static final String CHART = "expert_load.png";
   static final String REPORT = "report.md";
   static final String JSON = "stats.json";
   static final int MAX_BATCH_ROWS = 50;
 
-  static final Command COMMAND =
-      new Command(
-          "stats",
-          "expert load per rank and batch: imbalance, drop rates, a PNG chart and a report",
-          """
-          usage: moeprep stats --permuted DIR [--out OUT] [options]
+  @Mixin PermutedOption permuted = new PermutedOption();
 
-          Reads DIR/tokens_per_expert of moeprep permute and writes into OUT:
-            expert_load.png  tokens per expert (kept, dropped stacked lighter), coloured by rank
-            report.md        load per rank and per batch: imbalance (max/mean) and drop rates
-            stats.json       the same numbers, every batch
-          Imbalance is max/mean over the E experts (expert imbalance) or the R ranks (rank
-          imbalance), 1.0 being perfectly balanced: of the routed slots (kept + dropped, what the
-          router asked for) and of the kept slots (the work each expert or rank does once the
-          capacity has dropped the excess). Drop rate: dropped/(kept+dropped) slots.
+  @Option(
+      names = "--out",
+      paramLabel = "OUT",
+      description = "output directory (default: DIR-stats)")
+  String out;
 
-          options:
-            --permuted DIR   output directory of moeprep permute (required)
-            --out OUT        output directory (default: DIR-stats)
-            --width W        chart width in pixels (default 1200)
-            --height H       chart height in pixels (default 600)
-            --force          replace OUT if it exists
-          """,
-          Set.of("permuted", "out", "width", "height"),
-          Set.of("force"),
-          StatsCommand::new);
+  @Option(names = "--width", paramLabel = "W", description = "chart width in pixels (default 1200)")
+  int width = 1200;
 
-  final String permuted;
-  final String out;
-  final int width;
-  final int height;
-  final boolean force;
+  @Option(
+      names = "--height",
+      paramLabel = "H",
+      description = "chart height in pixels (default 600)")
+  int height = 600;
 
-  StatsCommand(Args a) {
-    permuted = a.required("permuted", "DIR (the output of moeprep permute)");
-    String p = permuted.endsWith("/") ? permuted.substring(0, permuted.length() - 1) : permuted;
-    out = a.str("out", p + "-stats");
-    width = a.integer("width", 1200, 200, 20000);
-    height = a.integer("height", 600, 150, 20000);
-    force = a.flag("force");
+  @Option(names = "--force", description = "replace OUT if it exists")
+  boolean force;
+
+  @Mixin HelpOption help;
+
+  @Override
+  public void validate() {
+    if (out == null) {
+      String p =
+          permuted.dir.endsWith("/")
+              ? permuted.dir.substring(0, permuted.dir.length() - 1)
+              : permuted.dir;
+      out = p + "-stats";
+    }
+    OptionChecks.inRange("--width", width, 200, 20000);
+    OptionChecks.inRange("--height", height, 150, 20000);
+  }
+
+  @Override
+  public void checkPaths(Configuration hadoop) throws IOException {
+    permuted.readManifest(hadoop);
+    OutputDir.checkAvailable(hadoop, out, "--out", force);
   }
 
   /** The numbers of a stats run, for the demo's summary. */
@@ -70,15 +91,14 @@ final class StatsCommand implements Command.Runner {
 
   @Override
   public int run(JobContext ctx) throws Exception {
-    ctx.requireExists(permuted, "--permuted");
-    ObjectNode pm = Json.read(ctx.hadoop(), permuted, PermuteCommand.MANIFEST, "--permuted");
-    PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, "cpu");
+    ObjectNode pm = permuted.manifest;
+    PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, BackendChoice.CPU);
     ExpertLoad load = new ExpertLoad(spec.expertPlacement());
     try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
       for (Row r :
           ctx.spark
               .read()
-              .parquet(permuted + "/tokens_per_expert")
+              .parquet(permuted.dir + "/tokens_per_expert")
               .select("batch", "expert", "kept", "dropped")
               .collectAsList()) {
         load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));

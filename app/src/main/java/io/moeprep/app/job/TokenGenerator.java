@@ -100,7 +100,7 @@ public final class TokenGenerator implements MapPartitionsFunction<Long, Row> {
     SplittableRandom rnd = new SplittableRandom(mix(seed) ^ mix(t + 0x632BE59BD9B4E019L));
     int k = router.topK();
     float[] features = new float[Router.FEATURES];
-    byte[] bytes = new byte[hidden * dtype.bytes()];
+    byte[] bytes = new byte[Math.toIntExact(dtype.rowBytes(hidden))];
     for (int i = 0; i < Math.max(hidden, Router.FEATURES); i++) {
       float v = (float) gaussian(rnd);
       if (i < Router.FEATURES) {

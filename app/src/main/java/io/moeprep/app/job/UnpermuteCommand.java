@@ -7,71 +7,99 @@ import static org.apache.spark.sql.functions.lit;
 import static org.apache.spark.sql.functions.row_number;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeprep.app.cli.HelpOption;
+import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteSpec;
+import java.io.IOException;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
+import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.expressions.Window;
 import org.apache.spark.sql.expressions.WindowSpec;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /** {@code moeprep unpermute}: expert outputs back to tokens (combine). */
-final class UnpermuteCommand implements Command.Runner {
+@Command(
+    name = "unpermute",
+    header = "combine expert outputs back to tokens (the inverse of permute, weighted by probs)",
+    customSynopsis = {
+      "moeprep unpermute --permuted DIR --out OUT [--expert-out X] [--backend B]",
+      "    [--combine-partitions P] [--force]"
+    },
+    description = {
+      "Combines expert outputs into one row per token (batch, token_id, hidden), equal bit for",
+      "bit to a single-device unpermute: out[t] = sum over kept slots k of prob * expert_out.",
+      "The spec (experts, ranks, hidden, dtype, K, layout) comes from DIR/manifest.json of",
+      "moeprep permute, and the row map from DIR/row_map. Writes OUT/combined, partitioned by",
+      "ep_rank: the rank a token returns to after the combine, when each of the R ranks holds",
+      "an equal contiguous share of every batch (in token_id order), as in expert-parallel",
+      "training; and OUT/manifest.json. OUT appears only when complete."
+    })
+final class UnpermuteCommand implements JobCommand {
   static final String MANIFEST = "manifest.json";
 
-  static final Command COMMAND =
-      new Command(
-          "unpermute",
-          "combine expert outputs back to tokens (the inverse of permute, weighted by probs)",
-          """
-          usage: moeprep unpermute --permuted DIR --out OUT [options]
+  @Mixin PermutedOption permuted = new PermutedOption();
 
-          Combines expert outputs into one row per token (batch, token_id, hidden), equal bit for
-          bit to a single-device unpermute: out[t] = sum over kept slots k of prob * expert_out.
-          The spec (experts, ranks, hidden, dtype, K, layout) comes from DIR/manifest.json of
-          moeprep permute, and the row map from DIR/row_map. Writes OUT/combined, partitioned by
-          ep_rank: the rank a token returns to after the combine, when each of the R ranks holds
-          an equal contiguous share of every batch (in token_id order), as in expert-parallel
-          training; and OUT/manifest.json. OUT appears only when complete.
+  @Option(
+      names = "--expert-out",
+      paramLabel = "X",
+      description =
+          "expert outputs in the permuted layout (rows: batch, token_id, slot, prob, hidden;"
+              + " packed: batch, token_ids, slots, probs, hidden). Default: DIR/data, i.e. identity"
+              + " experts")
+  String expertOut;
 
-          options:
-            --permuted DIR         output directory of moeprep permute (required)
-            --expert-out X         expert outputs in the permuted layout (rows: batch, token_id,
-                                   slot, prob, hidden; packed: batch, token_ids, slots, probs,
-                                   hidden). Default: DIR/data, i.e. identity experts
-            --out OUT              output directory (required)
-            --backend B            auto, cpu or cuda (default: as the permute)
-            --combine-partitions P partitions of the combine stage (default: spark.moeprep.combine.partitions)
-            --force                replace OUT if it exists
-          """,
-          Set.of("permuted", "expert-out", "out", "backend", "combine-partitions"),
-          Set.of("force"),
-          UnpermuteCommand::new);
+  @Option(
+      names = "--out",
+      paramLabel = "OUT",
+      required = true,
+      description = "output directory (required)")
+  String out;
 
-  final String permuted;
-  final String expertOut;
-  final String out;
-  final String backend;
-  final int combinePartitions;
-  final boolean force;
+  @Option(
+      names = "--backend",
+      paramLabel = "B",
+      description = "auto, cpu or cuda (default: as the permute)")
+  BackendChoice backend;
 
-  UnpermuteCommand(Args a) {
-    permuted = a.required("permuted", "DIR (the output of moeprep permute)");
-    expertOut = a.str("expert-out", null);
-    out = a.required("out", "OUT");
-    backend = a.has("backend") ? a.choice("backend", "auto", "auto", "cpu", "cuda") : null;
-    combinePartitions = a.integer("combine-partitions", -1, 0, Integer.MAX_VALUE);
-    force = a.flag("force");
+  @Option(
+      names = "--combine-partitions",
+      paramLabel = "P",
+      description = "partitions of the combine stage (default: spark.moeprep.combine.partitions)")
+  Integer combinePartitions;
+
+  @Option(names = "--force", description = "replace OUT if it exists")
+  boolean force;
+
+  @Mixin HelpOption help;
+
+  @Override
+  public void validate() {
+    if (combinePartitions != null) {
+      OptionChecks.inRange("--combine-partitions", combinePartitions, 0, Integer.MAX_VALUE);
+    }
+  }
+
+  @Override
+  public void checkPaths(Configuration hadoop) throws IOException {
+    permuted.readManifest(hadoop);
+    if (expertOut != null) {
+      JobContext.requireExists(hadoop, expertOut, "--expert-out");
+    }
+    OutputDir.checkAvailable(hadoop, out, "--out", force);
   }
 
   /** The spec of a permute run, from its manifest. */
-  static PermuteSpec specOf(JobContext ctx, ObjectNode permManifest, String backend) {
+  static PermuteSpec specOf(JobContext ctx, ObjectNode permManifest, BackendChoice backend) {
     Map<String, String> o = Json.strings(permManifest.get("options"));
     if (backend != null) {
-      o.put("backend", backend);
+      o.put("backend", backend.name().toLowerCase(Locale.ROOT));
     }
     return PermuteSpec.fromOptions(o).resolve(k -> ctx.spark.conf().get(k, null));
   }
@@ -92,10 +120,9 @@ final class UnpermuteCommand implements Command.Runner {
   @Override
   public int run(JobContext ctx) throws Exception {
     long start = System.nanoTime();
-    ctx.requireExists(permuted, "--permuted");
-    ObjectNode pm = Json.read(ctx.hadoop(), permuted, PermuteCommand.MANIFEST, "--permuted");
+    ObjectNode pm = permuted.manifest;
     PermuteSpec spec = specOf(ctx, pm, backend);
-    if (combinePartitions >= 0) {
+    if (combinePartitions != null) {
       spec = spec.toBuilder().combinePartitions(combinePartitions).build();
     }
     if (spec.dtype().isFp8()) {
@@ -105,16 +132,13 @@ final class UnpermuteCommand implements Command.Runner {
               + " of --permuted cannot be combined (FP8 is moved, never converted): permute a"
               + " table of f32, bf16 or f16");
     }
-    String x = expertOut == null ? permuted + "/data" : expertOut;
-    if (expertOut != null) {
-      ctx.requireExists(expertOut, "--expert-out");
-    }
+    String x = expertOut == null ? permuted.dir + "/data" : expertOut;
     ObjectNode timings = Json.object();
     long tokens;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s = ctx.progress.step("combine")) {
         Dataset<Row> experts = ctx.spark.read().parquet(x);
-        Dataset<Row> rowMap = ctx.spark.read().parquet(permuted + "/row_map");
+        Dataset<Row> rowMap = ctx.spark.read().parquet(permuted.dir + "/row_map");
         withSourceRank(MoePrep.unpermute(experts, rowMap, spec), spec.expertPlacement().numRanks())
             .write()
             .options(MoePrep.PARQUET_OPTIONS)
@@ -128,7 +152,7 @@ final class UnpermuteCommand implements Command.Runner {
       m.put("version", JobMain.VERSION);
       m.put("created", java.time.Instant.now().toString());
       ObjectNode in = m.putObject("input");
-      in.put("permuted", permuted);
+      in.put("permuted", permuted.dir);
       in.put("expert_out", x);
       in.put("identity_experts", expertOut == null);
       ObjectNode opts = m.putObject("options");

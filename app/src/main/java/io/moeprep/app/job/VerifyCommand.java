@@ -5,16 +5,18 @@ import static org.apache.spark.sql.functions.floor;
 import static org.apache.spark.sql.functions.lit;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import io.moeprep.kernels.MoeKernels;
+import io.moeprep.app.cli.HelpOption;
+import io.moeprep.app.cli.OptionChecks;
+import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.contract.ExpertPlacement;
-import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
-import io.moeprep.kernels.contract.UnpermuteInput;
-import io.moeprep.kernels.cpu.CpuBackend;
+import io.moeprep.kernels.cpu.ReferenceBatch;
+import io.moeprep.kernels.cpu.ReferenceBatch.Token;
 import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.PermuteSpec;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -22,56 +24,82 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
-import java.util.Set;
 import java.util.SplittableRandom;
 import java.util.TreeMap;
+import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.sql.Column;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.types.DataTypes;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /**
  * {@code moeprep verify}: recomputes a sample of batches with the kernels directly (CPU backend, no
  * Spark in the computation) from the input table and compares every output byte for byte.
  */
-final class VerifyCommand implements Command.Runner {
-  static final Command COMMAND =
-      new Command(
-          "verify",
-          "recompute a sample of batches with the kernels directly and compare bytes",
-          """
-          usage: moeprep verify --permuted DIR [--combined OUT] [options]
+@Command(
+    name = "verify",
+    header = "recompute a sample of batches with the kernels directly and compare bytes",
+    customSynopsis =
+        "moeprep verify --permuted DIR [--input TOKENS] [--combined OUT] [--batches B] [--seed S]",
+    description = {
+      "For each sampled batch, reads the batch's tokens from the input table, sorts them by",
+      "token_id and runs the CPU kernels directly for every rank, then compares with the",
+      "permute output: the permuted rows (token, slot, prob, hidden bytes, expert), the row map",
+      "and tokens per expert. With --combined (the output of moeprep unpermute with identity",
+      "experts) it also compares each combined token with a single-device unpermute.",
+      "Exits 0 when all equal, 1 with the first difference otherwise."
+    })
+final class VerifyCommand implements JobCommand {
+  @Mixin PermutedOption permuted = new PermutedOption();
 
-          For each sampled batch, reads the batch's tokens from the input table, sorts them by
-          token_id and runs the CPU kernels directly for every rank, then compares with the
-          permute output: the permuted rows (token, slot, prob, hidden bytes, expert), the row map
-          and tokens per expert. With --combined (the output of moeprep unpermute with identity
-          experts) it also compares each combined token with a single-device unpermute.
-          Exits 0 when all equal, 1 with the first difference otherwise.
+  @Option(
+      names = "--input",
+      paramLabel = "TOKENS",
+      description = "the token table (default: the input recorded in DIR/manifest.json)")
+  String input;
 
-          options:
-            --permuted DIR   output directory of moeprep permute (required)
-            --input TOKENS   the token table (default: the input recorded in DIR/manifest.json)
-            --combined OUT   output directory of moeprep unpermute to check as well
-            --batches B      batches to sample (default 4; 0 = all)
-            --seed S         seed of the sample (default 7)
-          """,
-          Set.of("permuted", "input", "combined", "batches", "seed"),
-          Set.of(),
-          VerifyCommand::new);
+  @Option(
+      names = "--combined",
+      paramLabel = "OUT",
+      description = "output directory of moeprep unpermute to check as well")
+  String combined;
 
-  final String permuted;
-  final String input;
-  final String combined;
-  final int batches;
-  final long seed;
+  @Option(
+      names = "--batches",
+      paramLabel = "B",
+      description = "batches to sample (default 4; 0 = all)")
+  int batches = 4;
 
-  VerifyCommand(Args a) {
-    permuted = a.required("permuted", "DIR (the output of moeprep permute)");
-    input = a.str("input", null);
-    combined = a.str("combined", null);
-    batches = a.integer("batches", 4, 0, Integer.MAX_VALUE);
-    seed = a.longValue("seed", 7, Long.MIN_VALUE, Long.MAX_VALUE);
+  @Option(names = "--seed", paramLabel = "S", description = "seed of the sample (default 7)")
+  long seed = 7;
+
+  @Mixin HelpOption help;
+
+  /** The token table (--input or the permute's input) and the unpermute's manifest or null. */
+  private String inputPath;
+
+  private ObjectNode combinedManifest;
+
+  @Override
+  public void validate() {
+    OptionChecks.inRange("--batches", batches, 0, Integer.MAX_VALUE);
+  }
+
+  @Override
+  public void checkPaths(Configuration hadoop) throws IOException {
+    permuted.readManifest(hadoop);
+    inputPath = input != null ? input : permuted.manifest.get("input").get("path").asText();
+    JobContext.requireExists(
+        hadoop,
+        inputPath,
+        input != null ? "--input" : "the input in --permuted's manifest (give --input)");
+    if (combined != null) {
+      JobContext.requireExists(hadoop, combined, "--combined");
+      combinedManifest = Json.read(hadoop, combined, UnpermuteCommand.MANIFEST, "--combined");
+    }
   }
 
   /** The first difference found, as one line. */
@@ -83,23 +111,11 @@ final class VerifyCommand implements Command.Runner {
     }
   }
 
-  private record Token(long id, byte[] hidden, int[] ids, float[] probs) {}
-
-  private static final MoeKernels CPU = MoeKernels.on(CpuBackend.INSTANCE);
-
   @Override
   public int run(JobContext ctx) throws Exception {
-    ctx.requireExists(permuted, "--permuted");
-    ObjectNode pm = Json.read(ctx.hadoop(), permuted, PermuteCommand.MANIFEST, "--permuted");
-    String in = input != null ? input : pm.get("input").get("path").asText();
-    ctx.requireExists(
-        in, input != null ? "--input" : "the input in --permuted's manifest (give --input)");
-    PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, "cpu");
-    ObjectNode cm = null;
-    if (combined != null) {
-      ctx.requireExists(combined, "--combined");
-      cm = Json.read(ctx.hadoop(), combined, UnpermuteCommand.MANIFEST, "--combined");
-    }
+    String in = inputPath;
+    PermuteSpec spec = UnpermuteCommand.specOf(ctx, permuted.manifest, BackendChoice.CPU);
+    ObjectNode cm = combinedManifest;
     boolean checkCombined = cm != null && cm.get("input").get("identity_experts").asBoolean();
     try (Progress.Step step = ctx.progress.step("recompute and compare")) {
       String result = verify(ctx, spec, in, checkCombined);
@@ -132,7 +148,7 @@ final class VerifyCommand implements Command.Runner {
         fields.contains(c[4])
             ? col(c[4]).cast("long")
             : floor(col(c[0]).cast("long").divide(lit(spec.tokensPerBatch()))).cast("long");
-    Dataset<Row> tpe = ctx.spark.read().parquet(permuted + "/tokens_per_expert");
+    Dataset<Row> tpe = ctx.spark.read().parquet(permuted.dir + "/tokens_per_expert");
     List<Long> all = new ArrayList<>();
     for (Row r : tpe.select("batch").distinct().collectAsList()) {
       all.add(r.getLong(0));
@@ -190,10 +206,10 @@ final class VerifyCommand implements Command.Runner {
     }
     byBatch.values().forEach(l -> l.sort((a, b) -> Long.compare(a.id(), b.id())));
     String dataOrder = spec.layout() == Layout.PACKED ? "row_offset" : "row";
-    Map<String, List<Row>> data = group(ctx, permuted + "/data", keys, dataOrder);
-    Map<String, List<Row>> rowMap = group(ctx, permuted + "/row_map", keys, "token_id");
+    Map<String, List<Row>> data = group(ctx, permuted.dir + "/data", keys, dataOrder);
+    Map<String, List<Row>> rowMap = group(ctx, permuted.dir + "/row_map", keys, "token_id");
     Map<String, List<Row>> perExpert =
-        group(ctx, permuted + "/tokens_per_expert", keys, "local_expert");
+        group(ctx, permuted.dir + "/tokens_per_expert", keys, "local_expert");
     Map<Long, Map<Long, byte[]>> comb = new HashMap<>();
     if (checkCombined) {
       for (Row r :
@@ -212,9 +228,9 @@ final class VerifyCommand implements Command.Runner {
     for (long b : sample) {
       List<Token> toks = byBatch.getOrDefault(b, List.of());
       List<PermuteResult> results = new ArrayList<>();
-      try (Batch hb = new Batch(toks, spec, hasProbs)) {
+      try (ReferenceBatch hb = reference(toks, spec, hasProbs)) {
         for (int r = 0; r < ranks; r++) {
-          PermuteResult res = CPU.permute(hb.input, spec.optionsForRank(r));
+          PermuteResult res = hb.permute(spec.optionsForRank(r));
           results.add(res);
           String key = r + "/" + b;
           String at = "rank " + r + ", batch " + b;
@@ -254,55 +270,13 @@ final class VerifyCommand implements Command.Runner {
     return m;
   }
 
-  /** The host buffers of one batch. */
-  private static final class Batch implements AutoCloseable {
-    final HostBuffer tokens;
-    final HostBuffer routing;
-    final HostBuffer probs;
-    final PermuteInput input;
-
-    Batch(List<Token> toks, PermuteSpec spec, boolean hasProbs) {
-      int n = toks.size();
-      int k = spec.topK();
-      long rb = spec.rowBytes();
-      tokens = HostBuffer.allocate(n * rb);
-      routing = HostBuffer.allocate(4L * n * k);
-      probs = hasProbs ? HostBuffer.allocate(4L * n * k) : null;
-      for (int t = 0; t < n; t++) {
-        Token tok = toks.get(t);
-        if (tok.hidden().length != rb || tok.ids().length != k) {
-          throw new IllegalArgumentException(
-              "token_id="
-                  + tok.id()
-                  + " of --input has "
-                  + tok.hidden().length
-                  + " hidden bytes and "
-                  + tok.ids().length
-                  + " expert ids: the permute expected "
-                  + rb
-                  + " and "
-                  + k);
-        }
-        for (int x = 0; x < rb; x++) {
-          tokens.putByte(t * rb + x, tok.hidden()[x]);
-        }
-        for (int j = 0; j < k; j++) {
-          routing.putInt(4L * ((long) t * k + j), tok.ids()[j]);
-          if (probs != null) {
-            probs.putFloat(4L * ((long) t * k + j), tok.probs()[j]);
-          }
-        }
-      }
-      input = new PermuteInput(tokens, n, spec.hidden(), spec.dtype(), routing, k, probs);
-    }
-
-    @Override
-    public void close() {
-      tokens.close();
-      routing.close();
-      if (probs != null) {
-        probs.close();
-      }
+  /** The batch in host buffers, its sizes checked against the permute's spec. */
+  private static ReferenceBatch reference(List<Token> toks, PermuteSpec spec, boolean hasProbs) {
+    try {
+      return ReferenceBatch.of(toks, spec.hidden(), spec.dtype(), spec.topK(), hasProbs);
+    } catch (IllegalArgumentException e) {
+      throw new IllegalArgumentException(
+          "--input does not match the spec in --permuted's manifest: " + e.getMessage(), e);
     }
   }
 
@@ -393,24 +367,28 @@ final class VerifyCommand implements Command.Runner {
                 + ", expected "
                 + (exp.permutedProbs() == null ? "null" : exp.permutedProbs().getFloat(4L * i)));
       }
-      for (long x = 0; x < rb; x++) {
-        byte e = exp.permuted().getByte(i * rb + x);
-        byte g = hidden[(int) (i * rb + x)];
-        if (e != g) {
-          throw new Mismatch(
-              String.format(
-                  Locale.ROOT,
-                  "%s (token_id %d, slot %d): hidden byte %d is 0x%02x, expected 0x%02x",
-                  row,
-                  token,
-                  slot,
-                  x,
-                  g & 0xFF,
-                  e & 0xFF));
-        }
-      }
+      compareHidden(
+          row + " (token_id " + token + ", slot " + slot + ")",
+          hidden,
+          (int) (i * rb),
+          ReferenceBatch.row(exp.permuted(), i, rb));
     }
     return meta.size();
+  }
+
+  /** Fails at the first of {@code want}'s bytes that {@code got} (from {@code at}) differs in. */
+  private static void compareHidden(String where, byte[] got, int at, byte[] want) throws Mismatch {
+    int x = Arrays.mismatch(got, at, at + want.length, want, 0, want.length);
+    if (x >= 0) {
+      throw new Mismatch(
+          String.format(
+              Locale.ROOT,
+              "%s: hidden byte %d is 0x%02x, expected 0x%02x",
+              where,
+              x,
+              got[at + x] & 0xFF,
+              want[x] & 0xFF));
+    }
   }
 
   /** The expert whose segment holds output row {@code i}, or -1 (numOut's zero tail). */
@@ -502,59 +480,28 @@ final class VerifyCommand implements Command.Runner {
       long b,
       PermuteSpec spec,
       List<Token> toks,
-      Batch hb,
+      ReferenceBatch hb,
       List<PermuteResult> results,
       Map<Long, byte[]> actual)
       throws Mismatch {
     int n = toks.size();
-    int k = spec.topK();
     long rb = spec.rowBytes();
-    long total = 0;
-    for (PermuteResult r : results) {
-      total += r.numOut();
-    }
     Map<Long, byte[]> got = actual == null ? Map.of() : actual;
-    try (HostBuffer out = HostBuffer.allocate(total * rb);
-        HostBuffer ids = HostBuffer.allocate(4L * n * k)) {
-      ids.fill(0, ids.size(), (byte) 0xFF);
-      long base = 0;
-      for (PermuteResult r : results) {
-        out.copyFrom(base * rb, r.permuted(), 0, r.numOut() * rb);
-        for (long s = 0; s < (long) n * k; s++) {
-          int row = r.rowIdMap().getInt(4 * s);
-          if (row >= 0) {
-            ids.putInt(4 * s, (int) (base + row));
-          }
-        }
-        base += r.numOut();
+    try (HostBuffer exp = hb.combineIdentity(results)) {
+      if (got.size() != n) {
+        throw new Mismatch("batch " + b + ": " + got.size() + " combined tokens, expected " + n);
       }
-      UnpermuteInput in =
-          new UnpermuteInput(out, total, ids, n, k, spec.hidden(), spec.dtype(), hb.probs);
-      try (HostBuffer exp = CPU.unpermute(in)) {
-        if (got.size() != n) {
-          throw new Mismatch("batch " + b + ": " + got.size() + " combined tokens, expected " + n);
+      for (int t = 0; t < n; t++) {
+        long id = toks.get(t).id();
+        byte[] g = got.get(id);
+        if (g == null) {
+          throw new Mismatch("batch " + b + ": combined token_id " + id + " is missing");
         }
-        for (int t = 0; t < n; t++) {
-          long id = toks.get(t).id();
-          byte[] g = got.get(id);
-          if (g == null) {
-            throw new Mismatch("batch " + b + ": combined token_id " + id + " is missing");
-          }
-          for (int x = 0; x < rb; x++) {
-            byte e = exp.getByte(t * rb + x);
-            if (g[x] != e) {
-              throw new Mismatch(
-                  String.format(
-                      Locale.ROOT,
-                      "batch %d, combined token_id %d: hidden byte %d is 0x%02x, expected 0x%02x",
-                      b,
-                      id,
-                      x,
-                      g[x] & 0xFF,
-                      e & 0xFF));
-            }
-          }
+        String where = "batch " + b + ", combined token_id " + id;
+        if (g.length != rb) {
+          throw new Mismatch(where + ": " + g.length + " hidden bytes, expected " + rb);
         }
+        compareHidden(where, g, 0, ReferenceBatch.row(exp, t, rb));
       }
     }
     return n;

@@ -1,5 +1,9 @@
 package io.moeprep.app.kernelcli;
 
+import io.moeprep.app.cli.DTypeOption;
+import io.moeprep.app.cli.HelpOption;
+import io.moeprep.app.cli.MoePrepCommandLine;
+import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.MoeKernels;
@@ -18,37 +22,48 @@ import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
 import java.util.Comparator;
-import java.util.HashMap;
 import java.util.List;
-import java.util.Map;
-import java.util.Set;
 import java.util.stream.Stream;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
+import picocli.CommandLine.Option;
 
 /**
- * The kernel command line over {@code .npy} files ({@code bin/moeprep-kernels}). Exit codes: 0
- * done, 2 bad input or usage (one line on stderr, no output left behind), 1 any other failure.
+ * The kernel command line over {@code .npy} files ({@code bin/moeprep-kernels}): {@code permute}
+ * and {@code unpermute} on the CPU or the GPU. Exit codes ({@link MoePrepCommandLine}): 0 done, 2 a
+ * usage error, bad input or an unavailable backend (one line on stderr, no output left behind), 1
+ * any other failure.
  */
+@Command(
+    name = "moeprep-kernels",
+    customSynopsis = {
+      "",
+      "  moeprep-kernels permute --tokens T.npy --routing R.npy [--probs P.npy] --experts E",
+      "      [--ep-size R --rank r] [--num-out M | --capacity C [--pad-to-capacity]] [--align A]",
+      "      [--dtype f32|bf16|f16|fp8e4m3|fp8e5m2] [--backend auto|cpu|cuda] --out DIR [--force]",
+      "  moeprep-kernels unpermute --expert-out X.npy --row-id-map DIR/row_id_map.npy"
+          + " [--probs P.npy]",
+      "      [--dtype f32|bf16|f16] [--backend auto|cpu|cuda] --out OUT.npy [--force]"
+    },
+    description = {
+      "Arrays are little-endian C-order .npy: tokens [N, H] (f32 <f4, bf16 <u2 bits, f16 <f2,",
+      "fp8 |u1 bytes); routing [N, K] int32 or int64 expert ids, -1 = masked, or a mask map [N, E]",
+      "of bool (|b1) whose probs are then dense [N, E]; probs [N, K] float32.",
+      "permute writes DIR/permuted.npy, row_id_map.npy, source_token.npy, source_slot.npy,",
+      "tokens_per_expert.npy, dropped_per_expert.npy, expert_offsets.npy and permuted_probs.npy",
+      "(with --probs). The output appears only when complete."
+    },
+    footer = "moeprep-kernels <command> --help shows a command's options.",
+    subcommands = {KernelCli.Permute.class, KernelCli.Unpermute.class})
 public final class KernelCli {
-  static final String USAGE =
-      """
-      usage:
-        moeprep-kernels permute --tokens T.npy --routing R.npy [--probs P.npy] --experts E
-            [--ep-size R --rank r] [--num-out M | --capacity C [--pad-to-capacity]] [--align A]
-            [--dtype f32|bf16|f16|fp8e4m3|fp8e5m2] [--backend auto|cpu|cuda] --out DIR [--force]
-        moeprep-kernels unpermute --expert-out X.npy --row-id-map DIR/row_id_map.npy [--probs P.npy]
-            [--dtype f32|bf16|f16] [--backend auto|cpu|cuda] --out OUT.npy [--force]
+  @Mixin HelpOption help;
 
-      Arrays are little-endian C-order .npy: tokens [N, H] (f32 <f4, bf16 <u2 bits, f16 <f2,
-      fp8 |u1 bytes); routing [N, K] int32 or int64 expert ids, -1 = masked, or a mask map [N, E]
-      of bool (|b1) whose probs are then dense [N, E]; probs [N, K] float32.
-      permute writes DIR/permuted.npy, row_id_map.npy, source_token.npy, source_slot.npy,
-      tokens_per_expert.npy, dropped_per_expert.npy, expert_offsets.npy and permuted_probs.npy
-      (with --probs). The output appears only when complete.
-      """;
+  /** A subcommand: checks its options and files, then writes its output. */
+  private interface KernelCommand {
+    void run(PrintStream out) throws IOException;
+  }
 
-  private static final Set<String> FLAGS = Set.of("--pad-to-capacity", "--force", "--help");
-
-  private KernelCli() {}
+  KernelCli() {}
 
   /** Runs the CLI and exits with its code. */
   public static void main(String[] args) {
@@ -57,125 +72,330 @@ public final class KernelCli {
 
   /** Runs the CLI; returns the exit code. */
   public static int run(String[] args, PrintStream out, PrintStream err) {
-    if (args.length == 0 || args[0].equals("--help") || args[0].equals("-h")) {
-      out.print(USAGE);
-      return args.length == 0 ? 2 : 0;
-    }
-    try {
-      Map<String, String> opts = parse(args);
-      if (opts.containsKey("--help")) {
-        out.print(USAGE);
-        return 0;
-      }
-      switch (args[0]) {
-        case "permute" -> permute(opts, out);
-        case "unpermute" -> unpermute(opts, out);
-        default ->
-            throw new IllegalArgumentException(
-                "command '" + args[0] + "' is unknown: must be permute or unpermute (see --help)");
-      }
-      return 0;
-    } catch (IllegalArgumentException e) {
-      err.println("moeprep-kernels: error: " + e.getMessage());
-      return 2;
-    } catch (IOException | RuntimeException e) {
-      err.println("moeprep-kernels: failed: " + e);
-      return 1;
-    }
+    MoePrepCommandLine cli =
+        new MoePrepCommandLine(
+            new KernelCli(), out, err, false, MoePrepCommandLine.verboseFromEnvironment());
+    return cli.execute(
+        args,
+        spec -> {
+          ((KernelCommand) spec.userObject()).run(out);
+          return MoePrepCommandLine.OK;
+        });
   }
 
-  private static Map<String, String> parse(String[] args) {
-    Map<String, String> m = new HashMap<>();
-    for (int i = 1; i < args.length; i++) {
-      String a = args[i];
-      if (!a.startsWith("--")) {
-        throw new IllegalArgumentException(
-            "argument '" + a + "' is unexpected: options start with --");
-      }
-      if (FLAGS.contains(a)) {
-        m.put(a, "true");
-      } else if (i + 1 >= args.length) {
-        throw new IllegalArgumentException("option " + a + " needs a value");
-      } else {
-        m.put(a, args[++i]);
-      }
-    }
-    return m;
-  }
+  /** {@code moeprep-kernels permute}. */
+  @Command(
+      name = "permute",
+      header = "permute .npy tokens into expert-grouped rows",
+      customSynopsis = {
+        "moeprep-kernels permute --tokens T.npy --routing R.npy [--probs P.npy] --experts E",
+        "    [--ep-size R --rank r] [--num-out M | --capacity C [--pad-to-capacity]] [--align A]",
+        "    [--dtype f32|bf16|f16|fp8e4m3|fp8e5m2] [--backend auto|cpu|cuda] --out DIR [--force]"
+      },
+      description = {
+        "Writes into DIR: permuted.npy [numOut, H], row_id_map.npy (int32 [N, K]: the output row",
+        "of each slot, or -1), source_token.npy and source_slot.npy (int64 [numOut], -1 on",
+        "padding rows), permuted_probs.npy (float32, with --probs), tokens_per_expert.npy (int64",
+        "[E]), dropped_per_expert.npy and expert_offsets.npy (int64 [E+1]). DIR appears only",
+        "when complete."
+      })
+  static final class Permute implements KernelCommand {
+    @Option(
+        names = "--tokens",
+        paramLabel = "T.npy",
+        required = true,
+        description = "tokens [N, H]")
+    Path tokens;
 
-  private static void permute(Map<String, String> o, PrintStream out) throws IOException {
-    allowed(
-        o,
-        "--tokens",
-        "--routing",
-        "--probs",
-        "--experts",
-        "--ep-size",
-        "--rank",
-        "--num-out",
-        "--capacity",
-        "--pad-to-capacity",
-        "--align",
-        "--dtype",
-        "--backend",
-        "--out",
-        "--force");
-    Path dir = Path.of(required(o, "--out"));
-    checkOutput(dir, o);
-    MoeKernels kernels =
-        MoeKernels.create(BackendChoice.parse(o.getOrDefault("--backend", "auto")));
-    try (Npy.Array tokens = Npy.read(Path.of(required(o, "--tokens")));
-        Npy.Array routing = Npy.read(Path.of(required(o, "--routing")));
-        Npy.Array probs = o.containsKey("--probs") ? Npy.read(Path.of(o.get("--probs"))) : null) {
-      requireRank(tokens, 2, "--tokens", "[N, H]");
-      requireRank(routing, 2, "--routing", "[N, K] or a mask map [N, E]");
-      DType dtype = dtypeOf(tokens, o.get("--dtype"));
-      long n = tokens.dim(0);
-      int h = intDim(tokens, 1, "--tokens");
-      if (routing.dim(0) != n) {
-        throw new IllegalArgumentException(
-            "--routing has "
-                + routing.dim(0)
-                + " rows but --tokens has "
-                + n
-                + ": they must be equal");
-      }
-      int experts = positiveInt(o, "--experts", -1);
-      boolean mask = routing.descr().equals("|b1") || routing.descr().equals("|u1");
-      if (mask && routing.dim(1) != experts) {
-        throw new IllegalArgumentException(
-            "--routing is a mask map with "
-                + routing.dim(1)
-                + " columns but --experts = "
-                + experts
-                + ": they must be equal");
-      }
-      if (probs != null) {
-        requireRank(probs, 2, "--probs", "[N, K]");
-        requireDescr(probs, "<f4", "--probs");
-        if (probs.dim(0) != n || probs.dim(1) != routing.dim(1)) {
+    @Option(
+        names = "--routing",
+        paramLabel = "R.npy",
+        required = true,
+        description = "expert ids [N, K] (int32 or int64, -1 = masked) or a bool mask map [N, E]")
+    Path routing;
+
+    @Option(
+        names = "--probs",
+        paramLabel = "P.npy",
+        description = "float32 weights [N, K] ([N, E] with a mask map)")
+    Path probs;
+
+    @Option(
+        names = "--experts",
+        paramLabel = "E",
+        required = true,
+        description = "number of experts")
+    int experts;
+
+    @Option(
+        names = "--ep-size",
+        paramLabel = "R",
+        description = "expert-parallel ranks (with --rank)")
+    Integer epSize;
+
+    @Option(
+        names = "--rank",
+        paramLabel = "r",
+        description = "the rank to permute for (with --ep-size)")
+    Integer rank;
+
+    @Option(
+        names = "--num-out",
+        paramLabel = "M",
+        description = "keep the first M slots, pad to M rows")
+    Long numOut;
+
+    @Option(
+        names = "--capacity",
+        paramLabel = "C",
+        description = "keep each expert's first C slots")
+    Long capacity;
+
+    @Option(names = "--pad-to-capacity", description = "pad every expert segment to exactly C rows")
+    boolean padToCapacity;
+
+    @Option(
+        names = "--align",
+        paramLabel = "A",
+        description = "pad every expert segment to a multiple of A rows")
+    Integer align;
+
+    @Option(
+        names = "--dtype",
+        paramLabel = "D",
+        converter = DTypeOption.class,
+        description = "element type (default: from the .npy dtype; needed for fp8)")
+    DType dtype;
+
+    @Option(names = "--backend", paramLabel = "B", description = "auto, cpu or cuda (default auto)")
+    BackendChoice backend = BackendChoice.AUTO;
+
+    @Option(names = "--out", paramLabel = "DIR", required = true, description = "output directory")
+    Path out;
+
+    @Option(names = "--force", description = "replace DIR if it exists")
+    boolean force;
+
+    @Mixin HelpOption help;
+
+    @Override
+    public void run(PrintStream stdout) throws IOException {
+      OptionChecks.inRange("--experts", experts, 1, Integer.MAX_VALUE);
+      PermuteOptions options = options();
+      MoeKernels kernels =
+          prepare(backend, out, force, "--tokens", tokens, "--routing", routing, "--probs", probs);
+      try (Npy.Array tokens = Npy.read(this.tokens);
+          Npy.Array routing = Npy.read(this.routing);
+          Npy.Array probs = this.probs == null ? null : Npy.read(this.probs)) {
+        requireRank(tokens, 2, "--tokens", "[N, H]");
+        requireRank(routing, 2, "--routing", "[N, K] or a mask map [N, E]");
+        DType dtype = dtypeOf(tokens, this.dtype);
+        long n = tokens.dim(0);
+        int h = intDim(tokens, 1, "--tokens");
+        if (routing.dim(0) != n) {
           throw new IllegalArgumentException(
-              "--probs has shape "
-                  + java.util.Arrays.toString(probs.shape())
-                  + " but --routing has "
-                  + java.util.Arrays.toString(routing.shape())
+              "--routing has "
+                  + routing.dim(0)
+                  + " rows but --tokens has "
+                  + n
                   + ": they must be equal");
         }
-      }
-      PermuteOptions options = options(o, experts);
-      try (RoutingMaps.IndexMap converted = convert(routing, probs, mask, experts)) {
-        HostBuffer ids = converted != null ? converted.routing() : routing.data();
-        HostBuffer p =
-            converted != null && mask ? converted.probs() : probs == null ? null : probs.data();
-        int k = converted != null ? converted.topK() : intDim(routing, 1, "--routing");
-        PermuteInput in = new PermuteInput(tokens.data(), n, h, dtype, ids, k, p);
-        try (PermuteResult r = kernels.permute(in, options)) {
-          writeAtomically(dir, o, tmp -> writePermute(tmp, r, tokens.descr(), n, k));
-          out.printf(
-              "permuted %d tokens x %d slots into %d rows (%s, backend %s) -> %s%n",
-              n, k, r.numOut(), dtype.cliName(), kernels.backend().name(), dir);
+        boolean mask = routing.descr().equals("|b1") || routing.descr().equals("|u1");
+        if (mask && routing.dim(1) != experts) {
+          throw new IllegalArgumentException(
+              "--routing is a mask map with "
+                  + routing.dim(1)
+                  + " columns but --experts = "
+                  + experts
+                  + ": they must be equal");
+        }
+        if (probs != null) {
+          requireRank(probs, 2, "--probs", "[N, K]");
+          requireDescr(probs, "<f4", "--probs");
+          if (probs.dim(0) != n || probs.dim(1) != routing.dim(1)) {
+            throw new IllegalArgumentException(
+                "--probs has shape "
+                    + java.util.Arrays.toString(probs.shape())
+                    + " but --routing has "
+                    + java.util.Arrays.toString(routing.shape())
+                    + ": they must be equal");
+          }
+        }
+        try (RoutingMaps.IndexMap converted = convert(routing, probs, mask, experts)) {
+          HostBuffer ids = converted != null ? converted.routing() : routing.data();
+          HostBuffer p =
+              converted != null && mask ? converted.probs() : probs == null ? null : probs.data();
+          int k = converted != null ? converted.topK() : intDim(routing, 1, "--routing");
+          PermuteInput in = new PermuteInput(tokens.data(), n, h, dtype, ids, k, p);
+          try (PermuteResult r = kernels.permute(in, options)) {
+            writeAtomically(out, force, tmp -> writePermute(tmp, r, tokens.descr(), n, k));
+            stdout.printf(
+                "permuted %d tokens x %d slots into %d rows (%s, backend %s) -> %s%n",
+                n, k, r.numOut(), dtype.cliName(), kernels.backend().name(), out);
+          }
         }
       }
+    }
+
+    private PermuteOptions options() {
+      ExpertPlacement placement = null;
+      int r = -1;
+      if ((epSize == null) != (rank == null)) {
+        throw new IllegalArgumentException(
+            "--ep-size and --rank go together: give both or neither");
+      }
+      if (epSize != null) {
+        placement =
+            ExpertPlacement.contiguous(
+                experts, OptionChecks.inRange("--ep-size", epSize, 1, Integer.MAX_VALUE));
+        r = rank;
+      }
+      if (numOut != null && capacity != null) {
+        throw new IllegalArgumentException("--num-out and --capacity exclude each other: give one");
+      }
+      if (padToCapacity && capacity == null) {
+        throw new IllegalArgumentException("--pad-to-capacity needs --capacity");
+      }
+      CapacityPolicy cap = CapacityPolicy.NONE;
+      if (numOut != null) {
+        cap = CapacityPolicy.numOut(numOut);
+      } else if (capacity != null) {
+        cap = CapacityPolicy.perExpert(capacity, padToCapacity);
+      }
+      return new PermuteOptions(experts, placement, r, cap, align == null ? 1 : align);
+    }
+  }
+
+  /** {@code moeprep-kernels unpermute}. */
+  @Command(
+      name = "unpermute",
+      header = "combine expert-output rows back into tokens",
+      customSynopsis = {
+        "moeprep-kernels unpermute --expert-out X.npy --row-id-map DIR/row_id_map.npy"
+            + " [--probs P.npy]",
+        "    [--dtype f32|bf16|f16] [--backend auto|cpu|cuda] --out OUT.npy [--force]"
+      },
+      description = {
+        "Writes OUT.npy [N, H]: out[t] = sum over the slots k of token t with a row of",
+        "probs[t][k] (1 without --probs) * expert_out[row], accumulated in float32 and rounded",
+        "to the dtype. OUT.npy appears only when complete."
+      })
+  static final class Unpermute implements KernelCommand {
+    @Option(
+        names = "--expert-out",
+        paramLabel = "X.npy",
+        required = true,
+        description = "expert-output rows [numOut, H]")
+    Path expertOut;
+
+    @Option(
+        names = "--row-id-map",
+        paramLabel = "DIR/row_id_map.npy",
+        required = true,
+        description = "int32 [N, K] from permute")
+    Path rowIdMap;
+
+    @Option(names = "--probs", paramLabel = "P.npy", description = "float32 weights [N, K]")
+    Path probs;
+
+    @Option(
+        names = "--dtype",
+        paramLabel = "D",
+        converter = DTypeOption.class,
+        description = "element type (default: from the .npy dtype)")
+    DType dtype;
+
+    @Option(names = "--backend", paramLabel = "B", description = "auto, cpu or cuda (default auto)")
+    BackendChoice backend = BackendChoice.AUTO;
+
+    @Option(names = "--out", paramLabel = "OUT.npy", required = true, description = "output file")
+    Path out;
+
+    @Option(names = "--force", description = "replace OUT.npy if it exists")
+    boolean force;
+
+    @Mixin HelpOption help;
+
+    @Override
+    public void run(PrintStream stdout) throws IOException {
+      MoeKernels kernels =
+          prepare(
+              backend,
+              out,
+              force,
+              "--expert-out",
+              expertOut,
+              "--row-id-map",
+              rowIdMap,
+              "--probs",
+              probs);
+      try (Npy.Array x = Npy.read(expertOut);
+          Npy.Array map = Npy.read(rowIdMap);
+          Npy.Array probs = this.probs == null ? null : Npy.read(this.probs)) {
+        requireRank(x, 2, "--expert-out", "[numOut, H]");
+        requireRank(map, 2, "--row-id-map", "[N, K]");
+        requireDescr(map, "<i4", "--row-id-map");
+        DType dtype = dtypeOf(x, this.dtype);
+        long n = map.dim(0);
+        int k = intDim(map, 1, "--row-id-map");
+        if (probs != null) {
+          requireDescr(probs, "<f4", "--probs");
+          if (probs.elements() != n * k) {
+            throw new IllegalArgumentException(
+                "--probs has "
+                    + probs.elements()
+                    + " entries but --row-id-map has "
+                    + (n * k)
+                    + ": they must be equal");
+          }
+        }
+        int h = intDim(x, 1, "--expert-out");
+        UnpermuteInput in =
+            new UnpermuteInput(
+                x.data(),
+                x.dim(0),
+                map.data(),
+                n,
+                k,
+                h,
+                dtype,
+                probs == null ? null : probs.data());
+        try (HostBuffer result = kernels.unpermute(in)) {
+          writeAtomically(out, force, tmp -> Npy.write(tmp, x.descr(), new long[] {n, h}, result));
+          stdout.printf(
+              "combined %d rows into %d tokens (%s, backend %s) -> %s%n",
+              x.dim(0), n, dtype.cliName(), kernels.backend().name(), out);
+        }
+      }
+    }
+  }
+
+  /**
+   * What a command checks before it reads any array: its input files ({@code option, path} pairs; a
+   * null path is an option not given) exist, its output does not (unless {@code force}), and the
+   * backend can run.
+   */
+  private static MoeKernels prepare(
+      BackendChoice backend, Path out, boolean force, Object... optionPaths) {
+    for (int i = 0; i < optionPaths.length; i += 2) {
+      Path p = (Path) optionPaths[i + 1];
+      if (p != null && !Files.isRegularFile(p)) {
+        throw new IllegalArgumentException(
+            optionPaths[i]
+                + " "
+                + p
+                + (Files.exists(p) ? " is not a file" : " does not exist")
+                + ": fix "
+                + optionPaths[i]);
+      }
+    }
+    checkOutput(out, force);
+    try {
+      return MoeKernels.create(backend);
+    } catch (IllegalStateException e) {
+      // only CUDA fails to be chosen: an unusable GPU is an unavailable resource (exit code 2)
+      throw new MoePrepCommandLine.Unavailable(
+          e.getMessage() + ": use --backend cpu (or auto, the GPU when there is one)", e);
     }
   }
 
@@ -203,46 +423,6 @@ public final class KernelCli {
     }
   }
 
-  private static void unpermute(Map<String, String> o, PrintStream out) throws IOException {
-    allowed(
-        o, "--expert-out", "--row-id-map", "--probs", "--dtype", "--backend", "--out", "--force");
-    Path dest = Path.of(required(o, "--out"));
-    checkOutput(dest, o);
-    MoeKernels kernels =
-        MoeKernels.create(BackendChoice.parse(o.getOrDefault("--backend", "auto")));
-    try (Npy.Array x = Npy.read(Path.of(required(o, "--expert-out")));
-        Npy.Array map = Npy.read(Path.of(required(o, "--row-id-map")));
-        Npy.Array probs = o.containsKey("--probs") ? Npy.read(Path.of(o.get("--probs"))) : null) {
-      requireRank(x, 2, "--expert-out", "[numOut, H]");
-      requireRank(map, 2, "--row-id-map", "[N, K]");
-      requireDescr(map, "<i4", "--row-id-map");
-      DType dtype = dtypeOf(x, o.get("--dtype"));
-      long n = map.dim(0);
-      int k = intDim(map, 1, "--row-id-map");
-      if (probs != null) {
-        requireDescr(probs, "<f4", "--probs");
-        if (probs.elements() != n * k) {
-          throw new IllegalArgumentException(
-              "--probs has "
-                  + probs.elements()
-                  + " entries but --row-id-map has "
-                  + (n * k)
-                  + ": they must be equal");
-        }
-      }
-      int h = intDim(x, 1, "--expert-out");
-      UnpermuteInput in =
-          new UnpermuteInput(
-              x.data(), x.dim(0), map.data(), n, k, h, dtype, probs == null ? null : probs.data());
-      try (HostBuffer result = kernels.unpermute(in)) {
-        writeAtomically(dest, o, tmp -> Npy.write(tmp, x.descr(), new long[] {n, h}, result));
-        out.printf(
-            "combined %d rows into %d tokens (%s, backend %s) -> %s%n",
-            x.dim(0), n, dtype.cliName(), kernels.backend().name(), dest);
-      }
-    }
-  }
-
   /** A converted index map for mask maps and int64 maps; {@code null} for int32 (used as is). */
   private static RoutingMaps.IndexMap convert(
       Npy.Array routing, Npy.Array probs, boolean mask, int experts) {
@@ -262,35 +442,7 @@ public final class KernelCli {
     };
   }
 
-  private static PermuteOptions options(Map<String, String> o, int experts) {
-    ExpertPlacement placement = null;
-    int rank = -1;
-    if (o.containsKey("--ep-size") != o.containsKey("--rank")) {
-      throw new IllegalArgumentException("--ep-size and --rank go together: give both or neither");
-    }
-    if (o.containsKey("--ep-size")) {
-      placement = ExpertPlacement.contiguous(experts, positiveInt(o, "--ep-size", -1));
-      rank = intOption(o, "--rank");
-    }
-    if (o.containsKey("--num-out") && o.containsKey("--capacity")) {
-      throw new IllegalArgumentException("--num-out and --capacity exclude each other: give one");
-    }
-    if (o.containsKey("--pad-to-capacity") && !o.containsKey("--capacity")) {
-      throw new IllegalArgumentException("--pad-to-capacity needs --capacity");
-    }
-    CapacityPolicy cap = CapacityPolicy.NONE;
-    if (o.containsKey("--num-out")) {
-      cap = CapacityPolicy.numOut(longOption(o, "--num-out"));
-    } else if (o.containsKey("--capacity")) {
-      cap =
-          CapacityPolicy.perExpert(longOption(o, "--capacity"), o.containsKey("--pad-to-capacity"));
-    }
-    int align = o.containsKey("--align") ? intOption(o, "--align") : 1;
-    return new PermuteOptions(experts, placement, rank, cap, align);
-  }
-
-  private static DType dtypeOf(Npy.Array a, String flag) {
-    DType d = flag != null ? DType.parse(flag) : null;
+  private static DType dtypeOf(Npy.Array a, DType d) {
     String descr = a.descr();
     DType inferred =
         switch (descr) {
@@ -333,8 +485,7 @@ public final class KernelCli {
   }
 
   /** Writes into a sibling temporary path, then moves it into place; nothing partial remains. */
-  private static void writeAtomically(Path dest, Map<String, String> o, Writer writer)
-      throws IOException {
+  private static void writeAtomically(Path dest, boolean force, Writer writer) throws IOException {
     Path parent = dest.toAbsolutePath().getParent();
     Files.createDirectories(parent);
     Path tmp = parent.resolve("." + dest.getFileName() + ".tmp-" + ProcessHandle.current().pid());
@@ -345,7 +496,7 @@ public final class KernelCli {
         Files.createDirectory(tmp);
       }
       writer.write(tmp);
-      if (o.containsKey("--force")) {
+      if (force) {
         deleteTree(dest);
       }
       Files.move(tmp, dest, StandardCopyOption.ATOMIC_MOVE);
@@ -355,8 +506,8 @@ public final class KernelCli {
     }
   }
 
-  private static void checkOutput(Path dest, Map<String, String> o) {
-    if (Files.exists(dest) && !o.containsKey("--force")) {
+  private static void checkOutput(Path dest, boolean force) {
+    if (Files.exists(dest) && !force) {
       throw new IllegalArgumentException(
           "--out " + dest + " already exists: choose a new path or pass --force");
     }
@@ -372,50 +523,6 @@ public final class KernelCli {
         Files.delete(x);
       }
     }
-  }
-
-  private static void allowed(Map<String, String> o, String... names) {
-    Set<String> ok = Set.of(names);
-    for (String k : o.keySet()) {
-      if (!ok.contains(k) && !k.equals("--help")) {
-        throw new IllegalArgumentException("option " + k + " is unknown here (see --help)");
-      }
-    }
-  }
-
-  private static String required(Map<String, String> o, String name) {
-    String v = o.get(name);
-    if (v == null) {
-      throw new IllegalArgumentException("option " + name + " is required (see --help)");
-    }
-    return v;
-  }
-
-  private static long longOption(Map<String, String> o, String name) {
-    String v = required(o, name);
-    try {
-      return Long.parseLong(v);
-    } catch (NumberFormatException e) {
-      throw new IllegalArgumentException(
-          "'" + v + "' in " + name + " is invalid: must be an integer");
-    }
-  }
-
-  private static int intOption(Map<String, String> o, String name) {
-    long v = longOption(o, name);
-    if (v < Integer.MIN_VALUE || v > Integer.MAX_VALUE) {
-      throw new IllegalArgumentException(
-          "'" + v + "' in " + name + " is invalid: out of int range");
-    }
-    return (int) v;
-  }
-
-  private static int positiveInt(Map<String, String> o, String name, int dflt) {
-    int v = o.containsKey(name) || dflt < 0 ? intOption(o, name) : dflt;
-    if (v < 1) {
-      throw new IllegalArgumentException("'" + v + "' in " + name + " is invalid: must be >= 1");
-    }
-    return v;
   }
 
   private static int intDim(Npy.Array a, int i, String name) {

@@ -1,5 +1,6 @@
 package io.moeprep.app.kernelcli;
 
+import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.kernels.memory.HostBuffer;
 import java.io.IOException;
 import java.nio.ByteBuffer;
@@ -112,7 +113,7 @@ public final class Npy {
       try {
         data.readFrom(ch, dataStart, 0, bytes);
       } catch (IOException | RuntimeException e) {
-        data.close();
+        Closeables.closeSuppressed(data, e);
         throw e;
       }
       return new Array(path, descr, shape, data);

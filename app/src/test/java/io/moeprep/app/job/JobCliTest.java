@@ -1,14 +1,21 @@
 package io.moeprep.app.job;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.io.ByteArrayOutputStream;
+import java.io.IOException;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.Supplier;
 import org.apache.spark.sql.SparkSession;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.CsvSource;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -45,11 +52,14 @@ class JobCliTest {
     assertEquals("", r.err());
   }
 
+  static final List<String> COMMANDS =
+      List.of("generate", "permute", "unpermute", "verify", "stats", "demo");
+
   @Test
   void topLevelHelpListsTheCommands() {
     Result r = run(NO_SPARK, "--help");
     assertEquals(0, r.code());
-    for (String c : JobMain.COMMANDS.keySet()) {
+    for (String c : COMMANDS) {
       assertTrue(r.out().contains("  " + c + " "), c);
     }
     Result none = run(NO_SPARK);
@@ -87,5 +97,73 @@ class JobCliTest {
     assertTrue(r.err().contains(expected), r.err());
     assertEquals(1, r.err().lines().count(), "one line: " + r.err());
     assertTrue(r.err().startsWith("moeprep"), r.err());
+  }
+
+  @Test
+  void theHelpCommandShowsACommandsHelp() {
+    Result r = run(NO_SPARK, "help", "permute");
+    assertEquals(0, r.code(), r.err());
+    assertTrue(r.out().startsWith("usage: moeprep permute --input TOKENS --out DIR"), r.out());
+    assertTrue(r.out().contains("--capacity-factor F"), r.out());
+  }
+
+  /** Inputs that do not exist and outputs that do are reported before Spark starts. */
+  @Test
+  void pathsAreCheckedBeforeSparkStarts(@TempDir Path dir) throws IOException {
+    Path exists = Files.createDirectories(dir.resolve("exists"));
+    Path missing = dir.resolve("missing");
+    Path fresh = dir.resolve("fresh");
+    String[][] cases = {
+      {
+        "generate --out " + exists,
+        "output " + exists + " exists: choose another --out or add --force"
+      },
+      {
+        "permute --input " + missing + " --out " + fresh + " --ep-size 4",
+        "--input " + missing + " does not exist: fix --input"
+      },
+      {
+        "permute --input " + exists + " --out " + exists + " --ep-size 4",
+        "output " + exists + " exists"
+      },
+      {
+        "permute --input " + exists + " --out " + fresh + " --ep-size 4",
+        "option --experts is missing: give --experts E (--input has no _manifest.json"
+      },
+      {
+        "unpermute --permuted " + missing + " --out " + fresh,
+        "--permuted " + missing + " does not exist"
+      },
+      {"verify --permuted " + missing, "--permuted " + missing + " does not exist"},
+      {"stats --permuted " + missing, "--permuted " + missing + " does not exist"}
+    };
+    for (String[] c : cases) {
+      long start = System.nanoTime();
+      Result r = run(NO_SPARK, c[0].split(" "));
+      assertEquals(2, r.code(), c[0] + ": " + r.err());
+      assertTrue(r.err().contains(c[1]), c[0] + ": " + r.err());
+      assertEquals(1, r.err().lines().count(), "one line: " + r.err());
+      assertTrue((System.nanoTime() - start) / 1e9 < 10, c[0] + " was slow");
+    }
+    assertFalse(Files.exists(fresh), "nothing written");
+  }
+
+  @Test
+  void sparkThatDoesNotStartIsAnUnavailableResource(@TempDir Path dir) {
+    AtomicInteger asked = new AtomicInteger();
+    Result r =
+        run(
+            () -> {
+              asked.incrementAndGet();
+              throw new IllegalStateException("no master at spark://nowhere:7077");
+            },
+            "generate",
+            "--out",
+            dir.resolve("tokens").toString());
+    assertEquals(1, asked.get(), "the options and paths are fine: Spark is asked for");
+    assertEquals(2, r.code(), r.err());
+    assertEquals(
+        "moeprep generate: error: Spark did not start: no master at spark://nowhere:7077\n",
+        r.err());
   }
 }

@@ -4,7 +4,9 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeFalse;
 
+import io.moeprep.kernels.cuda.CudaSupport;
 import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.kernels.testing.HostBuffers;
 import io.moeprep.kernels.testing.LeakCheck;
@@ -200,7 +202,8 @@ class KernelCliTest {
         err.toString());
     assertEquals(2, cli("permute", "--tokens", p("tokens.npy"), "--experts", "4", "--out", p("o")));
     assertEquals(
-        "moeprep-kernels: error: option --routing is required (see --help)\n", err.toString());
+        "moeprep-kernels: error: option --routing is missing: give --routing R.npy\n",
+        err.toString());
     assertEquals(
         2,
         cli(
@@ -271,6 +274,74 @@ class KernelCliTest {
             "4",
             "--out",
             p("exists")));
+  }
+
+  @Test
+  void helpOfEveryCommandAndUsageErrorsExitTwo() throws IOException {
+    assertEquals(0, cli("--help"));
+    assertTrue(out.toString().startsWith("usage: "), out.toString());
+    assertTrue(out.toString().contains("  permute    "), out.toString());
+    assertTrue(out.toString().contains("  unpermute  "), out.toString());
+    for (String c : new String[] {"permute", "unpermute"}) {
+      assertEquals(0, cli(c, "--help"), err.toString());
+      assertTrue(out.toString().startsWith("usage: moeprep-kernels " + c + " --"), out.toString());
+      assertTrue(out.toString().contains("--out"), out.toString());
+      assertEquals("", err.toString());
+    }
+    assertEquals(2, cli());
+    assertTrue(err.toString().startsWith("usage: "), "usage on stderr: " + err);
+    String[][] cases = {
+      {"frobnicate", "moeprep-kernels: error: command 'frobnicate' is unknown"},
+      {
+        "permute --tokens t.npy --routing r.npy --experts 4 --out o --colour red",
+        "moeprep-kernels: error: option --colour is unknown to 'permute'"
+      },
+      {
+        "permute --tokens t.npy --routing r.npy --experts four --out o",
+        "moeprep-kernels: error: --experts 'four' is invalid: must be an integer"
+      },
+      {
+        "permute --tokens " + p("none.npy") + " --routing r.npy --experts 4 --out " + p("o"),
+        "moeprep-kernels: error: --tokens " + p("none.npy") + " does not exist: fix --tokens"
+      },
+      {
+        "unpermute --expert-out "
+            + p("tokens.npy")
+            + " --row-id-map "
+            + p("routing.npy")
+            + " --backend tpu --out "
+            + p("o.npy"),
+        "moeprep-kernels: error: --backend 'tpu' is invalid: must be one of auto, cpu, cuda"
+      }
+    };
+    for (String[] c : cases) {
+      assertEquals(2, cli(c[0].split(" ")), c[0]);
+      assertTrue(err.toString().startsWith(c[1]), c[0] + ": " + err);
+      assertEquals(1, err.toString().lines().count(), err.toString());
+    }
+  }
+
+  @Test
+  void anUnusableGpuIsAnUnavailableResource() {
+    assumeFalse(CudaSupport.probe().available(), "a GPU is usable here");
+    assertEquals(
+        2,
+        cli(
+            "permute",
+            "--tokens",
+            p("tokens.npy"),
+            "--routing",
+            p("routing.npy"),
+            "--experts",
+            "4",
+            "--backend",
+            "cuda",
+            "--out",
+            p("o")));
+    assertTrue(err.toString().startsWith("moeprep-kernels: error: backend cuda is unavailable"));
+    assertTrue(
+        err.toString().endsWith(": use --backend cpu (or auto, the GPU when there is one)\n"));
+    assertFalse(Files.exists(dir.resolve("o")));
   }
 
   private static long[] longs(Path path) throws IOException {

@@ -27,9 +27,9 @@ import sun.misc.Unsafe;
  * mapped, instead of paying the kernel's page faults for every fresh block. {@link #trimCache()}
  * returns the cache to the system.
  *
- * <p>Accessors take byte offsets and check bounds; bulk work uses {@link #address()} with {@link
- * #unsafe()} directly. Multi-byte values are little-endian (the platform order, checked at class
- * load).
+ * <p>Accessors (single values, and copies between buffers and to and from Java arrays) take byte
+ * offsets and check bounds; the backends' bulk work uses {@link #address()} with {@link #unsafe()}
+ * directly. Multi-byte values are little-endian (the platform order, checked at class load).
  */
 public final class HostBuffer implements AutoCloseable {
   private static final Unsafe UNSAFE = loadUnsafe();
@@ -212,6 +212,34 @@ public final class HostBuffer implements AutoCloseable {
   public void copyFrom(long offset, HostBuffer src, long srcOffset, long length) {
     if (length > 0) {
       UNSAFE.copyMemory(src.at(srcOffset, length), at(offset, length), length);
+    }
+  }
+
+  /**
+   * Copies {@code length} bytes of {@code src} from {@code srcOffset} into this buffer at {@code
+   * offset}.
+   *
+   * @throws IndexOutOfBoundsException when either range does not fit
+   */
+  public void copyFrom(long offset, byte[] src, int srcOffset, int length) {
+    Objects.checkFromIndexSize(srcOffset, length, src.length);
+    if (length > 0) {
+      UNSAFE.copyMemory(
+          src, Unsafe.ARRAY_BYTE_BASE_OFFSET + srcOffset, null, at(offset, length), length);
+    }
+  }
+
+  /**
+   * Copies {@code length} bytes of this buffer from {@code offset} into {@code dst} at {@code
+   * dstOffset}.
+   *
+   * @throws IndexOutOfBoundsException when either range does not fit
+   */
+  public void copyTo(long offset, byte[] dst, int dstOffset, int length) {
+    Objects.checkFromIndexSize(dstOffset, length, dst.length);
+    if (length > 0) {
+      UNSAFE.copyMemory(
+          null, at(offset, length), dst, Unsafe.ARRAY_BYTE_BASE_OFFSET + dstOffset, length);
     }
   }
 

@@ -9,6 +9,7 @@ import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
+import io.moeprep.kernels.cpu.ReferenceBatch;
 import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.KernelReference;
 import io.moeprep.spark.SparkSessions;
@@ -47,7 +48,7 @@ class PermuteTest {
       List<TokenBatch.Token> toks = tb.batch(b);
       for (int r = 0; r < ranks; r++) {
         String key = r + "/" + b;
-        try (KernelReference.Batch in = KernelReference.batch(tb, b, probs);
+        try (ReferenceBatch in = KernelReference.batch(tb, b, probs);
             PermuteResult exp = KernelReference.permute(in, spec.optionsForRank(r))) {
           checkedRows += checkRows(key, toks, exp, spec, rows.getOrDefault(key, List.of()), probs);
           checkPacked(key, exp, spec, rows.getOrDefault(key, List.of()), packed.get(key));

@@ -6,7 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.PermuteResult;
-import io.moeprep.kernels.contract.UnpermuteInput;
+import io.moeprep.kernels.cpu.ReferenceBatch;
 import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.KernelReference;
@@ -120,7 +120,7 @@ class UnpermuteTest {
       List<TokenBatch.Token> toks = tb.batch(batch);
       int n = toks.size();
       PermuteOptions single = PermuteOptions.of(e).withCapacity(spec.capacityPolicy());
-      try (KernelReference.Batch in = KernelReference.batch(tb, batch, true);
+      try (ReferenceBatch in = KernelReference.batch(tb, batch, true);
           PermuteResult p = KernelReference.permute(in, single);
           HostBuffer eo = HostBuffer.allocate(p.numOut() * rowBytes)) {
         for (long i = 0; i < p.numOut(); i++) {
@@ -133,9 +133,7 @@ class UnpermuteTest {
             eo.putByte(i * rowBytes + x, y[x]);
           }
         }
-        UnpermuteInput ui =
-            new UnpermuteInput(eo, p.numOut(), p.rowIdMap(), n, k, h, dtype, in.probs);
-        try (HostBuffer exp = KernelReference.unpermute(ui)) {
+        try (HostBuffer exp = in.unpermute(eo, p.numOut(), p.rowIdMap())) {
           for (int t = 0; t < n; t++) {
             assertArrayEquals(
                 KernelReference.row(exp, t, rowBytes),
