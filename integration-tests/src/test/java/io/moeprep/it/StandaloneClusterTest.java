@@ -103,6 +103,7 @@ class StandaloneClusterTest {
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.storage.exceptionOnPinLeak", "true")
         .config("spark.plugins", MoePrepPlugin.class.getName())
         .config("spark.sql.extensions", MoePrepExtensions.class.getName());
   }

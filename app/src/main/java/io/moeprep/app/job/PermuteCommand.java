@@ -250,7 +250,7 @@ final class PermuteCommand implements Command.Runner {
     ObjectNode timings = Json.object();
     Dataset<Row> tokens = ctx.spark.read().parquet(input);
     PermuteOutput perm = MoePrep.permute(tokens, spec);
-    Dataset<Row> dispatched = perm.dispatched().persist(StorageLevel.MEMORY_AND_DISK());
+    perm.persist(StorageLevel.MEMORY_AND_DISK());
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
@@ -322,7 +322,7 @@ final class PermuteCommand implements Command.Runner {
       }
       throw ex;
     } finally {
-      dispatched.unpersist();
+      perm.unpersist();
     }
     return 0;
   }

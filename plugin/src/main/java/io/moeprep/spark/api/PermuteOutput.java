@@ -1,5 +1,6 @@
 package io.moeprep.spark.api;
 
+import io.moeprep.spark.exec.CachedPlans;
 import io.moeprep.spark.exec.RankBatchRunner;
 import io.moeprep.spark.exec.RankOutput;
 import io.moeprep.spark.rapids.RapidsRoute;
@@ -7,13 +8,14 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.types.StructType;
+import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.util.LongAccumulator;
 
 /**
  * The outputs of one permute, each a lazy {@link Dataset} with one partition per EP rank (partition
  * {@code r} holds rank {@code r}), batch by batch in permuted order. Each output is computed by its
- * own Spark job over the same dispatch plan: persist or checkpoint the input when several are
- * needed.
+ * own Spark job over the same dispatch plan: {@link #persist} it (or persist the input) when
+ * several are needed.
  */
 public final class PermuteOutput {
   private final Dataset<Row> dispatched;
@@ -83,6 +85,29 @@ public final class PermuteOutput {
   /** The dispatched records ({@link Schemas#DISPATCH}), partitioned by rank, sorted by batch. */
   public Dataset<Row> dispatched() {
     return dispatched;
+  }
+
+  /**
+   * Persists the dispatch plan that every output reads ({@link #dispatched()}) at {@code level} and
+   * fills the cache now, with one job that reads every rank partition to its end; the outputs
+   * computed afterwards read the cache instead of dispatching again. Returns this output; {@link
+   * #unpersist()} frees the cache.
+   *
+   * <p>Prefer this to {@code dispatched().persist(level)}: Spark 4.1's adaptive execution fills a
+   * cache that no job has read yet with a job that leaves each partition's block read-locked until
+   * its task ends ({@code 1 block locks were not released by task ...} per rank partition, a failed
+   * job with {@code spark.storage.exceptionOnPinLeak=true}); a cache filled here is never filled
+   * that way.
+   */
+  public PermuteOutput persist(StorageLevel level) {
+    CachedPlans.persistMaterialized(dispatched, level);
+    return this;
+  }
+
+  /** Frees the cache of {@link #persist}; returns this output. */
+  public PermuteOutput unpersist() {
+    dispatched.unpersist();
+    return this;
   }
 
   /**

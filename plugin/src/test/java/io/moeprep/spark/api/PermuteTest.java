@@ -24,6 +24,7 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
+import org.apache.spark.storage.StorageLevel;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
@@ -282,6 +283,29 @@ class PermuteTest {
     assertMatchesKernels(tb, out2, true);
     assertEquals(
         2L * 2 * 2, out2.rows().where("ep_rank = 3").count(), "2 batches x 2 experts x C=2");
+  }
+
+  /**
+   * A persisted dispatch plan gives the kernels' outputs, and every task that reads it releases its
+   * block: the shared session fails a task that does not ({@code
+   * spark.storage.exceptionOnPinLeak=true}), as Spark's adaptive execution does when it fills the
+   * cache itself.
+   */
+  @org.junit.jupiter.api.Test
+  void persistedDispatchPlanReleasesItsBlocks() {
+    SplittableRandom rnd = Seeds.fresh("persistedDispatchPlanReleasesItsBlocks");
+    TokenBatch tb = TokenBatch.random(rnd, 3, 1 + rnd.nextInt(100), 6, DType.BF16, 2, 8, 0.2);
+    PermuteSpec spec = PermuteSpec.builder(8, 4).hidden(6, DType.BF16).topK(2).build();
+    PermuteOutput out = MoePrep.permute(tb.toDataFrame(spark, true), spec);
+    out.persist(StorageLevel.MEMORY_AND_DISK());
+    try {
+      assertEquals(StorageLevel.MEMORY_AND_DISK(), out.dispatched().storageLevel());
+      assertMatchesKernels(tb, out, true);
+      assertEquals(out.rows().count(), out.rows().count(), "read twice from the cache");
+    } finally {
+      out.unpersist();
+    }
+    assertEquals(StorageLevel.NONE(), out.dispatched().storageLevel());
   }
 
   @org.junit.jupiter.api.Test

@@ -36,7 +36,8 @@ public final class RapidsExplainOnlyApp {
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "3")
         .config("spark.plugins", RapidsRoute.SQL_PLUGIN + "," + MoePrepPlugin.class.getName())
-        .config("spark.rapids.sql.explain", "NOT_ON_GPU");
+        .config("spark.rapids.sql.explain", "NOT_ON_GPU")
+        .config("spark.storage.exceptionOnPinLeak", "true");
   }
 
   /** Permutes {@link RapidsExplainOnlyTest#tokens} and notes the route and its path in out. */
