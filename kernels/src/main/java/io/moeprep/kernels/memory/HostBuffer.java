@@ -27,9 +27,10 @@ import sun.misc.Unsafe;
  * mapped, instead of paying the kernel's page faults for every fresh block. {@link #trimCache()}
  * returns the cache to the system.
  *
- * <p>Accessors take byte offsets and check bounds; bulk work uses {@link #address()} with {@link
- * #unsafe()} directly. Multi-byte values are little-endian (the platform order, checked at class
- * load).
+ * <p>Accessors take byte offsets and check bounds; bulk copies between buffers and to or from
+ * {@code byte[]} are {@link #copyFrom} and {@link #copyTo}; the backends' kernels use {@link
+ * #address()} with {@link #unsafe()} directly. Multi-byte values are little-endian (the platform
+ * order, checked at class load).
  */
 public final class HostBuffer implements AutoCloseable {
   private static final Unsafe UNSAFE = loadUnsafe();
@@ -212,6 +213,30 @@ public final class HostBuffer implements AutoCloseable {
   public void copyFrom(long offset, HostBuffer src, long srcOffset, long length) {
     if (length > 0) {
       UNSAFE.copyMemory(src.at(srcOffset, length), at(offset, length), length);
+    }
+  }
+
+  /**
+   * Copies {@code length} bytes of the array {@code src} from {@code srcOffset} to this buffer at
+   * {@code offset}, in one bulk copy; both ranges are bounds-checked.
+   */
+  public void copyFrom(long offset, byte[] src, long srcOffset, long length) {
+    if (length > 0) {
+      Objects.checkFromIndexSize(srcOffset, length, src.length);
+      UNSAFE.copyMemory(
+          src, Unsafe.ARRAY_BYTE_BASE_OFFSET + srcOffset, null, at(offset, length), length);
+    }
+  }
+
+  /**
+   * Copies {@code length} bytes of this buffer from {@code offset} into the array {@code dst} at
+   * {@code dstOffset}, in one bulk copy; both ranges are bounds-checked.
+   */
+  public void copyTo(long offset, byte[] dst, long dstOffset, long length) {
+    if (length > 0) {
+      Objects.checkFromIndexSize(dstOffset, length, dst.length);
+      UNSAFE.copyMemory(
+          null, at(offset, length), dst, Unsafe.ARRAY_BYTE_BASE_OFFSET + dstOffset, length);
     }
   }
 
