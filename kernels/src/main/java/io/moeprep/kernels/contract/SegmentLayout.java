@@ -89,6 +89,33 @@ public final class SegmentLayout {
   }
 
   /**
+   * The expert whose segment holds output row {@code row} (kept or padding), or {@code -1} for the
+   * zero rows of {@code [offset(E), numOut)} under {@link CapacityPolicy.NumOut}. Experts with an
+   * empty segment own no row.
+   *
+   * @throws IndexOutOfBoundsException when {@code row} is outside {@code [0, numOut)}
+   */
+  public int expertOfRow(long row) {
+    java.util.Objects.checkIndex(row, numOut);
+    int e = kept.length;
+    if (row >= offsets[e]) {
+      return -1;
+    }
+    // the last expert whose segment starts at or before the row: empty segments end before it
+    int lo = 0;
+    int hi = e;
+    while (hi - lo > 1) {
+      int mid = (lo + hi) >>> 1;
+      if (offsets[mid] <= row) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
+
+  /**
    * True when some output rows are zero padding (alignment, padding to capacity, or {@code numOut}
    * beyond the kept slots): the output has more rows than kept slots.
    */
