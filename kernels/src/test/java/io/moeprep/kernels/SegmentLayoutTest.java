@@ -34,6 +34,14 @@ class SegmentLayoutTest {
     for (int i = 0; i < want.length; i++) {
       assertEquals(want[i], l.expertOfRow(i), "row " + i);
     }
+    assertEquals(3, l.numSegments());
+    long[][] segments = {{0, 0, 1}, {1, 1, 3}, {-1, 3, 6}};
+    for (int s = 0; s < segments.length; s++) {
+      assertEquals(segments[s][0], l.segmentExpert(s), "owner of segment " + s);
+      assertEquals(segments[s][1], l.segmentStart(s), "start of segment " + s);
+      assertEquals(segments[s][2], l.segmentEnd(s), "end of segment " + s);
+    }
+    assertThrows(IndexOutOfBoundsException.class, () -> l.segmentEnd(3));
   }
 
   @Test

@@ -89,9 +89,35 @@ public final class SegmentLayout {
   }
 
   /**
+   * The segments of the output rows, in row order: one per expert ({@code s < E}: rows {@code
+   * [offset(s), offset(s+1))}), then the zero rows of {@code [offset(E), numOut)} that {@link
+   * CapacityPolicy.NumOut} adds beyond the last expert ({@code s = E}, owned by no expert). Some
+   * segments are empty.
+   */
+  public int numSegments() {
+    return kept.length + 1;
+  }
+
+  /** The expert owning segment {@code s}, or {@code -1} for the tail {@code s = E}. */
+  public int segmentExpert(int s) {
+    java.util.Objects.checkIndex(s, kept.length + 1);
+    return s < kept.length ? s : -1;
+  }
+
+  /** The first row of segment {@code s}. */
+  public long segmentStart(int s) {
+    return offsets[java.util.Objects.checkIndex(s, kept.length + 1)];
+  }
+
+  /** The row after the last of segment {@code s}. */
+  public long segmentEnd(int s) {
+    java.util.Objects.checkIndex(s, kept.length + 1);
+    return s < kept.length ? offsets[s + 1] : numOut;
+  }
+
+  /**
    * The expert whose segment holds output row {@code row} (kept or padding), or {@code -1} for the
-   * zero rows of {@code [offset(E), numOut)} under {@link CapacityPolicy.NumOut}. Experts with an
-   * empty segment own no row.
+   * tail segment (see {@link #numSegments}). Experts with an empty segment own no row.
    *
    * @throws IndexOutOfBoundsException when {@code row} is outside {@code [0, numOut)}
    */
@@ -99,7 +125,7 @@ public final class SegmentLayout {
     java.util.Objects.checkIndex(row, numOut);
     int e = kept.length;
     if (row >= offsets[e]) {
-      return -1;
+      return segmentExpert(e);
     }
     // the last expert whose segment starts at or before the row: empty segments end before it
     int lo = 0;
