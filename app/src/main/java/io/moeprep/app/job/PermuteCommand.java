@@ -7,12 +7,12 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.kernels.contract.ExpertPlacement;
-import io.moeprep.spark.api.BadRowPolicy;
-import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
-import io.moeprep.spark.api.PermuteSpec;
-import io.moeprep.spark.api.Schemas;
+import io.moeprep.spark.spec.BadRowPolicy;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
@@ -225,13 +225,13 @@ final class PermuteCommand implements Command.Runner {
   /** The resolved spec as {@link PermuteSpec#fromOptions} options, for the manifest. */
   static Map<String, String> resolvedOptions(PermuteSpec s, Map<String, String> given) {
     Map<String, String> o = new LinkedHashMap<>(given);
-    o.put("tokensPerBatch", Integer.toString(s.tokensPerBatch()));
-    o.put("dispatch", s.dispatch().name().toLowerCase(Locale.ROOT));
-    o.put("layout", s.layout().name().toLowerCase(Locale.ROOT));
-    o.put("backend", s.backend().name().toLowerCase(Locale.ROOT));
-    o.put("maxBlockBytes", Long.toString(s.maxBlockBytes()));
-    o.put("chunkBytes", Long.toString(s.chunkBytes()));
-    o.put("badRows", s.badRows().name().toLowerCase(Locale.ROOT));
+    o.put("tokensPerBatch", Integer.toString(s.shape().tokensPerBatch()));
+    o.put("dispatch", s.settings().dispatch().name().toLowerCase(Locale.ROOT));
+    o.put("layout", s.settings().layout().name().toLowerCase(Locale.ROOT));
+    o.put("backend", s.settings().backend().name().toLowerCase(Locale.ROOT));
+    o.put("maxBlockBytes", Long.toString(s.settings().maxBlockBytes()));
+    o.put("chunkBytes", Long.toString(s.settings().chunkBytes()));
+    o.put("badRows", s.settings().badRows().name().toLowerCase(Locale.ROOT));
     return o;
   }
 
@@ -255,7 +255,8 @@ final class PermuteCommand implements Command.Runner {
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s =
-          ctx.progress.step("data (" + spec.layout().name().toLowerCase(Locale.ROOT) + ")")) {
+          ctx.progress.step(
+              "data (" + spec.settings().layout().name().toLowerCase(Locale.ROOT) + ")")) {
         perm.data()
             .write()
             .options(MoePrep.PARQUET_OPTIONS)
@@ -270,7 +271,7 @@ final class PermuteCommand implements Command.Runner {
       try (Progress.Step s = ctx.progress.step("tokens per expert")) {
         perm.tokensPerExpert()
             .mapPartitions(
-                new BackendProbe(spec.backend(), 0, backends),
+                new BackendProbe(spec.settings(), 0, backends),
                 Encoders.row(Schemas.TOKENS_PER_EXPERT))
             .write()
             .partitionBy("ep_rank")
@@ -278,7 +279,7 @@ final class PermuteCommand implements Command.Runner {
         timings.put("tokens_per_expert", s.done());
       }
       long badRows = 0;
-      if (spec.badRows() == BadRowPolicy.SKIP) {
+      if (spec.settings().badRows() == BadRowPolicy.SKIP) {
         try (Progress.Step s = ctx.progress.step("bad rows")) {
           perm.badRows().write().parquet(dir.path("bad_rows"));
           badRows = ctx.spark.read().parquet(dir.path("bad_rows")).count();
@@ -303,14 +304,16 @@ final class PermuteCommand implements Command.Runner {
               + " (%.1f%%)%s -> %s%n",
           m.get("input").get("rows").asLong(),
           m.get("rows_out").asLong(),
-          spec.expertPlacement().numRanks(),
+          spec.shape().expertPlacement().numRanks(),
           options.get("layout"),
           options.get("dispatch"),
           backendSummary(m),
           dropped,
           slots,
           slots == 0 ? 0.0 : 100.0 * dropped / slots,
-          spec.badRows() == BadRowPolicy.SKIP ? ", " + badRows + " bad rows skipped" : "",
+          spec.settings().badRows() == BadRowPolicy.SKIP
+              ? ", " + badRows + " bad rows skipped"
+              : "",
           out);
     } catch (Exception ex) {
       IllegalArgumentException bad = JobMain.badInput(ex);
@@ -342,8 +345,8 @@ final class PermuteCommand implements Command.Runner {
       Map<String, String> options,
       JsonNode gen,
       List<String> backends) {
-    ExpertPlacement placement = spec.expertPlacement();
-    int e = spec.numExperts();
+    ExpertPlacement placement = spec.shape().expertPlacement();
+    int e = spec.shape().numExperts();
     int ranks = placement.numRanks();
     ObjectNode m = Json.object();
     m.put("command", "permute");
@@ -380,7 +383,7 @@ final class PermuteCommand implements Command.Runner {
     Dataset<Row> data = ctx.spark.read().parquet(dir.path("data"));
     Map<Integer, Long> rowsPerRank = new TreeMap<>();
     Dataset<Row> perRank =
-        spec.layout() == Layout.PACKED
+        spec.settings().layout() == Layout.PACKED
             ? data.groupBy("ep_rank").agg(sum(col("rows").cast("long")))
             : data.groupBy("ep_rank").count();
     for (Row r : perRank.collectAsList()) {

@@ -2,7 +2,7 @@ package io.moeprep.app.job;
 
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.Locale;
 import java.util.Map;
 import java.util.Set;
@@ -73,7 +73,7 @@ final class StatsCommand implements Command.Runner {
     ctx.requireExists(permuted, "--permuted");
     ObjectNode pm = Json.read(ctx.hadoop(), permuted, PermuteCommand.MANIFEST, "--permuted");
     PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, "cpu");
-    ExpertLoad load = new ExpertLoad(spec.expertPlacement());
+    ExpertLoad load = new ExpertLoad(spec.shape().expertPlacement());
     try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
       for (Row r :
           ctx.spark

@@ -13,8 +13,9 @@ import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.contract.UnpermuteInput;
 import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.memory.HostBuffer;
-import io.moeprep.spark.api.Layout;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.Columns;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -120,7 +121,8 @@ final class VerifyCommand implements Command.Runner {
 
   private String verify(JobContext ctx, PermuteSpec spec, String in, boolean checkCombined)
       throws Mismatch {
-    String[] c = spec.columns();
+    Columns cols = spec.columns();
+    String[] c = {cols.tokenId(), cols.hidden(), cols.expertIds(), cols.probs(), cols.batch()};
     Dataset<Row> tokens = ctx.spark.read().parquet(in);
     List<String> fields = Arrays.asList(tokens.schema().fieldNames());
     if (!fields.contains(c[1]) || tokens.schema().apply(c[1]).dataType() != DataTypes.BinaryType) {
@@ -131,7 +133,7 @@ final class VerifyCommand implements Command.Runner {
     Column batch =
         fields.contains(c[4])
             ? col(c[4]).cast("long")
-            : floor(col(c[0]).cast("long").divide(lit(spec.tokensPerBatch()))).cast("long");
+            : floor(col(c[0]).cast("long").divide(lit(spec.shape().tokensPerBatch()))).cast("long");
     Dataset<Row> tpe = ctx.spark.read().parquet(permuted + "/tokens_per_expert");
     List<Long> all = new ArrayList<>();
     for (Row r : tpe.select("batch").distinct().collectAsList()) {
@@ -189,7 +191,7 @@ final class VerifyCommand implements Command.Runner {
           .add(new Token(r.getLong(0), (byte[]) r.get(2), ids, p));
     }
     byBatch.values().forEach(l -> l.sort((a, b) -> Long.compare(a.id(), b.id())));
-    String dataOrder = spec.layout() == Layout.PACKED ? "row_offset" : "row";
+    String dataOrder = spec.settings().layout() == Layout.PACKED ? "row_offset" : "row";
     Map<String, List<Row>> data = group(ctx, permuted + "/data", keys, dataOrder);
     Map<String, List<Row>> rowMap = group(ctx, permuted + "/row_map", keys, "token_id");
     Map<String, List<Row>> perExpert =
@@ -206,7 +208,7 @@ final class VerifyCommand implements Command.Runner {
             .put(r.getLong(r.fieldIndex("token_id")), (byte[]) r.get(r.fieldIndex("hidden")));
       }
     }
-    int ranks = spec.expertPlacement().numRanks();
+    int ranks = spec.shape().expertPlacement().numRanks();
     long rows = 0;
     long combinedTokens = 0;
     for (long b : sample) {
@@ -214,7 +216,7 @@ final class VerifyCommand implements Command.Runner {
       List<PermuteResult> results = new ArrayList<>();
       try (Batch hb = new Batch(toks, spec, hasProbs)) {
         for (int r = 0; r < ranks; r++) {
-          PermuteResult res = CPU.permute(hb.input, spec.optionsForRank(r));
+          PermuteResult res = CPU.permute(hb.input, spec.shape().optionsForRank(r));
           results.add(res);
           String key = r + "/" + b;
           String at = "rank " + r + ", batch " + b;
@@ -263,8 +265,8 @@ final class VerifyCommand implements Command.Runner {
 
     Batch(List<Token> toks, PermuteSpec spec, boolean hasProbs) {
       int n = toks.size();
-      int k = spec.topK();
-      long rb = spec.rowBytes();
+      int k = spec.shape().topK();
+      long rb = spec.shape().rowBytes();
       tokens = HostBuffer.allocate(n * rb);
       routing = HostBuffer.allocate(4L * n * k);
       probs = hasProbs ? HostBuffer.allocate(4L * n * k) : null;
@@ -293,7 +295,9 @@ final class VerifyCommand implements Command.Runner {
           }
         }
       }
-      input = new PermuteInput(tokens, n, spec.hidden(), spec.dtype(), routing, k, probs);
+      input =
+          new PermuteInput(
+              tokens, n, spec.shape().hidden(), spec.shape().dtype(), routing, k, probs);
     }
 
     @Override
@@ -309,11 +313,11 @@ final class VerifyCommand implements Command.Runner {
   private static long compareData(
       String at, PermuteSpec spec, List<Token> toks, PermuteResult exp, List<Row> actual)
       throws Mismatch {
-    long rb = spec.rowBytes();
+    long rb = spec.shape().rowBytes();
     List<long[]> meta = new ArrayList<>(); // token, slot, expert (rows: per row)
     List<Float> probs = new ArrayList<>();
     java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
-    if (spec.layout() == Layout.PACKED) {
+    if (spec.settings().layout() == Layout.PACKED) {
       long next = 0;
       for (Row r : actual) {
         long off = r.getLong(r.fieldIndex("row_offset"));
@@ -426,7 +430,7 @@ final class VerifyCommand implements Command.Runner {
   private static void compareRowMap(
       String at, PermuteSpec spec, List<Token> toks, PermuteResult exp, List<Row> actual)
       throws Mismatch {
-    int k = spec.topK();
+    int k = spec.shape().topK();
     Map<Long, List<Object>> got = new HashMap<>();
     for (Row r : actual) {
       got.put(r.getLong(r.fieldIndex("token_id")), r.getList(r.fieldIndex("row_ids")));
@@ -462,7 +466,7 @@ final class VerifyCommand implements Command.Runner {
 
   private static void compareTokensPerExpert(
       String at, PermuteSpec spec, int rank, PermuteResult exp, List<Row> actual) throws Mismatch {
-    ExpertPlacement p = spec.expertPlacement();
+    ExpertPlacement p = spec.shape().expertPlacement();
     SegmentLayout l = exp.layout();
     long[] dropped = l.droppedPerExpert();
     int[] local = p.expertsOf(rank);
@@ -507,8 +511,8 @@ final class VerifyCommand implements Command.Runner {
       Map<Long, byte[]> actual)
       throws Mismatch {
     int n = toks.size();
-    int k = spec.topK();
-    long rb = spec.rowBytes();
+    int k = spec.shape().topK();
+    long rb = spec.shape().rowBytes();
     long total = 0;
     for (PermuteResult r : results) {
       total += r.numOut();
@@ -529,7 +533,8 @@ final class VerifyCommand implements Command.Runner {
         base += r.numOut();
       }
       UnpermuteInput in =
-          new UnpermuteInput(out, total, ids, n, k, spec.hidden(), spec.dtype(), hb.probs);
+          new UnpermuteInput(
+              out, total, ids, n, k, spec.shape().hidden(), spec.shape().dtype(), hb.probs);
       try (HostBuffer exp = CPU.unpermute(in)) {
         if (got.size() != n) {
           throw new Mismatch("batch " + b + ": " + got.size() + " combined tokens, expected " + n);

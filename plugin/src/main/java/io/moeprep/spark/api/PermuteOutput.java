@@ -4,10 +4,13 @@ import io.moeprep.spark.exec.CachedPlans;
 import io.moeprep.spark.exec.RankBatchRunner;
 import io.moeprep.spark.exec.RankOutput;
 import io.moeprep.spark.rapids.RapidsRoute;
+import io.moeprep.spark.spec.BadRowPolicy;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
-import org.apache.spark.sql.types.StructType;
 import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.util.LongAccumulator;
 
@@ -36,7 +39,7 @@ public final class PermuteOutput {
     this.dispatched = dispatched;
     this.spec = spec;
     this.hasProbs = hasProbs;
-    this.route = RapidsRoute.plan(dispatched.sparkSession(), spec.backend());
+    this.route = RapidsRoute.plan(dispatched.sparkSession(), spec.settings().backend());
   }
 
   /**
@@ -59,27 +62,27 @@ public final class PermuteOutput {
 
   /** The permuted data in the spec's layout ({@link #rows()} or {@link #packed()}). */
   public Dataset<Row> data() {
-    return spec.layout() == Layout.PACKED ? packed() : rows();
+    return spec.settings().layout() == Layout.PACKED ? packed() : rows();
   }
 
   /** {@link Schemas#ROWS}: one row per output row of each (rank, batch). */
   public Dataset<Row> rows() {
-    return run(RankOutput.ROWS, Schemas.ROWS);
+    return run(RankOutput.ROWS);
   }
 
   /** {@link Schemas#PACKED}: one row per (rank, batch, expert segment, part). */
   public Dataset<Row> packed() {
-    return run(RankOutput.PACKED, Schemas.PACKED);
+    return run(RankOutput.PACKED);
   }
 
   /** {@link Schemas#ROW_MAP}: the output row of every slot, per (rank, batch, token). */
   public Dataset<Row> rowMap() {
-    return run(RankOutput.ROW_MAP, Schemas.ROW_MAP);
+    return run(RankOutput.ROW_MAP);
   }
 
   /** {@link Schemas#TOKENS_PER_EXPERT}: kept, dropped and segment per (rank, batch, expert). */
   public Dataset<Row> tokensPerExpert() {
-    return run(RankOutput.TOKENS_PER_EXPERT, Schemas.TOKENS_PER_EXPERT);
+    return run(RankOutput.TOKENS_PER_EXPERT);
   }
 
   /** The dispatched records ({@link Schemas#DISPATCH}), partitioned by rank, sorted by batch. */
@@ -135,7 +138,8 @@ public final class PermuteOutput {
     return spec;
   }
 
-  private Dataset<Row> run(RankOutput out, StructType schema) {
-    return dispatched.mapPartitions(new RankBatchRunner(spec, out, hasProbs), Encoders.row(schema));
+  private Dataset<Row> run(RankOutput out) {
+    return dispatched.mapPartitions(
+        new RankBatchRunner(spec, out, hasProbs), Encoders.row(out.schema()));
   }
 }

@@ -1,98 +1,60 @@
-package io.moeprep.spark.api;
+package io.moeprep.spark.spec;
 
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
-import io.moeprep.kernels.contract.CapacityPolicy;
 import io.moeprep.kernels.contract.ExpertPlacement;
-import io.moeprep.kernels.contract.PermuteOptions;
+import io.moeprep.spark.conf.ConfigEntry;
 import io.moeprep.spark.conf.MoePrepConf;
 import java.io.Serializable;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Objects;
+import java.util.TreeMap;
 import java.util.function.Function;
 
 /**
- * What a permute or unpermute job does: the shapes ({@code E} experts, {@code R} ranks or an
- * explicit expert-to-rank placement, {@code H} elements per token of a dtype, {@code K} slots per
- * token), capacity and alignment (as the contract), batching, dispatch, layout, backend, and the
- * input column names. Immutable and serializable; build it with {@link #builder}.
+ * What a permute or unpermute job does: the {@link ProblemShape shape} of the problem, the {@link
+ * RunSettings settings} it runs with, and the input {@link Columns columns}. Immutable and
+ * serializable; build it with {@link #builder}.
  *
  * <pre>{@code
  * PermuteSpec spec = PermuteSpec.builder(64, 8).hidden(1024, DType.BF16).topK(8)
  *     .layout(Layout.PACKED).build();
  * }</pre>
  *
- * <p>Settings left unset in code (tokens per batch, dispatch, layout, backend, packed block size)
- * come from the session's {@code spark.moeprep.*} configuration when the job is planned.
+ * <p>Settings are entries of the typed configuration ({@link MoePrepConf}): those given in code
+ * (the builder's setters, or data source options) take the place of the session's {@code
+ * spark.moeprep.*} values, read when the job is planned ({@link #resolve}). Until then, {@link
+ * #settings()} holds the settings given in code over the defaults.
  */
 public final class PermuteSpec implements Serializable {
-  private static final long serialVersionUID = 1L;
+  private static final long serialVersionUID = 2L;
 
-  /** Which capacity policy of the contract applies. */
-  public enum Capacity {
-    /** Keep every valid slot. */
-    NONE,
-    /** Keep the first {@code numOut} slots of the (expert, token, slot) order; pad to it. */
-    NUM_OUT,
-    /** Keep each expert's first {@code capacity} slots; optionally pad each segment to it. */
-    PER_EXPERT
-  }
+  private final ProblemShape shape;
+  private final RunSettings settings;
+  private final Columns columns;
 
-  final int numExperts;
-  final int epSize;
-  final int[] placement;
-  final int hidden;
-  final DType dtype;
-  final int topK;
-  final Capacity capacity;
-  final long capacityValue;
-  final boolean padToCapacity;
-  final int align;
-  final Integer tokensPerBatch;
-  final Dispatch dispatch;
-  final Layout layout;
-  final BackendChoice backend;
-  final Long maxBlockBytes;
-  final Long chunkBytes;
-  final Integer combinePartitions;
-  final BadRowPolicy badRows;
-  final Long gpuMemoryLimit;
-  final Boolean oomFallback;
-  final String tokenIdCol;
-  final String hiddenCol;
-  final String expertIdsCol;
-  final String probsCol;
-  final String batchCol;
+  /** The settings given in code, by configuration key: raw values, as a session would hold them. */
+  private final Map<String, String> given;
 
-  private PermuteSpec(Builder b) {
-    numExperts = b.numExperts;
-    epSize = b.epSize;
-    placement = b.placement == null ? null : b.placement.clone();
-    hidden = b.hidden;
-    dtype = b.dtype;
-    topK = b.topK;
-    capacity = b.capacity;
-    capacityValue = b.capacityValue;
-    padToCapacity = b.padToCapacity;
-    align = b.align;
-    tokensPerBatch = b.tokensPerBatch;
-    dispatch = b.dispatch;
-    layout = b.layout;
-    backend = b.backend;
-    maxBlockBytes = b.maxBlockBytes;
-    chunkBytes = b.chunkBytes;
-    combinePartitions = b.combinePartitions;
-    badRows = b.badRows;
-    gpuMemoryLimit = b.gpuMemoryLimit;
-    oomFallback = b.oomFallback;
-    tokenIdCol = b.tokenIdCol;
-    hiddenCol = b.hiddenCol;
-    expertIdsCol = b.expertIdsCol;
-    probsCol = b.probsCol;
-    batchCol = b.batchCol;
-    // builds the kernels' own objects once, so that every invalid combination fails here
-    expertPlacement();
-    capacityPolicy();
-    new PermuteOptions(numExperts, expertPlacement(), 0, capacityPolicy(), align);
+  private PermuteSpec(Builder b, Function<String, String> conf) {
+    Function<String, String> lookup = k -> b.given.containsKey(k) ? b.given.get(k) : conf.apply(k);
+    this.shape =
+        new ProblemShape(
+            b.numExperts,
+            b.epSize,
+            b.placement,
+            b.hidden,
+            b.dtype,
+            b.topK,
+            b.capacity,
+            b.align,
+            MoePrepConf.TOKENS_PER_BATCH.readFrom(lookup));
+    this.settings = RunSettings.read(lookup);
+    this.columns = b.columns;
+    this.given = Map.copyOf(b.given);
   }
 
   /** A builder for {@code numExperts} experts over {@code epSize} ranks (contiguous placement). */
@@ -100,25 +62,61 @@ public final class PermuteSpec implements Serializable {
     return new Builder(numExperts, epSize);
   }
 
+  /** What is computed. */
+  public ProblemShape shape() {
+    return shape;
+  }
+
+  /** How it runs. */
+  public RunSettings settings() {
+    return settings;
+  }
+
+  /** The input column names. */
+  public Columns columns() {
+    return columns;
+  }
+
+  /**
+   * This spec with every setting not given in code read from a configuration ({@code key -> value
+   * or null}, e.g. {@code k -> spark.conf().get(k, null)}), and then fixed: resolving the result
+   * again, or rebuilding it with {@link #toBuilder}, keeps these values.
+   */
+  public PermuteSpec resolve(Function<String, String> conf) {
+    Builder b = toBuilder();
+    Function<String, String> lookup = k -> given.containsKey(k) ? given.get(k) : conf.apply(k);
+    for (ConfigEntry<?> e : MoePrepConf.ALL) {
+      b.given.put(e.key(), e.rawFrom(lookup));
+    }
+    return b.build();
+  }
+
+  /** A builder holding this spec's shape, columns and settings given in code. */
+  public Builder toBuilder() {
+    Builder b = new Builder(shape.numExperts(), shape.epSize());
+    b.placement = shape.placement();
+    b.hidden = shape.hidden();
+    b.dtype = shape.dtype();
+    b.topK = shape.topK();
+    b.capacity = shape.capacity();
+    b.align = shape.align();
+    b.columns = columns;
+    b.given.putAll(given);
+    return b;
+  }
+
   /**
    * A spec from string options (the data source and SQL path): {@code numExperts}, {@code epSize}
    * or {@code placement} (comma-separated rank of each expert), {@code hidden}, {@code dtype},
    * {@code topK}, optional {@code capacity} ({@code none}, {@code numOut:M}, {@code perExpert:C},
    * {@code perExpertPadded:C}), {@code align}, {@code tokensPerBatch}, {@code dispatch}, {@code
-   * layout}, {@code backend}, {@code maxBlockBytes}, {@code badRows} ({@code fail | skip}), {@code
-   * gpuMemoryLimit}, {@code oomFallback}, and column names {@code tokenIdCol}, {@code hiddenCol},
-   * {@code expertIdsCol}, {@code probsCol}, {@code batchCol}. Keys ignore case.
+   * layout}, {@code backend}, {@code maxBlockBytes}, {@code chunkBytes}, {@code badRows} ({@code
+   * fail | skip}), {@code gpuMemoryLimit}, {@code oomFallback}, and column names {@code
+   * tokenIdCol}, {@code hiddenCol}, {@code expertIdsCol}, {@code probsCol}, {@code batchCol}. Keys
+   * ignore case.
    */
   public static PermuteSpec fromOptions(Map<String, String> options) {
-    Function<String, String> o =
-        k -> {
-          for (Map.Entry<String, String> e : options.entrySet()) {
-            if (e.getKey().equalsIgnoreCase(k)) {
-              return e.getValue();
-            }
-          }
-          return null;
-        };
+    Function<String, String> o = k -> option(options, k);
     int e = requiredInt(o, "numExperts");
     String placement = o.apply("placement");
     Builder b;
@@ -140,22 +138,19 @@ public final class PermuteSpec implements Serializable {
     String cap = o.apply("capacity");
     if (cap != null && !cap.equalsIgnoreCase("none")) {
       String[] kv = cap.split(":");
+      String invalid =
+          "capacity '"
+              + cap
+              + "' is invalid: must be none, numOut:M, perExpert:C or perExpertPadded:C";
       if (kv.length != 2) {
-        throw new IllegalArgumentException(
-            "capacity '"
-                + cap
-                + "' is invalid: must be none, numOut:M, perExpert:C or perExpertPadded:C");
+        throw new IllegalArgumentException(invalid);
       }
       long v = Long.parseLong(kv[1].trim());
-      switch (kv[0].trim().toLowerCase(java.util.Locale.ROOT)) {
+      switch (kv[0].trim().toLowerCase(Locale.ROOT)) {
         case "numout" -> b.numOut(v);
         case "perexpert" -> b.perExpertCapacity(v, false);
         case "perexpertpadded" -> b.perExpertCapacity(v, true);
-        default ->
-            throw new IllegalArgumentException(
-                "capacity '"
-                    + cap
-                    + "' is invalid: must be none, numOut:M, perExpert:C or perExpertPadded:C");
+        default -> throw new IllegalArgumentException(invalid);
       }
     }
     if (o.apply("align") != null) {
@@ -188,18 +183,24 @@ public final class PermuteSpec implements Serializable {
     if (o.apply("maxBlockBytes") != null) {
       b.maxBlockBytes(MoePrepConf.PACKED_MAX_BLOCK_BYTES.parse(o.apply("maxBlockBytes")));
     }
-    String[] cols = {"tokenIdCol", "hiddenCol", "expertIdsCol", "probsCol", "batchCol"};
-    String[] vals = new String[cols.length];
-    for (int i = 0; i < cols.length; i++) {
-      vals[i] = o.apply(cols[i]);
-    }
+    Columns d = Columns.DEFAULT;
     b.columns(
-        vals[0] == null ? "token_id" : vals[0],
-        vals[1] == null ? "hidden" : vals[1],
-        vals[2] == null ? "expert_ids" : vals[2],
-        vals[3] == null ? "probs" : vals[3],
-        vals[4] == null ? "batch" : vals[4]);
+        Objects.requireNonNullElse(o.apply("tokenIdCol"), d.tokenId()),
+        Objects.requireNonNullElse(o.apply("hiddenCol"), d.hidden()),
+        Objects.requireNonNullElse(o.apply("expertIdsCol"), d.expertIds()),
+        Objects.requireNonNullElse(o.apply("probsCol"), d.probs()),
+        Objects.requireNonNullElse(o.apply("batchCol"), d.batch()));
     return b.build();
+  }
+
+  /** The value of option {@code key} in {@code options}, ignoring the case of keys, or null. */
+  public static String option(Map<String, String> options, String key) {
+    for (Map.Entry<String, String> e : options.entrySet()) {
+      if (e.getKey().equalsIgnoreCase(key)) {
+        return e.getValue();
+      }
+    }
+    return null;
   }
 
   private static String required(Function<String, String> o, String k) {
@@ -219,213 +220,23 @@ public final class PermuteSpec implements Serializable {
     }
   }
 
-  /**
-   * This spec with every setting left unset filled from a configuration lookup ({@code key -> value
-   * or null}), e.g. {@code k -> spark.conf().get(k, null)}.
-   */
-  public PermuteSpec resolve(Function<String, String> conf) {
-    Builder b = toBuilder();
-    if (b.tokensPerBatch == null) {
-      b.tokensPerBatch = MoePrepConf.TOKENS_PER_BATCH.readFrom(conf);
-    }
-    if (b.dispatch == null) {
-      b.dispatch = Dispatch.parse(MoePrepConf.DISPATCH.readFrom(conf));
-    }
-    if (b.layout == null) {
-      b.layout = Layout.parse(MoePrepConf.LAYOUT.readFrom(conf));
-    }
-    if (b.backend == null) {
-      b.backend = BackendChoice.parse(MoePrepConf.BACKEND.readFrom(conf));
-    }
-    if (b.backend == BackendChoice.AUTO && MoePrepConf.GPU_REQUIRED.readFrom(conf)) {
-      b.backend = BackendChoice.CUDA; // the GPU is required: no silent fallback
-    }
-    if (b.maxBlockBytes == null) {
-      b.maxBlockBytes = MoePrepConf.PACKED_MAX_BLOCK_BYTES.readFrom(conf);
-    }
-    if (b.chunkBytes == null) {
-      b.chunkBytes = MoePrepConf.DISPATCH_CHUNK_BYTES.readFrom(conf);
-    }
-    if (b.combinePartitions == null) {
-      b.combinePartitions = MoePrepConf.COMBINE_PARTITIONS.readFrom(conf);
-    }
-    if (b.badRows == null) {
-      b.badRows = BadRowPolicy.parse(MoePrepConf.BAD_ROWS.readFrom(conf));
-    }
-    if (b.gpuMemoryLimit == null) {
-      b.gpuMemoryLimit = MoePrepConf.GPU_MEMORY_LIMIT.readFrom(conf);
-    }
-    if (b.oomFallback == null) {
-      b.oomFallback = MoePrepConf.GPU_OOM_FALLBACK.readFrom(conf);
-    }
-    return b.build();
-  }
-
-  /** A builder holding this spec's settings. */
-  public Builder toBuilder() {
-    Builder b = new Builder(numExperts, epSize);
-    b.placement = placement == null ? null : placement.clone();
-    b.hidden = hidden;
-    b.dtype = dtype;
-    b.topK = topK;
-    b.capacity = capacity;
-    b.capacityValue = capacityValue;
-    b.padToCapacity = padToCapacity;
-    b.align = align;
-    b.tokensPerBatch = tokensPerBatch;
-    b.dispatch = dispatch;
-    b.layout = layout;
-    b.backend = backend;
-    b.maxBlockBytes = maxBlockBytes;
-    b.chunkBytes = chunkBytes;
-    b.combinePartitions = combinePartitions;
-    b.badRows = badRows;
-    b.gpuMemoryLimit = gpuMemoryLimit;
-    b.oomFallback = oomFallback;
-    b.tokenIdCol = tokenIdCol;
-    b.hiddenCol = hiddenCol;
-    b.expertIdsCol = expertIdsCol;
-    b.probsCol = probsCol;
-    b.batchCol = batchCol;
-    return b;
-  }
-
-  /** {@code E}. */
-  public int numExperts() {
-    return numExperts;
-  }
-
-  /** {@code R}. */
-  public int epSize() {
-    return epSize;
-  }
-
-  /** {@code H}, elements per token. */
-  public int hidden() {
-    return hidden;
-  }
-
-  /** Element type of the hidden rows. */
-  public DType dtype() {
-    return dtype;
-  }
-
-  /** {@code K}, slots per token. */
-  public int topK() {
-    return topK;
-  }
-
-  /** Bytes of one hidden row, {@code H * sizeof(dtype)}. */
-  public long rowBytes() {
-    return (long) hidden * dtype.bytes();
-  }
-
-  /** The dispatch mode, or {@code null} before {@link #resolve}. */
-  public Dispatch dispatch() {
-    return dispatch;
-  }
-
-  /** The output layout, or {@code null} before {@link #resolve}. */
-  public Layout layout() {
-    return layout;
-  }
-
-  /** The backend choice, or {@code null} before {@link #resolve}. */
-  public BackendChoice backend() {
-    return backend;
-  }
-
-  /** Tokens per batch without a batch column, or {@code null} before {@link #resolve}. */
-  public Integer tokensPerBatch() {
-    return tokensPerBatch;
-  }
-
-  /** Largest PACKED hidden block in bytes, or {@code null} before {@link #resolve}. */
-  public Long maxBlockBytes() {
-    return maxBlockBytes;
-  }
-
-  /** Hidden bytes per dispatch chunk, or {@code null} before {@link #resolve}. */
-  public Long chunkBytes() {
-    return chunkBytes;
-  }
-
-  /** Partitions of the combine stage (0 = spark.sql.shuffle.partitions), or {@code null}. */
-  public Integer combinePartitions() {
-    return combinePartitions;
-  }
-
-  /** What happens to a bad input row, or {@code null} before {@link #resolve}. */
-  public BadRowPolicy badRows() {
-    return badRows;
-  }
-
-  /** Device memory cap of MoePrep in bytes (0 = none), or {@code null} before {@link #resolve}. */
-  public Long gpuMemoryLimit() {
-    return gpuMemoryLimit;
-  }
-
-  /**
-   * Whether a batch that runs out of device memory runs again on the CPU (else the task fails), or
-   * {@code null} before {@link #resolve}.
-   */
-  public Boolean oomFallback() {
-    return oomFallback;
-  }
-
-  /** Input column names: token id, hidden, expert ids, probs, batch. */
-  public String[] columns() {
-    return new String[] {tokenIdCol, hiddenCol, expertIdsCol, probsCol, batchCol};
-  }
-
-  /** The expert-to-rank placement (contiguous unless an explicit table was given). */
-  public ExpertPlacement expertPlacement() {
-    return placement == null
-        ? ExpertPlacement.contiguous(numExperts, epSize)
-        : ExpertPlacement.explicit(placement, epSize);
-  }
-
-  /** The kernels' capacity policy. */
-  public CapacityPolicy capacityPolicy() {
-    return switch (capacity) {
-      case NONE -> CapacityPolicy.NONE;
-      case NUM_OUT -> CapacityPolicy.numOut(capacityValue);
-      case PER_EXPERT -> CapacityPolicy.perExpert(capacityValue, padToCapacity);
-    };
-  }
-
-  /** The kernels' options for rank {@code rank}. */
-  public PermuteOptions optionsForRank(int rank) {
-    return new PermuteOptions(numExperts, expertPlacement(), rank, capacityPolicy(), align);
+  @Override
+  public String toString() {
+    return "PermuteSpec[" + shape + ", " + settings + ", " + columns + "]";
   }
 
   /** Builds a {@link PermuteSpec}; every setter checks its argument. */
   public static final class Builder {
     private final int numExperts;
     private final int epSize;
-    private int[] placement;
+    private List<Integer> placement = List.of();
     private int hidden = -1;
     private DType dtype;
     private int topK = -1;
-    private Capacity capacity = Capacity.NONE;
-    private long capacityValue;
-    private boolean padToCapacity;
+    private ProblemShape.Capacity capacity = ProblemShape.Capacity.NONE;
     private int align = 1;
-    private Integer tokensPerBatch;
-    private Dispatch dispatch;
-    private Layout layout;
-    private BackendChoice backend;
-    private Long maxBlockBytes;
-    private Long chunkBytes;
-    private Integer combinePartitions;
-    private BadRowPolicy badRows;
-    private Long gpuMemoryLimit;
-    private Boolean oomFallback;
-    private String tokenIdCol = "token_id";
-    private String hiddenCol = "hidden";
-    private String expertIdsCol = "expert_ids";
-    private String probsCol = "probs";
-    private String batchCol = "batch";
+    private Columns columns = Columns.DEFAULT;
+    private final Map<String, String> given = new TreeMap<>();
 
     private Builder(int numExperts, int epSize) {
       if (numExperts < 1) {
@@ -450,7 +261,11 @@ public final class PermuteSpec implements Serializable {
                 + numExperts
                 + ": they must be equal");
       }
-      this.placement = rankOfExpert.clone();
+      List<Integer> table = new ArrayList<>(rankOfExpert.length);
+      for (int r : rankOfExpert) {
+        table.add(r);
+      }
+      this.placement = List.copyOf(table);
       return this;
     }
 
@@ -460,7 +275,7 @@ public final class PermuteSpec implements Serializable {
         throw new IllegalArgumentException("hidden = " + hidden + " is invalid: must be >= 1");
       }
       this.hidden = hidden;
-      this.dtype = java.util.Objects.requireNonNull(dtype, "dtype");
+      this.dtype = Objects.requireNonNull(dtype, "dtype");
       return this;
     }
 
@@ -475,18 +290,13 @@ public final class PermuteSpec implements Serializable {
 
     /** Global truncation to {@code m} rows per (rank, batch) (contract, numOutTokens). */
     public Builder numOut(long m) {
-      CapacityPolicy.numOut(m);
-      capacity = Capacity.NUM_OUT;
-      capacityValue = m;
+      capacity = new ProblemShape.Capacity(ProblemShape.Capacity.Kind.NUM_OUT, m, false);
       return this;
     }
 
     /** Per-expert capacity {@code c} per batch, optionally padded to exactly {@code c} rows. */
     public Builder perExpertCapacity(long c, boolean pad) {
-      CapacityPolicy.perExpert(c, pad);
-      capacity = Capacity.PER_EXPERT;
-      capacityValue = c;
-      padToCapacity = pad;
+      capacity = new ProblemShape.Capacity(ProblemShape.Capacity.Kind.PER_EXPERT, c, pad);
       return this;
     }
 
@@ -504,54 +314,46 @@ public final class PermuteSpec implements Serializable {
       if (n < 1) {
         throw new IllegalArgumentException("tokensPerBatch = " + n + " is invalid: must be >= 1");
       }
-      tokensPerBatch = n;
-      return this;
+      return set(MoePrepConf.TOKENS_PER_BATCH, Integer.toString(n));
     }
 
-    /** Dispatch mode. */
+    /** Dispatch mode ({@code null}: the session's). */
     public Builder dispatch(Dispatch d) {
-      dispatch = d;
-      return this;
+      return set(MoePrepConf.DISPATCH, d == null ? null : Choices.name(d));
     }
 
-    /** Output layout. */
+    /** Output layout ({@code null}: the session's). */
     public Builder layout(Layout l) {
-      layout = l;
-      return this;
+      return set(MoePrepConf.LAYOUT, l == null ? null : Choices.name(l));
     }
 
-    /** Kernel backend. */
+    /** Kernel backend ({@code null}: the session's). */
     public Builder backend(BackendChoice b) {
-      backend = b;
-      return this;
+      return set(MoePrepConf.BACKEND, b == null ? null : Choices.name(b));
     }
 
     /** Largest PACKED hidden block in bytes, {@code [1, 2^31-1]}. */
     public Builder maxBlockBytes(long bytes) {
-      maxBlockBytes = MoePrepConf.PACKED_MAX_BLOCK_BYTES.parse(Long.toString(bytes));
-      return this;
+      return check(MoePrepConf.PACKED_MAX_BLOCK_BYTES, Long.toString(bytes));
     }
 
     /** Hidden bytes per dispatch chunk ({@code [1, 2^30]}). */
     public Builder chunkBytes(long bytes) {
-      chunkBytes = MoePrepConf.DISPATCH_CHUNK_BYTES.parse(Long.toString(bytes));
-      return this;
+      return check(MoePrepConf.DISPATCH_CHUNK_BYTES, Long.toString(bytes));
     }
 
     /** Partitions of the combine stage ({@code 0} = {@code spark.sql.shuffle.partitions}). */
     public Builder combinePartitions(int p) {
-      combinePartitions = MoePrepConf.COMBINE_PARTITIONS.parse(Integer.toString(p));
-      return this;
+      return check(MoePrepConf.COMBINE_PARTITIONS, Integer.toString(p));
     }
 
     /**
      * What happens to an input row that fails validation: {@link BadRowPolicy#FAIL} (the default)
      * fails the job naming its token id; {@link BadRowPolicy#SKIP} leaves it out, counts it and
-     * lists it in {@link PermuteOutput#badRows()}.
+     * lists it in {@code PermuteOutput.badRows()}.
      */
     public Builder badRows(BadRowPolicy p) {
-      badRows = java.util.Objects.requireNonNull(p, "badRows");
-      return this;
+      return set(MoePrepConf.BAD_ROWS, Choices.name(Objects.requireNonNull(p, "badRows")));
     }
 
     /**
@@ -559,8 +361,7 @@ public final class PermuteSpec implements Serializable {
      * would cross it runs out of device memory (see {@link #oomFallback}).
      */
     public Builder gpuMemoryLimit(long bytes) {
-      gpuMemoryLimit = MoePrepConf.GPU_MEMORY_LIMIT.parse(Long.toString(bytes));
-      return this;
+      return check(MoePrepConf.GPU_MEMORY_LIMIT, Long.toString(bytes));
     }
 
     /**
@@ -568,8 +369,7 @@ public final class PermuteSpec implements Serializable {
      * the {@code oomFallbacks} metric (the default), or fails its task.
      */
     public Builder oomFallback(boolean fallback) {
-      oomFallback = fallback;
-      return this;
+      return set(MoePrepConf.GPU_OOM_FALLBACK, Boolean.toString(fallback));
     }
 
     /**
@@ -578,11 +378,7 @@ public final class PermuteSpec implements Serializable {
      */
     public Builder columns(
         String tokenId, String hidden, String expertIds, String probs, String batch) {
-      tokenIdCol = tokenId;
-      hiddenCol = hidden;
-      expertIdsCol = expertIds;
-      probsCol = probs;
-      batchCol = batch;
+      columns = new Columns(tokenId, hidden, expertIds, probs, batch);
       return this;
     }
 
@@ -594,7 +390,23 @@ public final class PermuteSpec implements Serializable {
       if (topK < 1) {
         throw new IllegalArgumentException("topK is not set: call topK(K)");
       }
-      return new PermuteSpec(this);
+      return new PermuteSpec(this, k -> null);
+    }
+
+    /** Gives a setting in code, checked by its entry. */
+    private Builder check(ConfigEntry<?> entry, String raw) {
+      entry.parse(raw);
+      return set(entry, raw);
+    }
+
+    /** Gives a setting in code ({@code null}: not given, the session's value applies). */
+    private Builder set(ConfigEntry<?> entry, String raw) {
+      if (raw == null) {
+        given.remove(entry.key());
+      } else {
+        given.put(entry.key(), raw);
+      }
+      return this;
     }
   }
 }

@@ -14,6 +14,8 @@ import io.moeprep.spark.KernelReference;
 import io.moeprep.spark.SparkSessions;
 import io.moeprep.spark.TokenBatch;
 import io.moeprep.spark.exec.ExecutorRuntime;
+import io.moeprep.spark.spec.Dispatch;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HashMap;
@@ -38,7 +40,7 @@ class PermuteTest {
   /** Checks every output of a permute against the kernels, for every (rank, batch). */
   static void assertMatchesKernels(TokenBatch tb, PermuteOutput out, boolean probs) {
     PermuteSpec spec = out.spec();
-    int ranks = spec.expertPlacement().numRanks();
+    int ranks = spec.shape().expertPlacement().numRanks();
     Map<String, List<Row>> rows = group(out.rows().collectAsList(), "row");
     Map<String, List<Row>> packed = group(out.packed().collectAsList(), "row_offset");
     Map<String, List<Row>> rowMap = group(out.rowMap().collectAsList(), "token_id");
@@ -49,7 +51,7 @@ class PermuteTest {
       for (int r = 0; r < ranks; r++) {
         String key = r + "/" + b;
         try (KernelReference.Batch in = KernelReference.batch(tb, b, probs);
-            PermuteResult exp = KernelReference.permute(in, spec.optionsForRank(r))) {
+            PermuteResult exp = KernelReference.permute(in, spec.shape().optionsForRank(r))) {
           checkedRows += checkRows(key, toks, exp, spec, rows.getOrDefault(key, List.of()), probs);
           checkPacked(key, exp, spec, rows.getOrDefault(key, List.of()), packed.get(key));
           checkRowMap(key, toks, exp, spec, rowMap.getOrDefault(key, List.of()));
@@ -95,7 +97,7 @@ class PermuteTest {
         assertTrue(a.isNullAt(7), at + " prob is null without probs");
       }
       assertArrayEquals(
-          KernelReference.row(exp.permuted(), i, spec.rowBytes()),
+          KernelReference.row(exp.permuted(), i, spec.shape().rowBytes()),
           (byte[]) a.get(8),
           at + " hidden");
     }
@@ -116,7 +118,7 @@ class PermuteTest {
       List<Long> ids = blk.getList(7);
       List<Integer> slots = blk.getList(8);
       byte[] hidden = (byte[]) blk.get(10);
-      assertEquals(n * spec.rowBytes(), hidden.length, key + ": block bytes");
+      assertEquals(n * spec.shape().rowBytes(), hidden.length, key + ": block bytes");
       for (int j = 0; j < n; j++) {
         Row r = rows.get(next + j);
         assertEquals(r.getInt(3), blk.getInt(2), key + ": block expert");
@@ -127,7 +129,9 @@ class PermuteTest {
         }
         byte[] one =
             java.util.Arrays.copyOfRange(
-                hidden, (int) (j * spec.rowBytes()), (int) ((j + 1) * spec.rowBytes()));
+                hidden,
+                (int) (j * spec.shape().rowBytes()),
+                (int) ((j + 1) * spec.shape().rowBytes()));
         assertArrayEquals((byte[]) r.get(8), one, key + ": block hidden row " + j);
       }
       next += n;
@@ -141,7 +145,7 @@ class PermuteTest {
     for (Row r : a) {
       got.put(r.getLong(2), r.getList(3));
     }
-    int k = spec.topK();
+    int k = spec.shape().topK();
     for (int t = 0; t < toks.size(); t++) {
       int[] ids = new int[k];
       boolean any = false;
@@ -161,7 +165,7 @@ class PermuteTest {
 
   private static void checkTokensPerExpert(
       String key, PermuteResult exp, PermuteSpec spec, int rank, List<Row> a) {
-    int[] local = spec.expertPlacement().expertsOf(rank);
+    int[] local = spec.shape().expertPlacement().expertsOf(rank);
     assertEquals(local.length, a.size(), key + ": one entry per local expert");
     SegmentLayout l = exp.layout();
     for (int i = 0; i < local.length; i++) {
@@ -177,10 +181,10 @@ class PermuteTest {
   }
 
   private static int[] localIndex(PermuteSpec spec, int rank) {
-    int[] idx = new int[spec.numExperts()];
+    int[] idx = new int[spec.shape().numExperts()];
     java.util.Arrays.fill(idx, -1);
     if (rank >= 0) {
-      int[] local = spec.expertPlacement().expertsOf(rank);
+      int[] local = spec.shape().expertPlacement().expertsOf(rank);
       for (int i = 0; i < local.length; i++) {
         idx[local[i]] = i;
       }

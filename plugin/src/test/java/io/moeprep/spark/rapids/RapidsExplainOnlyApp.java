@@ -3,6 +3,7 @@ package io.moeprep.spark.rapids;
 import io.moeprep.spark.MoePrepPlugin;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
+import io.moeprep.spark.api.RapidsPermute;
 import io.moeprep.spark.exec.ExecutorRuntime;
 import java.io.File;
 import java.net.URL;
