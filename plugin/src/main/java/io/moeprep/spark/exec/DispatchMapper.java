@@ -6,8 +6,8 @@ import io.moeprep.spark.spec.Dispatch;
 import io.moeprep.spark.spec.DispatchChunk;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.ProblemShape;
+import io.moeprep.spark.spec.RankMasks;
 import java.util.ArrayDeque;
-import java.util.Arrays;
 import java.util.HashSet;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -151,20 +151,11 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
           }
         } else {
           boolean any = false;
+          int[][] masked = RankMasks.perRank(ids, placement);
           for (int rank = 0; rank < ranks; rank++) {
-            int[] masked = null;
-            for (int j = 0; j < ids.length; j++) {
-              if (ids[j] >= 0 && placement.rankOf(ids[j]) == rank) {
-                if (masked == null) {
-                  masked = new int[ids.length];
-                  Arrays.fill(masked, -1);
-                }
-                masked[j] = ids[j];
-              }
-            }
-            if (masked != null) {
+            if (masked[rank] != null) {
               any = true;
-              append(chunks, rank, batch, t, masked, probs, hidden);
+              append(chunks, rank, batch, t, masked[rank], probs, hidden);
             }
           }
           if (!any) {
