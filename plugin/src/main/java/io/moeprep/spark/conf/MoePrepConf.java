@@ -267,8 +267,12 @@ public final class MoePrepConf {
         PREFIX + name,
         doc,
         def,
-        // a lambda, not a method reference: Spark's class loads only when a value is parsed
-        s -> org.apache.spark.network.util.JavaUtils.byteStringAsBytes(s),
+        // a plain count of bytes parses without Spark's class (the cudf route's GPU test runs
+        // without Spark); a size with a unit is Spark's to read
+        s ->
+            !s.isEmpty() && s.chars().allMatch(c -> c >= '0' && c <= '9')
+                ? Long.parseLong(s)
+                : org.apache.spark.network.util.JavaUtils.byteStringAsBytes(s),
         v -> v >= 0,
         "must be a size in bytes >= 0, such as 1073741824, 512m or 2g",
         user);

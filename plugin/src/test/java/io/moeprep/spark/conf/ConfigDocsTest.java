@@ -64,6 +64,13 @@ class ConfigDocsTest {
                 IllegalArgumentException.class,
                 () -> MoePrepConf.CUDA_FUSED_MIN_BLOCK_SLOTS.parse("48"))
             .getMessage());
+    assertEquals(Long.valueOf(512L << 20), MoePrepConf.GPU_MEMORY_LIMIT.parse("512m"));
+    assertEquals(Long.valueOf(1073741824L), MoePrepConf.GPU_MEMORY_LIMIT.parse("1073741824"));
+    assertEquals(
+        "'-1' in spark.moeprep.gpu.memoryLimit is invalid: must be a size in bytes >= 0, such as"
+            + " 1073741824, 512m or 2g",
+        assertThrows(IllegalArgumentException.class, () -> MoePrepConf.GPU_MEMORY_LIMIT.parse("-1"))
+            .getMessage());
     assertEquals(Integer.valueOf(8192), MoePrepConf.TOKENS_PER_BATCH.parse(null));
     assertEquals("cuda", MoePrepConf.BACKEND.parse(" CUDA "));
   }
