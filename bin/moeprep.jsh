@@ -6,5 +6,6 @@
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.spark.api.*;
+import io.moeprep.spark.spec.*;
 import org.apache.spark.sql.*;
 SparkSession spark = SparkSession.builder().master(System.getProperty("spark.master", "local[*]")).appName("moeprep-jshell").config("spark.plugins", "io.moeprep.spark.MoePrepPlugin").config("spark.sql.extensions", "io.moeprep.spark.MoePrepExtensions").getOrCreate();

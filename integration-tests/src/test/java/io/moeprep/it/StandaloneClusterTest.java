@@ -10,10 +10,10 @@ import io.moeprep.kernels.DType;
 import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.MoePrepExtensions;
 import io.moeprep.spark.MoePrepPlugin;
-import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
@@ -103,6 +103,7 @@ class StandaloneClusterTest {
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.storage.exceptionOnPinLeak", "true")
         .config("spark.plugins", MoePrepPlugin.class.getName())
         .config("spark.sql.extensions", MoePrepExtensions.class.getName());
   }

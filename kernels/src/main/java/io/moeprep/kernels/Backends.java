@@ -2,11 +2,16 @@ package io.moeprep.kernels;
 
 import io.moeprep.kernels.contract.KernelBackend;
 import io.moeprep.kernels.cpu.CpuBackend;
+import io.moeprep.kernels.cuda.CudaBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.logging.Logger;
 
-/** Chooses a backend at run time. */
+/**
+ * Chooses a backend at run time. This is the one place where backend {@code auto} falls back to the
+ * CPU: it decides, words the reason and logs it (once per process); callers that count fallbacks
+ * read the reason from the {@link Selection}.
+ */
 public final class Backends {
   private static final Logger LOG = Logger.getLogger(Backends.class.getName());
   private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
@@ -14,24 +19,59 @@ public final class Backends {
   private Backends() {}
 
   /**
-   * {@code CPU}: the CPU backend. {@code CUDA}: the CUDA backend, or an {@link
-   * IllegalStateException} with the reason it cannot run. {@code AUTO}: CUDA when it can run, else
-   * the CPU, logging the reason once per process.
+   * A chosen backend and, when backend {@code auto} runs on the CPU, why.
+   *
+   * @param backend the backend that runs the operations
+   * @param fallbackReason why {@code auto} fell back to the CPU, or {@code null} when it did not
    */
+  public record Selection(KernelBackend backend, String fallbackReason) {
+    /** True when backend {@code auto} fell back to the CPU. */
+    public boolean fellBack() {
+      return fallbackReason != null;
+    }
+  }
+
+  /** The backend of {@link #choose choose(choice, -1)}. */
   public static KernelBackend select(BackendChoice choice) {
+    return choose(choice, -1).backend();
+  }
+
+  /**
+   * {@code CPU}: the CPU backend. {@code CUDA}: the CUDA backend on {@code device}, or an {@link
+   * IllegalStateException} with the reason it cannot run. {@code AUTO}: CUDA when it can run and
+   * its backend starts, else the CPU with the reason, logged once per process ({@code moeprep:
+   * backend auto runs on the CPU: ...}).
+   *
+   * @param device the GPU ordinal, or {@code -1} for the CUDA backend's default device
+   */
+  public static Selection choose(BackendChoice choice, int device) {
     return switch (choice) {
-      case CPU -> CpuBackend.INSTANCE;
-      case CUDA -> CudaSupport.backend();
+      case CPU -> new Selection(CpuBackend.INSTANCE, null);
+      case CUDA -> new Selection(cuda(device), null);
       case AUTO -> {
         CudaSupport.Probe probe = CudaSupport.probe();
-        if (probe.available()) {
-          yield CudaSupport.backend();
+        if (!probe.available()) {
+          yield fallback(probe.reason());
         }
-        if (FALLBACK_LOGGED.compareAndSet(false, true)) {
-          LOG.info("moeprep: using the CPU backend: " + probe.reason());
+        try {
+          yield new Selection(cuda(device), null);
+        } catch (RuntimeException | LinkageError e) {
+          yield fallback("the CUDA backend failed to start: " + e);
         }
-        yield CpuBackend.INSTANCE;
       }
     };
+  }
+
+  /** The CUDA backend on {@code device} ({@code < 0}: the default device). */
+  private static KernelBackend cuda(int device) {
+    KernelBackend onDefault = CudaSupport.backend(); // fails with the probe's reason
+    return device < 0 ? onDefault : CudaBackend.on(device);
+  }
+
+  private static Selection fallback(String reason) {
+    if (FALLBACK_LOGGED.compareAndSet(false, true)) {
+      LOG.info("moeprep: backend auto runs on the CPU: " + reason);
+    }
+    return new Selection(CpuBackend.INSTANCE, reason);
   }
 }

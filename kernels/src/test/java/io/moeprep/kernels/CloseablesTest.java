@@ -92,4 +92,44 @@ class CloseablesTest {
     Closeables.closeAll();
     assertFalse(closed.contains("d"));
   }
+
+  @Test
+  void aScopeClosesWhatItTookLastFirstAndSuppressesIntoAFailure() {
+    List<String> closed = new ArrayList<>();
+    try (Closeables.Scope scope = new Closeables.Scope()) {
+      scope.own(new Res("a", closed, false));
+      assertSame(null, scope.own((AutoCloseable) null));
+      scope.own(new Res("b", closed, false));
+    }
+    assertEquals(List.of("b", "a"), closed);
+
+    closed.clear();
+    IllegalArgumentException body = new IllegalArgumentException("body");
+    IllegalArgumentException e =
+        assertThrows(
+            IllegalArgumentException.class,
+            () -> {
+              try (Closeables.Scope scope = new Closeables.Scope()) {
+                scope.own(new Res("a", closed, true));
+                scope.own(new Res("b", closed, true));
+                throw body;
+              }
+            });
+    assertSame(body, e);
+    assertEquals(List.of("b", "a"), closed, "every resource tried");
+    assertEquals(1, e.getSuppressed().length);
+    assertEquals("close b", e.getSuppressed()[0].getMessage());
+    assertEquals("close a", e.getSuppressed()[0].getSuppressed()[0].getMessage());
+
+    closed.clear();
+    IllegalStateException c =
+        assertThrows(
+            IllegalStateException.class,
+            () -> {
+              try (Closeables.Scope scope = new Closeables.Scope()) {
+                scope.own(new Res("a", closed, true));
+              }
+            });
+    assertEquals("close a", c.getMessage(), "a close failure after a clean block is thrown");
+  }
 }

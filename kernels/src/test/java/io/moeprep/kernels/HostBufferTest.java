@@ -40,6 +40,32 @@ class HostBufferTest {
   }
 
   @Test
+  void bulkCopiesToAndFromArraysCheckBothRanges() {
+    byte[] src = new byte[100];
+    for (int i = 0; i < src.length; i++) {
+      src[i] = (byte) (i * 7 + 1);
+    }
+    try (HostBuffer b = HostBuffer.allocateZeroed(64)) {
+      b.copyFrom(3, src, 10, 50);
+      assertEquals(0, b.getByte(2));
+      assertEquals(src[10], b.getByte(3));
+      assertEquals(src[59], b.getByte(52));
+      assertEquals(0, b.getByte(53));
+      byte[] dst = new byte[80];
+      b.copyTo(3, dst, 20, 50);
+      assertArrayEquals(
+          java.util.Arrays.copyOfRange(src, 10, 60), java.util.Arrays.copyOfRange(dst, 20, 70));
+      assertEquals(0, dst[19]);
+      assertEquals(0, dst[70]);
+      b.copyFrom(64, src, 100, 0); // empty copies at the ends are allowed
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyFrom(20, src, 60, 41));
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyFrom(20, src, 0, 45));
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyTo(0, dst, 79, 2));
+      assertThrows(IndexOutOfBoundsException.class, () -> b.copyTo(-1, dst, 0, 2));
+    }
+  }
+
+  @Test
   void largeBlocksAreRecycledAndZeroedOnRequest() {
     long size = 3L << 20;
     long addr;

@@ -1,7 +1,9 @@
 package io.moeprep.spark;
 
+import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.cuda.CudaSupport;
 import io.moeprep.spark.exec.ExecutorRuntime;
+import io.moeprep.spark.spec.TuningSettings;
 import java.util.Map;
 import org.apache.spark.api.plugin.ExecutorPlugin;
 import org.apache.spark.api.plugin.PluginContext;
@@ -35,7 +37,9 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
     try {
       CudaSupport.Probe p = ExecutorRuntime.probe();
       if (p.available()) {
-        ExecutorRuntime.kernels(io.moeprep.kernels.BackendChoice.AUTO); // loads the module once
+        // loads the module once, tuned as the executor's configuration says
+        ExecutorRuntime.kernels(
+            BackendChoice.AUTO, TuningSettings.read(k -> ctx.conf().get(k, null)));
       }
       LOG.info(
           "moeprep: executor {}: GPU {} ({}), device {}",

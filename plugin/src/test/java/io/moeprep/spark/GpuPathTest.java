@@ -9,11 +9,11 @@ import io.moeprep.kernels.DType;
 import io.moeprep.kernels.cuda.CudaSupport;
 import io.moeprep.kernels.testing.GpuTests;
 import io.moeprep.kernels.testing.Seeds;
-import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
-import io.moeprep.spark.api.PermuteSpec;
 import io.moeprep.spark.exec.ExecutorRuntime;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.List;
 import java.util.SplittableRandom;
 import org.apache.spark.sql.Dataset;
@@ -56,7 +56,8 @@ class GpuPathTest {
     int before = ExecutorRuntime.device();
     ExecutorRuntime.useDevice(0);
     try {
-      var backend = ExecutorRuntime.kernels(BackendChoice.CUDA).backend();
+      var backend =
+          ExecutorRuntime.kernels(BackendChoice.CUDA, b.build().settings().tuning()).backend();
       assertEquals(0, ((io.moeprep.kernels.cuda.CudaBackend) backend).device().ordinal());
     } finally {
       ExecutorRuntime.useDevice(before);

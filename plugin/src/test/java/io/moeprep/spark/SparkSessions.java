@@ -22,6 +22,7 @@ public final class SparkSessions {
               .config("spark.plugins", MoePrepPlugin.class.getName())
               .config("spark.sql.extensions", MoePrepExtensions.class.getName())
               .config("spark.moeprep.backend", "cpu")
+              .config("spark.storage.exceptionOnPinLeak", "true")
               .getOrCreate();
       session.sparkContext().setLogLevel("WARN");
     }

@@ -7,9 +7,9 @@ import static org.apache.spark.sql.functions.posexplode;
 
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
-import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.MoePrep;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.LinkedHashMap;
 import java.util.Locale;
 import java.util.Map;

@@ -1,7 +1,7 @@
 package io.moeprep.app.job;
 
-import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.exec.ExecutorRuntime;
+import io.moeprep.spark.spec.RunSettings;
 import java.util.Iterator;
 import org.apache.spark.SparkEnv;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
@@ -16,12 +16,12 @@ import org.apache.spark.util.CollectionAccumulator;
 final class BackendProbe implements MapPartitionsFunction<Row, Row> {
   private static final long serialVersionUID = 1L;
 
-  private final BackendChoice choice;
+  private final RunSettings settings;
   private final int rankField;
   private final CollectionAccumulator<String> acc;
 
-  BackendProbe(BackendChoice choice, int rankField, CollectionAccumulator<String> acc) {
-    this.choice = choice;
+  BackendProbe(RunSettings settings, int rankField, CollectionAccumulator<String> acc) {
+    this.settings = settings;
     this.rankField = rankField;
     this.acc = acc;
   }
@@ -32,7 +32,8 @@ final class BackendProbe implements MapPartitionsFunction<Row, Row> {
       return in;
     }
     Row first = in.next();
-    String backend = ExecutorRuntime.kernels(choice).backend().name();
+    String backend =
+        ExecutorRuntime.kernels(settings.backend(), settings.tuning()).backend().name();
     SparkEnv env = SparkEnv.get();
     String executor = env == null ? "?" : env.executorId();
     acc.add(

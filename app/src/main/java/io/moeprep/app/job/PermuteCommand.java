@@ -13,12 +13,12 @@ import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.ExpertPlacement;
-import io.moeprep.spark.api.BadRowPolicy;
-import io.moeprep.spark.api.Layout;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
-import io.moeprep.spark.api.PermuteSpec;
-import io.moeprep.spark.api.Schemas;
+import io.moeprep.spark.spec.BadRowPolicy;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.io.IOException;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -341,13 +341,13 @@ final class PermuteCommand implements JobCommand {
   /** The resolved spec as {@link PermuteSpec#fromOptions} options, for the manifest. */
   static Map<String, String> resolvedOptions(PermuteSpec s, Map<String, String> given) {
     Map<String, String> o = new LinkedHashMap<>(given);
-    o.put("tokensPerBatch", Integer.toString(s.tokensPerBatch()));
-    o.put("dispatch", s.dispatch().name().toLowerCase(Locale.ROOT));
-    o.put("layout", s.layout().name().toLowerCase(Locale.ROOT));
-    o.put("backend", s.backend().name().toLowerCase(Locale.ROOT));
-    o.put("maxBlockBytes", Long.toString(s.maxBlockBytes()));
-    o.put("chunkBytes", Long.toString(s.chunkBytes()));
-    o.put("badRows", s.badRows().name().toLowerCase(Locale.ROOT));
+    o.put("tokensPerBatch", Integer.toString(s.shape().tokensPerBatch()));
+    o.put("dispatch", s.settings().dispatch().name().toLowerCase(Locale.ROOT));
+    o.put("layout", s.settings().layout().name().toLowerCase(Locale.ROOT));
+    o.put("backend", s.settings().backend().name().toLowerCase(Locale.ROOT));
+    o.put("maxBlockBytes", Long.toString(s.settings().maxBlockBytes()));
+    o.put("chunkBytes", Long.toString(s.settings().chunkBytes()));
+    o.put("badRows", s.settings().badRows().name().toLowerCase(Locale.ROOT));
     return o;
   }
 
@@ -359,12 +359,13 @@ final class PermuteCommand implements JobCommand {
     ObjectNode timings = Json.object();
     Dataset<Row> tokens = ctx.spark.read().parquet(input);
     PermuteOutput perm = MoePrep.permute(tokens, spec);
-    Dataset<Row> dispatched = perm.dispatched().persist(StorageLevel.MEMORY_AND_DISK());
+    perm.persist(StorageLevel.MEMORY_AND_DISK());
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s =
-          ctx.progress.step("data (" + spec.layout().name().toLowerCase(Locale.ROOT) + ")")) {
+          ctx.progress.step(
+              "data (" + spec.settings().layout().name().toLowerCase(Locale.ROOT) + ")")) {
         perm.data()
             .write()
             .options(MoePrep.PARQUET_OPTIONS)
@@ -379,7 +380,7 @@ final class PermuteCommand implements JobCommand {
       try (Progress.Step s = ctx.progress.step("tokens per expert")) {
         perm.tokensPerExpert()
             .mapPartitions(
-                new BackendProbe(spec.backend(), 0, backends),
+                new BackendProbe(spec.settings(), 0, backends),
                 Encoders.row(Schemas.TOKENS_PER_EXPERT))
             .write()
             .partitionBy("ep_rank")
@@ -387,7 +388,7 @@ final class PermuteCommand implements JobCommand {
         timings.put("tokens_per_expert", s.done());
       }
       long badRows = 0;
-      if (spec.badRows() == BadRowPolicy.SKIP) {
+      if (spec.settings().badRows() == BadRowPolicy.SKIP) {
         try (Progress.Step s = ctx.progress.step("bad rows")) {
           perm.badRows().write().parquet(dir.path("bad_rows"));
           badRows = ctx.spark.read().parquet(dir.path("bad_rows")).count();
@@ -412,14 +413,16 @@ final class PermuteCommand implements JobCommand {
               + " (%.1f%%)%s -> %s%n",
           m.get("input").get("rows").asLong(),
           m.get("rows_out").asLong(),
-          spec.expertPlacement().numRanks(),
+          spec.shape().expertPlacement().numRanks(),
           options.get("layout"),
           options.get("dispatch"),
           backendSummary(m),
           dropped,
           slots,
           slots == 0 ? 0.0 : 100.0 * dropped / slots,
-          spec.badRows() == BadRowPolicy.SKIP ? ", " + badRows + " bad rows skipped" : "",
+          spec.settings().badRows() == BadRowPolicy.SKIP
+              ? ", " + badRows + " bad rows skipped"
+              : "",
           out);
     } catch (Exception ex) {
       IllegalArgumentException bad = MoePrepCommandLine.badInput(ex);
@@ -431,7 +434,7 @@ final class PermuteCommand implements JobCommand {
       }
       throw ex;
     } finally {
-      dispatched.unpersist();
+      perm.unpersist();
     }
     return 0;
   }
@@ -451,8 +454,8 @@ final class PermuteCommand implements JobCommand {
       Map<String, String> options,
       JsonNode gen,
       List<String> backends) {
-    ExpertPlacement placement = spec.expertPlacement();
-    int e = spec.numExperts();
+    ExpertPlacement placement = spec.shape().expertPlacement();
+    int e = spec.shape().numExperts();
     int ranks = placement.numRanks();
     ObjectNode m = Json.object();
     m.put("command", "permute");
@@ -489,7 +492,7 @@ final class PermuteCommand implements JobCommand {
     Dataset<Row> data = ctx.spark.read().parquet(dir.path("data"));
     Map<Integer, Long> rowsPerRank = new TreeMap<>();
     Dataset<Row> perRank =
-        spec.layout() == Layout.PACKED
+        spec.settings().layout() == Layout.PACKED
             ? data.groupBy("ep_rank").agg(sum(col("rows").cast("long")))
             : data.groupBy("ep_rank").count();
     for (Row r : perRank.collectAsList()) {

@@ -5,7 +5,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.io.IOException;
 import java.util.Locale;
 import java.util.Map;
@@ -93,7 +93,7 @@ final class StatsCommand implements JobCommand {
   public int run(JobContext ctx) throws Exception {
     ObjectNode pm = permuted.manifest;
     PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, BackendChoice.CPU);
-    ExpertLoad load = new ExpertLoad(spec.expertPlacement());
+    ExpertLoad load = new ExpertLoad(spec.shape().expertPlacement());
     try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
       for (Row r :
           ctx.spark

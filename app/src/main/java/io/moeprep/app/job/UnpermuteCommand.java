@@ -11,7 +11,7 @@ import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.api.MoePrep;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.io.IOException;
 import java.util.Locale;
 import java.util.Map;
@@ -125,10 +125,10 @@ final class UnpermuteCommand implements JobCommand {
     if (combinePartitions != null) {
       spec = spec.toBuilder().combinePartitions(combinePartitions).build();
     }
-    if (spec.dtype().isFp8()) {
+    if (spec.shape().dtype().isFp8()) {
       throw new IllegalArgumentException(
           "dtype "
-              + spec.dtype().cliName()
+              + spec.shape().dtype().cliName()
               + " of --permuted cannot be combined (FP8 is moved, never converted): permute a"
               + " table of f32, bf16 or f16");
     }
@@ -139,7 +139,8 @@ final class UnpermuteCommand implements JobCommand {
       try (Progress.Step s = ctx.progress.step("combine")) {
         Dataset<Row> experts = ctx.spark.read().parquet(x);
         Dataset<Row> rowMap = ctx.spark.read().parquet(permuted.dir + "/row_map");
-        withSourceRank(MoePrep.unpermute(experts, rowMap, spec), spec.expertPlacement().numRanks())
+        withSourceRank(
+                MoePrep.unpermute(experts, rowMap, spec), spec.shape().expertPlacement().numRanks())
             .write()
             .options(MoePrep.PARQUET_OPTIONS)
             .partitionBy("ep_rank")
@@ -157,9 +158,9 @@ final class UnpermuteCommand implements JobCommand {
       in.put("identity_experts", expertOut == null);
       ObjectNode opts = m.putObject("options");
       PermuteCommand.resolvedOptions(spec, Json.strings(pm.get("options"))).forEach(opts::put);
-      opts.put("combinePartitions", Integer.toString(spec.combinePartitions()));
-      m.put("backend", spec.backend().name().toLowerCase(Locale.ROOT));
-      if (spec.backend() == BackendChoice.AUTO) {
+      opts.put("combinePartitions", Integer.toString(spec.settings().combinePartitions()));
+      m.put("backend", spec.settings().backend().name().toLowerCase(Locale.ROOT));
+      if (spec.settings().backend() == BackendChoice.AUTO) {
         m.put("backend_note", "auto: the GPU where the executor has one, else the CPU");
       }
       m.put("combined_tokens", tokens);

@@ -14,8 +14,9 @@ import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.cpu.ReferenceBatch;
 import io.moeprep.kernels.cpu.ReferenceBatch.Token;
 import io.moeprep.kernels.memory.HostBuffer;
-import io.moeprep.spark.api.Layout;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.Columns;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -136,7 +137,8 @@ final class VerifyCommand implements JobCommand {
 
   private String verify(JobContext ctx, PermuteSpec spec, String in, boolean checkCombined)
       throws Mismatch {
-    String[] c = spec.columns();
+    Columns cols = spec.columns();
+    String[] c = {cols.tokenId(), cols.hidden(), cols.expertIds(), cols.probs(), cols.batch()};
     Dataset<Row> tokens = ctx.spark.read().parquet(in);
     List<String> fields = Arrays.asList(tokens.schema().fieldNames());
     if (!fields.contains(c[1]) || tokens.schema().apply(c[1]).dataType() != DataTypes.BinaryType) {
@@ -147,7 +149,7 @@ final class VerifyCommand implements JobCommand {
     Column batch =
         fields.contains(c[4])
             ? col(c[4]).cast("long")
-            : floor(col(c[0]).cast("long").divide(lit(spec.tokensPerBatch()))).cast("long");
+            : floor(col(c[0]).cast("long").divide(lit(spec.shape().tokensPerBatch()))).cast("long");
     Dataset<Row> tpe = ctx.spark.read().parquet(permuted.dir + "/tokens_per_expert");
     List<Long> all = new ArrayList<>();
     for (Row r : tpe.select("batch").distinct().collectAsList()) {
@@ -205,7 +207,7 @@ final class VerifyCommand implements JobCommand {
           .add(new Token(r.getLong(0), (byte[]) r.get(2), ids, p));
     }
     byBatch.values().forEach(l -> l.sort((a, b) -> Long.compare(a.id(), b.id())));
-    String dataOrder = spec.layout() == Layout.PACKED ? "row_offset" : "row";
+    String dataOrder = spec.settings().layout() == Layout.PACKED ? "row_offset" : "row";
     Map<String, List<Row>> data = group(ctx, permuted.dir + "/data", keys, dataOrder);
     Map<String, List<Row>> rowMap = group(ctx, permuted.dir + "/row_map", keys, "token_id");
     Map<String, List<Row>> perExpert =
@@ -222,7 +224,7 @@ final class VerifyCommand implements JobCommand {
             .put(r.getLong(r.fieldIndex("token_id")), (byte[]) r.get(r.fieldIndex("hidden")));
       }
     }
-    int ranks = spec.expertPlacement().numRanks();
+    int ranks = spec.shape().expertPlacement().numRanks();
     long rows = 0;
     long combinedTokens = 0;
     for (long b : sample) {
@@ -230,7 +232,7 @@ final class VerifyCommand implements JobCommand {
       List<PermuteResult> results = new ArrayList<>();
       try (ReferenceBatch hb = reference(toks, spec, hasProbs)) {
         for (int r = 0; r < ranks; r++) {
-          PermuteResult res = hb.permute(spec.optionsForRank(r));
+          PermuteResult res = hb.permute(spec.shape().optionsForRank(r));
           results.add(res);
           String key = r + "/" + b;
           String at = "rank " + r + ", batch " + b;
@@ -273,7 +275,8 @@ final class VerifyCommand implements JobCommand {
   /** The batch in host buffers, its sizes checked against the permute's spec. */
   private static ReferenceBatch reference(List<Token> toks, PermuteSpec spec, boolean hasProbs) {
     try {
-      return ReferenceBatch.of(toks, spec.hidden(), spec.dtype(), spec.topK(), hasProbs);
+      return ReferenceBatch.of(
+          toks, spec.shape().hidden(), spec.shape().dtype(), spec.shape().topK(), hasProbs);
     } catch (IllegalArgumentException e) {
       throw new IllegalArgumentException(
           "--input does not match the spec in --permuted's manifest: " + e.getMessage(), e);
@@ -283,11 +286,11 @@ final class VerifyCommand implements JobCommand {
   private static long compareData(
       String at, PermuteSpec spec, List<Token> toks, PermuteResult exp, List<Row> actual)
       throws Mismatch {
-    long rb = spec.rowBytes();
+    long rb = spec.shape().rowBytes();
     List<long[]> meta = new ArrayList<>(); // token, slot, expert (rows: per row)
     List<Float> probs = new ArrayList<>();
     java.io.ByteArrayOutputStream bytes = new java.io.ByteArrayOutputStream();
-    if (spec.layout() == Layout.PACKED) {
+    if (spec.settings().layout() == Layout.PACKED) {
       long next = 0;
       for (Row r : actual) {
         long off = r.getLong(r.fieldIndex("row_offset"));
@@ -404,7 +407,7 @@ final class VerifyCommand implements JobCommand {
   private static void compareRowMap(
       String at, PermuteSpec spec, List<Token> toks, PermuteResult exp, List<Row> actual)
       throws Mismatch {
-    int k = spec.topK();
+    int k = spec.shape().topK();
     Map<Long, List<Object>> got = new HashMap<>();
     for (Row r : actual) {
       got.put(r.getLong(r.fieldIndex("token_id")), r.getList(r.fieldIndex("row_ids")));
@@ -440,7 +443,7 @@ final class VerifyCommand implements JobCommand {
 
   private static void compareTokensPerExpert(
       String at, PermuteSpec spec, int rank, PermuteResult exp, List<Row> actual) throws Mismatch {
-    ExpertPlacement p = spec.expertPlacement();
+    ExpertPlacement p = spec.shape().expertPlacement();
     SegmentLayout l = exp.layout();
     long[] dropped = l.droppedPerExpert();
     int[] local = p.expertsOf(rank);
@@ -485,7 +488,7 @@ final class VerifyCommand implements JobCommand {
       Map<Long, byte[]> actual)
       throws Mismatch {
     int n = toks.size();
-    long rb = spec.rowBytes();
+    long rb = spec.shape().rowBytes();
     Map<Long, byte[]> got = actual == null ? Map.of() : actual;
     try (HostBuffer exp = hb.combineIdentity(results)) {
       if (got.size() != n) {

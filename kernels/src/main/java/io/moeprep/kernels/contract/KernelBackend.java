@@ -20,4 +20,17 @@ public interface KernelBackend {
 
   /** Reorders chunks of rows. */
   ChunkSortResult chunkSort(ChunkSortInput in);
+
+  /**
+   * Caps the device memory that this backend's operations hold at once on its device, all callers
+   * together ({@code 0}: no cap but the device's); an allocation past it fails as one the device
+   * refuses. A backend without a device ignores it.
+   *
+   * @param bytes the cap in bytes, {@code >= 0}
+   */
+  default void limitDeviceMemory(long bytes) {
+    if (bytes < 0) {
+      throw new IllegalArgumentException("memory limit = " + bytes + " is invalid: must be >= 0");
+    }
+  }
 }

@@ -89,6 +89,59 @@ public final class SegmentLayout {
   }
 
   /**
+   * The segments of the output rows, in row order: one per expert ({@code s < E}: rows {@code
+   * [offset(s), offset(s+1))}), then the zero rows of {@code [offset(E), numOut)} that {@link
+   * CapacityPolicy.NumOut} adds beyond the last expert ({@code s = E}, owned by no expert). Some
+   * segments are empty.
+   */
+  public int numSegments() {
+    return kept.length + 1;
+  }
+
+  /** The expert owning segment {@code s}, or {@code -1} for the tail {@code s = E}. */
+  public int segmentExpert(int s) {
+    java.util.Objects.checkIndex(s, kept.length + 1);
+    return s < kept.length ? s : -1;
+  }
+
+  /** The first row of segment {@code s}. */
+  public long segmentStart(int s) {
+    return offsets[java.util.Objects.checkIndex(s, kept.length + 1)];
+  }
+
+  /** The row after the last of segment {@code s}. */
+  public long segmentEnd(int s) {
+    java.util.Objects.checkIndex(s, kept.length + 1);
+    return s < kept.length ? offsets[s + 1] : numOut;
+  }
+
+  /**
+   * The expert whose segment holds output row {@code row} (kept or padding), or {@code -1} for the
+   * tail segment (see {@link #numSegments}). Experts with an empty segment own no row.
+   *
+   * @throws IndexOutOfBoundsException when {@code row} is outside {@code [0, numOut)}
+   */
+  public int expertOfRow(long row) {
+    java.util.Objects.checkIndex(row, numOut);
+    int e = kept.length;
+    if (row >= offsets[e]) {
+      return segmentExpert(e);
+    }
+    // the last expert whose segment starts at or before the row: empty segments end before it
+    int lo = 0;
+    int hi = e;
+    while (hi - lo > 1) {
+      int mid = (lo + hi) >>> 1;
+      if (offsets[mid] <= row) {
+        lo = mid;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
+
+  /**
    * True when some output rows are zero padding (alignment, padding to capacity, or {@code numOut}
    * beyond the kept slots): the output has more rows than kept slots.
    */

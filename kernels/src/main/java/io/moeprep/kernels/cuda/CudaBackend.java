@@ -38,6 +38,12 @@ public final class CudaBackend implements KernelBackend {
     return "cuda";
   }
 
+  /** Sets the limit of this backend's device ({@link CudaDevice#setMemoryLimit}). */
+  @Override
+  public void limitDeviceMemory(long bytes) {
+    kernels.device().setMemoryLimit(bytes);
+  }
+
   @Override
   public PermuteResult permute(PermuteInput in, PermuteOptions options) {
     CudaDevice dev = kernels.device();

@@ -1,13 +1,17 @@
 package io.moeprep.kernels.memory;
 
+import java.util.ArrayList;
+import java.util.Collections;
+import java.util.List;
 import java.util.function.Function;
 import java.util.function.Supplier;
 
 /**
  * The one way MoePrep closes resources outside a try-with-resources block: {@link #closeOnExcept}
  * for a resource that must be closed only when the code that takes it over fails, {@link #closeAll}
- * for several resources closed together. Failures of {@code close()} are added to the first failure
- * as suppressed exceptions, never lost and never hiding it.
+ * for several resources closed together, and a {@link Scope} for resources taken one by one in a
+ * block and closed when it ends. Failures of {@code close()} are added to the first failure as
+ * suppressed exceptions, never lost and never hiding it.
  */
 public final class Closeables {
   private Closeables() {}
@@ -70,6 +74,39 @@ public final class Closeables {
     }
     if (first != null) {
       throw new IllegalStateException("closing failed: " + first.getMessage(), first);
+    }
+  }
+
+  /**
+   * Resources taken one by one in a try-with-resources block and closed together when it ends, the
+   * last taken first, even when one fails (see {@link #closeAll}). On a failure inside the block,
+   * their close failures are suppressed into it, as try-with-resources does.
+   *
+   * <pre>{@code
+   * try (Closeables.Scope scope = new Closeables.Scope()) {
+   *   DeviceBuffer a = scope.own(DeviceBuffer.allocate(device, bytes));
+   *   ...
+   * }
+   * }</pre>
+   */
+  public static final class Scope implements AutoCloseable {
+    private final List<AutoCloseable> owned = new ArrayList<>();
+
+    /** Takes {@code resource} (null is ignored) and returns it. */
+    public <T extends AutoCloseable> T own(T resource) {
+      if (resource != null) {
+        owned.add(resource);
+      }
+      return resource;
+    }
+
+    /** Closes what was taken, the last first; the scope is empty afterwards. */
+    @Override
+    public void close() {
+      List<AutoCloseable> reversed = new ArrayList<>(owned);
+      owned.clear();
+      Collections.reverse(reversed);
+      closeAll(reversed.toArray(new AutoCloseable[0]));
     }
   }
 

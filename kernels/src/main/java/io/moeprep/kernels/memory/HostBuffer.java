@@ -27,9 +27,10 @@ import sun.misc.Unsafe;
  * mapped, instead of paying the kernel's page faults for every fresh block. {@link #trimCache()}
  * returns the cache to the system.
  *
- * <p>Accessors (single values, and copies between buffers and to and from Java arrays) take byte
- * offsets and check bounds; the backends' bulk work uses {@link #address()} with {@link #unsafe()}
- * directly. Multi-byte values are little-endian (the platform order, checked at class load).
+ * <p>Accessors take byte offsets and check bounds; bulk copies between buffers and to or from
+ * {@code byte[]} are {@link #copyFrom} and {@link #copyTo}; the backends' kernels use {@link
+ * #address()} with {@link #unsafe()} directly. Multi-byte values are little-endian (the platform
+ * order, checked at class load).
  */
 public final class HostBuffer implements AutoCloseable {
   private static final Unsafe UNSAFE = loadUnsafe();
@@ -216,12 +217,10 @@ public final class HostBuffer implements AutoCloseable {
   }
 
   /**
-   * Copies {@code length} bytes of {@code src} from {@code srcOffset} into this buffer at {@code
-   * offset}.
-   *
-   * @throws IndexOutOfBoundsException when either range does not fit
+   * Copies {@code length} bytes of the array {@code src} from {@code srcOffset} to this buffer at
+   * {@code offset}, in one bulk copy; both ranges are bounds-checked.
    */
-  public void copyFrom(long offset, byte[] src, int srcOffset, int length) {
+  public void copyFrom(long offset, byte[] src, long srcOffset, long length) {
     Objects.checkFromIndexSize(srcOffset, length, src.length);
     if (length > 0) {
       UNSAFE.copyMemory(
@@ -230,12 +229,10 @@ public final class HostBuffer implements AutoCloseable {
   }
 
   /**
-   * Copies {@code length} bytes of this buffer from {@code offset} into {@code dst} at {@code
-   * dstOffset}.
-   *
-   * @throws IndexOutOfBoundsException when either range does not fit
+   * Copies {@code length} bytes of this buffer from {@code offset} into the array {@code dst} at
+   * {@code dstOffset}, in one bulk copy; both ranges are bounds-checked.
    */
-  public void copyTo(long offset, byte[] dst, int dstOffset, int length) {
+  public void copyTo(long offset, byte[] dst, long dstOffset, long length) {
     Objects.checkFromIndexSize(dstOffset, length, dst.length);
     if (length > 0) {
       UNSAFE.copyMemory(

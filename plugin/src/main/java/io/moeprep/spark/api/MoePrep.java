@@ -8,6 +8,10 @@ import io.moeprep.spark.exec.BadRowScanner;
 import io.moeprep.spark.exec.CombineRunner;
 import io.moeprep.spark.exec.DispatchMapper;
 import io.moeprep.spark.exec.RankPartitioning;
+import io.moeprep.spark.spec.BadRowPolicy;
+import io.moeprep.spark.spec.Columns;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.util.Arrays;
 import java.util.List;
 import org.apache.spark.api.java.function.FlatMapFunction;
@@ -62,43 +66,47 @@ public final class MoePrep {
   public static PermuteOutput permute(Dataset<Row> tokens, PermuteSpec spec) {
     SparkSession spark = tokens.sparkSession();
     PermuteSpec s = spec.resolve(k -> spark.conf().get(k, null));
-    String[] c = s.columns();
+    Columns c = s.columns();
     StructType schema = tokens.schema();
-    Column tokenId = required(schema, c[0]).cast(DataTypes.LongType);
-    Column hidden = required(schema, c[1]);
-    DataType ht = schema.apply(c[1]).dataType();
+    Column tokenId = required(schema, c.tokenId()).cast(DataTypes.LongType);
+    Column hidden = required(schema, c.hidden());
+    DataType ht = schema.apply(c.hidden()).dataType();
     boolean floats =
         ht instanceof ArrayType a
             && (a.elementType() == DataTypes.FloatType || a.elementType() == DataTypes.DoubleType);
     if (!(ht == DataTypes.BinaryType || floats)) {
       throw new IllegalArgumentException(
-          "column " + c[1] + " has type " + ht.simpleString() + ": must be binary or array<float>");
+          "column "
+              + c.hidden()
+              + " has type "
+              + ht.simpleString()
+              + ": must be binary or array<float>");
     }
-    if (floats && s.dtype().isFp8()) {
+    if (floats && s.shape().dtype().isFp8()) {
       throw new IllegalArgumentException(
           "column "
-              + c[1]
+              + c.hidden()
               + " is array<float> but dtype "
-              + s.dtype().cliName()
+              + s.shape().dtype().cliName()
               + " is copied as bytes, never converted: give it as binary");
     }
-    Column ids = required(schema, c[2]);
-    DataType it = schema.apply(c[2]).dataType();
+    Column ids = required(schema, c.expertIds());
+    DataType it = schema.apply(c.expertIds()).dataType();
     if (!(it instanceof ArrayType a2
         && (a2.elementType() == DataTypes.IntegerType || a2.elementType() == DataTypes.LongType))) {
       throw new IllegalArgumentException(
-          "column " + c[2] + " has type " + it.simpleString() + ": must be array<int>");
+          "column " + c.expertIds() + " has type " + it.simpleString() + ": must be array<int>");
     }
-    boolean hasProbs = Arrays.asList(schema.fieldNames()).contains(c[3]);
-    boolean hasBatch = Arrays.asList(schema.fieldNames()).contains(c[4]);
+    boolean hasProbs = Arrays.asList(schema.fieldNames()).contains(c.probs());
+    boolean hasBatch = Arrays.asList(schema.fieldNames()).contains(c.batch());
     ArrayType floatArray = DataTypes.createArrayType(DataTypes.FloatType);
-    Column probs = hasProbs ? col(c[3]).cast(floatArray) : lit(null).cast(floatArray);
-    Column batch = hasBatch ? col(c[4]).cast(DataTypes.LongType) : lit(null).cast("long");
+    Column probs = hasProbs ? col(c.probs()).cast(floatArray) : lit(null).cast(floatArray);
+    Column batch = hasBatch ? col(c.batch()).cast(DataTypes.LongType) : lit(null).cast("long");
     Dataset<Row> selected = tokens.select(tokenId, hidden, ids, probs, batch);
-    int ranks = s.expertPlacement().numRanks();
+    int ranks = s.shape().expertPlacement().numRanks();
     int[] keys = RankPartitioning.keys(ranks);
     LongAccumulator badRowCount = null;
-    if (s.badRows() == BadRowPolicy.SKIP) {
+    if (s.settings().badRows() == BadRowPolicy.SKIP) {
       badRowCount = spark.sparkContext().longAccumulator("moeprep.badRows");
     }
     Dataset<Row> dispatched =
@@ -143,7 +151,7 @@ public final class MoePrep {
               col("hidden"));
       slots =
           blocks.flatMap(
-              (FlatMapFunction<Row, Row>) r -> explodeBlock(r, s.rowBytes()),
+              (FlatMapFunction<Row, Row>) r -> explodeBlock(r, s.shape().rowBytes()),
               Encoders.row(Schemas.COMBINE_INPUT));
     } else {
       Column prob = fields.contains("prob") ? col("prob").cast("float") : lit(null).cast("float");
@@ -167,10 +175,9 @@ public final class MoePrep {
             lit(null).cast("float").as("prob"),
             lit(null).cast("binary").as("hidden"));
     Dataset<Row> all = markers.unionByName(slots);
+    int partitions = s.settings().combinePartitions();
     Dataset<Row> byBatch =
-        s.combinePartitions() > 0
-            ? all.repartition(s.combinePartitions(), col("batch"))
-            : all.repartition(col("batch"));
+        partitions > 0 ? all.repartition(partitions, col("batch")) : all.repartition(col("batch"));
     return byBatch
         .sortWithinPartitions(col("batch"), col("token_id"), col("slot"))
         .mapPartitions(new CombineRunner(s), Encoders.row(Schemas.COMBINED));

@@ -1,19 +1,24 @@
 package io.moeprep.spark.api;
 
+import io.moeprep.spark.exec.CachedPlans;
 import io.moeprep.spark.exec.RankBatchRunner;
 import io.moeprep.spark.exec.RankOutput;
 import io.moeprep.spark.rapids.RapidsRoute;
+import io.moeprep.spark.spec.BadRowPolicy;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
-import org.apache.spark.sql.types.StructType;
+import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.util.LongAccumulator;
 
 /**
  * The outputs of one permute, each a lazy {@link Dataset} with one partition per EP rank (partition
  * {@code r} holds rank {@code r}), batch by batch in permuted order. Each output is computed by its
- * own Spark job over the same dispatch plan: persist or checkpoint the input when several are
- * needed.
+ * own Spark job over the same dispatch plan: {@link #persist} it (or persist the input) when
+ * several are needed.
  */
 public final class PermuteOutput {
   private final Dataset<Row> dispatched;
@@ -34,7 +39,7 @@ public final class PermuteOutput {
     this.dispatched = dispatched;
     this.spec = spec;
     this.hasProbs = hasProbs;
-    this.route = RapidsRoute.plan(dispatched.sparkSession(), spec.backend());
+    this.route = RapidsRoute.plan(dispatched.sparkSession(), spec.settings().backend());
   }
 
   /**
@@ -57,32 +62,55 @@ public final class PermuteOutput {
 
   /** The permuted data in the spec's layout ({@link #rows()} or {@link #packed()}). */
   public Dataset<Row> data() {
-    return spec.layout() == Layout.PACKED ? packed() : rows();
+    return spec.settings().layout() == Layout.PACKED ? packed() : rows();
   }
 
   /** {@link Schemas#ROWS}: one row per output row of each (rank, batch). */
   public Dataset<Row> rows() {
-    return run(RankOutput.ROWS, Schemas.ROWS);
+    return run(RankOutput.ROWS);
   }
 
   /** {@link Schemas#PACKED}: one row per (rank, batch, expert segment, part). */
   public Dataset<Row> packed() {
-    return run(RankOutput.PACKED, Schemas.PACKED);
+    return run(RankOutput.PACKED);
   }
 
   /** {@link Schemas#ROW_MAP}: the output row of every slot, per (rank, batch, token). */
   public Dataset<Row> rowMap() {
-    return run(RankOutput.ROW_MAP, Schemas.ROW_MAP);
+    return run(RankOutput.ROW_MAP);
   }
 
   /** {@link Schemas#TOKENS_PER_EXPERT}: kept, dropped and segment per (rank, batch, expert). */
   public Dataset<Row> tokensPerExpert() {
-    return run(RankOutput.TOKENS_PER_EXPERT, Schemas.TOKENS_PER_EXPERT);
+    return run(RankOutput.TOKENS_PER_EXPERT);
   }
 
   /** The dispatched records ({@link Schemas#DISPATCH}), partitioned by rank, sorted by batch. */
   public Dataset<Row> dispatched() {
     return dispatched;
+  }
+
+  /**
+   * Persists the dispatch plan that every output reads ({@link #dispatched()}) at {@code level} and
+   * fills the cache now, with one job that reads every rank partition to its end; the outputs
+   * computed afterwards read the cache instead of dispatching again. Returns this output; {@link
+   * #unpersist()} frees the cache.
+   *
+   * <p>Prefer this to {@code dispatched().persist(level)}: Spark 4.1's adaptive execution fills a
+   * cache that no job has read yet with a job that leaves each partition's block read-locked until
+   * its task ends ({@code 1 block locks were not released by task ...} per rank partition, a failed
+   * job with {@code spark.storage.exceptionOnPinLeak=true}); a cache filled here is never filled
+   * that way.
+   */
+  public PermuteOutput persist(StorageLevel level) {
+    CachedPlans.persistMaterialized(dispatched, level);
+    return this;
+  }
+
+  /** Frees the cache of {@link #persist}; returns this output. */
+  public PermuteOutput unpersist() {
+    dispatched.unpersist();
+    return this;
   }
 
   /**
@@ -110,7 +138,8 @@ public final class PermuteOutput {
     return spec;
   }
 
-  private Dataset<Row> run(RankOutput out, StructType schema) {
-    return dispatched.mapPartitions(new RankBatchRunner(spec, out, hasProbs), Encoders.row(schema));
+  private Dataset<Row> run(RankOutput out) {
+    return dispatched.mapPartitions(
+        new RankBatchRunner(spec, out, hasProbs), Encoders.row(out.schema()));
   }
 }

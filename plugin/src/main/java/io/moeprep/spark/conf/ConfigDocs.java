@@ -32,21 +32,36 @@ public final class ConfigDocs {
         .append(" do not edit -->\n\n")
         .append("Set these like any Spark setting (`--conf`, `spark-defaults.conf`,")
         .append(" `spark.conf.set`). Options given in code (`PermuteSpec`) or as data source")
-        .append(" options take precedence.\n\n")
-        .append("| key | default | accepted values | meaning |\n")
-        .append("|---|---|---|---|\n");
+        .append(" options take precedence.\n\n");
+    table(b, false);
+    b.append("\n## Internal settings\n\n")
+        .append("Kernel tuning for benchmarks and tests (`")
+        .append(MoePrepConf.INTERNAL)
+        .append(
+            "*`), read like the settings above and carried with the job to where the backend is chosen.")
+        .append(" They may change or go away without notice: leave them unset in production.\n\n");
+    table(b, true);
+    return b.toString();
+  }
+
+  /** The table of the internal entries, or of the others. */
+  private static void table(StringBuilder b, boolean internal) {
+    b.append("| key | default | accepted values | meaning |\n").append("|---|---|---|---|\n");
     for (ConfigEntry<?> e : MoePrepConf.ALL) {
+      if (e.internal() != internal) {
+        continue;
+      }
+      String def = String.valueOf(e.defaultValue());
       b.append("| `")
           .append(e.key())
-          .append("` | `")
-          .append(e.defaultValue())
           .append("` | ")
+          .append(def.isEmpty() ? "(empty)" : "`" + def + "`")
+          .append(" | ")
           .append(e.constraint())
           .append(" | ")
           .append(e.doc())
           .append(" |\n");
     }
-    return b.toString();
   }
 
   /** The content of {@code conf/spark-defaults.conf.template}. */

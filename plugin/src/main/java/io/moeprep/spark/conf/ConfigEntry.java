@@ -62,6 +62,14 @@ public final class ConfigEntry<T> {
   }
 
   /**
+   * True for the keys under {@value MoePrepConf#INTERNAL}: kernel tuning for benchmarks and tests,
+   * documented apart and subject to change.
+   */
+  public boolean internal() {
+    return key.startsWith(MoePrepConf.INTERNAL);
+  }
+
+  /**
    * Parses and checks a raw value; {@code null} gives the default.
    *
    * @throws IllegalArgumentException naming the value, the key and the constraint
@@ -85,6 +93,15 @@ public final class ConfigEntry<T> {
   /** The value of this entry in a configuration, looked up by key ({@code null} = unset). */
   public T readFrom(Function<String, String> lookup) {
     return parse(lookup.apply(key));
+  }
+
+  /**
+   * The raw value of this entry in a configuration as it would be read: the value set, or the
+   * default written as a setting.
+   */
+  public String rawFrom(Function<String, String> lookup) {
+    String raw = lookup.apply(key);
+    return raw != null ? raw : String.valueOf(defaultValue);
   }
 
   private String invalid(String raw) {

@@ -1,5 +1,6 @@
 package io.moeprep.spark.conf;
 
+import io.moeprep.kernels.KernelTuning;
 import java.util.List;
 import java.util.Locale;
 import java.util.Set;
@@ -7,13 +8,17 @@ import java.util.function.Function;
 
 /**
  * Every {@code spark.moeprep.*} setting, typed. Read them from a Spark session with {@code
- * entry.readFrom(k -> spark.conf().get(k, null))}; options given in code ({@link
- * io.moeprep.spark.api.PermuteSpec}) take precedence.
+ * entry.readFrom(k -> spark.conf().get(k, null))}; options given in code ({@code PermuteSpec}) take
+ * precedence. The keys under {@value #INTERNAL} tune the kernels for benchmarks and tests: they are
+ * documented apart and may change without notice.
  */
 public final class MoePrepConf {
   private MoePrepConf() {}
 
   private static final String PREFIX = "spark.moeprep.";
+
+  /** The prefix of the internal keys. */
+  public static final String INTERNAL = PREFIX + "internal.";
 
   /** Which kernel backend the tasks use. */
   public static final ConfigEntry<String> BACKEND =
@@ -136,7 +141,70 @@ public final class MoePrepConf {
           Set.of("fail", "skip"),
           true);
 
-  /** All entries, in documentation order. */
+  /** Internal: worker threads of the CPU backend. */
+  public static final ConfigEntry<Integer> CPU_THREADS =
+      intRange(
+          "internal.cpu.threads",
+          "Worker threads of the CPU backend's pool in each executor; 0 uses one per core of the"
+              + " executor.",
+          0,
+          0,
+          1 << 16,
+          false);
+
+  /** Internal: the fused single-launch routing-map kernel. */
+  public static final ConfigEntry<Boolean> CUDA_FUSED_MAP =
+      bool(
+          "internal.cuda.fusedMap",
+          "Builds the routing maps with the fused single-launch kernel; false uses the plan and"
+              + " build kernels.",
+          KernelTuning.DEFAULT.fusedMap(),
+          false);
+
+  /** Internal: the fewest slots per block of the fused map kernel. */
+  public static final ConfigEntry<Long> CUDA_FUSED_MIN_BLOCK_SLOTS =
+      new ConfigEntry<>(
+          INTERNAL + "cuda.fusedMinBlockSlots",
+          "Fewest routing slots per block of the fused map kernel.",
+          KernelTuning.DEFAULT.fusedMinBlockSlots(),
+          Long::parseLong,
+          v -> v >= 32 && v <= 1L << 30 && Long.bitCount(v) == 1,
+          "must be a power of two in [32, 1073741824]",
+          false);
+
+  /** Internal: the most cells the fused map kernel sums without a grid barrier. */
+  public static final ConfigEntry<Long> CUDA_FUSED_TAGGED_CELLS =
+      longRange(
+          "internal.cuda.fusedTaggedCells",
+          "Most (block, expert) cells that the fused map kernel sums through its tagged table"
+              + " without a grid barrier.",
+          KernelTuning.DEFAULT.fusedTaggedCells(),
+          0,
+          Long.MAX_VALUE,
+          false);
+
+  /** Internal: synchronise after every kernel launch. */
+  public static final ConfigEntry<Boolean> CUDA_SYNC_LAUNCHES =
+      bool(
+          "internal.cuda.syncLaunches",
+          "Synchronises the stream after every kernel launch, so that a fault names its kernel"
+              + " (debugging; slow).",
+          KernelTuning.DEFAULT.syncLaunches(),
+          false);
+
+  /** Internal: fault injection. */
+  public static final ConfigEntry<String> CUDA_FAIL_LAUNCH =
+      new ConfigEntry<>(
+          INTERNAL + "cuda.failLaunch",
+          "Fault injection for tests: launches of the kernels whose name starts with this fail;"
+              + " empty for none.",
+          "",
+          s -> s,
+          v -> true,
+          "any kernel name prefix, or empty",
+          false);
+
+  /** All entries, in documentation order: the user's, then the internal ones. */
   public static final List<ConfigEntry<?>> ALL =
       List.of(
           BACKEND,
@@ -149,7 +217,13 @@ public final class MoePrepConf {
           GPU_REQUIRED,
           GPU_MEMORY_LIMIT,
           GPU_OOM_FALLBACK,
-          COMBINE_PARTITIONS);
+          COMBINE_PARTITIONS,
+          CPU_THREADS,
+          CUDA_FUSED_MAP,
+          CUDA_FUSED_MIN_BLOCK_SLOTS,
+          CUDA_FUSED_TAGGED_CELLS,
+          CUDA_SYNC_LAUNCHES,
+          CUDA_FAIL_LAUNCH);
 
   private static ConfigEntry<String> choice(
       String name, String doc, String def, Set<String> values, boolean user) {
@@ -193,7 +267,12 @@ public final class MoePrepConf {
         PREFIX + name,
         doc,
         def,
-        org.apache.spark.network.util.JavaUtils::byteStringAsBytes,
+        // a plain count of bytes parses without Spark's class (the cudf route's GPU test runs
+        // without Spark); a size with a unit is Spark's to read
+        s ->
+            !s.isEmpty() && s.chars().allMatch(c -> c >= '0' && c <= '9')
+                ? Long.parseLong(s)
+                : org.apache.spark.network.util.JavaUtils.byteStringAsBytes(s),
         v -> v >= 0,
         "must be a size in bytes >= 0, such as 1073741824, 512m or 2g",
         user);

@@ -1,13 +1,13 @@
 package io.moeprep.spark.exec;
 
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.Iterator;
 import java.util.NoSuchElementException;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 
 /**
- * Emits one {@link io.moeprep.spark.api.Schemas#BAD_ROWS} row (token_id, batch, reason) per input
+ * Emits one {@link io.moeprep.spark.spec.Schemas#BAD_ROWS} row (token_id, batch, reason) per input
  * row that fails the same validation as {@link DispatchMapper}: the side table of the skip policy.
  */
 public final class BadRowScanner implements MapPartitionsFunction<Row, Row> {
@@ -17,6 +17,10 @@ public final class BadRowScanner implements MapPartitionsFunction<Row, Row> {
   private final boolean hasProbs;
   private final boolean hasBatch;
 
+  /**
+   * @param hasProbs whether the input has a probs column
+   * @param hasBatch whether the input has a batch column
+   */
   public BadRowScanner(PermuteSpec spec, boolean hasProbs, boolean hasBatch) {
     this.spec = spec;
     this.hasProbs = hasProbs;
@@ -33,9 +37,9 @@ public final class BadRowScanner implements MapPartitionsFunction<Row, Row> {
         while (next == null && in.hasNext()) {
           Row r = in.next();
           try {
-            TokenRows.parse(r, spec, hasProbs, hasBatch);
+            TokenRows.parse(r, spec.shape(), hasProbs, hasBatch);
           } catch (IllegalArgumentException e) {
-            next = TokenRows.badRow(r, spec, hasBatch, e);
+            next = TokenRows.badRow(r, spec.shape(), hasBatch, e);
           }
         }
         return next != null;

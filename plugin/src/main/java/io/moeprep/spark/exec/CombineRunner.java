@@ -3,7 +3,9 @@ package io.moeprep.spark.exec;
 import io.moeprep.kernels.MoeKernels;
 import io.moeprep.kernels.contract.UnpermuteInput;
 import io.moeprep.kernels.memory.HostBuffer;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.ProblemShape;
+import io.moeprep.spark.spec.RunSettings;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Iterator;
@@ -11,18 +13,16 @@ import java.util.List;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
-import sun.misc.Unsafe;
 
 /**
  * The combine side of unpermute. A partition holds whole batches of {@link
- * io.moeprep.spark.api.Schemas#COMBINE_INPUT} records sorted by (batch, token_id, slot): for each
+ * io.moeprep.spark.spec.Schemas#COMBINE_INPUT} records sorted by (batch, token_id, slot): for each
  * token its row-map markers ({@code slot = -1}, giving K) and then its expert-output slots. Per
  * batch it lays the slots out as one single-device {@code expertOut} tensor with its row-id map and
  * runs the unpermute kernel, so the result equals a single-device combine bit for bit.
  */
 public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
   private static final long serialVersionUID = 1L;
-  private static final Unsafe U = HostBuffer.unsafe();
 
   private static final int BATCH = 0;
   private static final int TOKEN = 1;
@@ -33,6 +33,7 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
 
   private final PermuteSpec spec;
 
+  /** The combine of {@code spec}'s shape, run with its settings. */
   public CombineRunner(PermuteSpec spec) {
     this.spec = spec;
   }
@@ -40,7 +41,8 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
   @Override
   public Iterator<Row> call(Iterator<Row> in) {
     BatchReader reader = new BatchReader(in, BATCH);
-    MoeKernels kernels = ExecutorRuntime.kernels(spec.backend());
+    RunSettings s = spec.settings();
+    MoeKernels kernels = ExecutorRuntime.kernels(s.backend(), s.tuning());
     return new Iterator<>() {
       private Iterator<Row> current = Collections.emptyIterator();
 
@@ -61,6 +63,8 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
   }
 
   private List<Row> combine(MoeKernels kernels, List<Row> records) {
+    ProblemShape shape = spec.shape();
+    long rowBytes = shape.rowBytes();
     long batch = records.get(0).getLong(BATCH);
     int k = -1;
     List<Long> tokens = new ArrayList<>();
@@ -111,7 +115,7 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
               "token_id=" + t + ": two expert outputs for slot " + slot + " in batch " + batch);
         }
       }
-      if (r.isNullAt(HIDDEN) || ((byte[]) r.get(HIDDEN)).length != spec.rowBytes()) {
+      if (r.isNullAt(HIDDEN) || ((byte[]) r.get(HIDDEN)).length != rowBytes) {
         throw new IllegalArgumentException(
             "token_id="
                 + t
@@ -120,7 +124,7 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
                 + " has "
                 + (r.isNullAt(HIDDEN) ? "no" : ((byte[]) r.get(HIDDEN)).length)
                 + " bytes, expected "
-                + spec.rowBytes());
+                + rowBytes);
       }
       if (!r.isNullAt(PROB)) {
         withProbs++;
@@ -135,7 +139,6 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
     records.clear();
     int n = tokens.size();
     int numOut = slots.size();
-    long rowBytes = spec.rowBytes();
     List<Row> out = new ArrayList<>(n);
     try (HostBuffer expertOut = HostBuffer.allocate(numOut * rowBytes);
         HostBuffer rowIds = HostBuffer.allocate(4L * n * k);
@@ -148,25 +151,19 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
         if (probs != null) {
           probs.putFloat(4 * s, r.getFloat(PROB));
         }
-        U.copyMemory(
-            r.get(HIDDEN),
-            Unsafe.ARRAY_BYTE_BASE_OFFSET,
-            null,
-            expertOut.address() + i * rowBytes,
-            rowBytes);
+        expertOut.copyFrom(i * rowBytes, (byte[]) r.get(HIDDEN), 0, rowBytes);
       }
       slots.clear();
       UnpermuteInput input =
-          new UnpermuteInput(expertOut, numOut, rowIds, n, k, spec.hidden(), spec.dtype(), probs);
+          new UnpermuteInput(expertOut, numOut, rowIds, n, k, shape.hidden(), shape.dtype(), probs);
       String where =
           "combine partition " + org.apache.spark.TaskContext.getPartitionId() + ", batch " + batch;
       try (HostBuffer combined =
-          ExecutorRuntime.runBatch(kernels, spec, where, kk -> kk.unpermute(input))) {
+          ExecutorRuntime.runBatch(kernels, spec.settings(), where, kk -> kk.unpermute(input))) {
         ExecutorRuntime.ROWS_COMBINED.inc(n);
         for (int t = 0; t < n; t++) {
           byte[] h = new byte[(int) rowBytes];
-          U.copyMemory(
-              null, combined.address() + t * rowBytes, h, Unsafe.ARRAY_BYTE_BASE_OFFSET, rowBytes);
+          combined.copyTo(t * rowBytes, h, 0, rowBytes);
           out.add(RowFactory.create(batch, tokens.get(t), h));
         }
       }

@@ -1,11 +1,13 @@
 package io.moeprep.spark.exec;
 
 import io.moeprep.kernels.contract.ExpertPlacement;
-import io.moeprep.spark.api.BadRowPolicy;
-import io.moeprep.spark.api.Dispatch;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.BadRowPolicy;
+import io.moeprep.spark.spec.Dispatch;
+import io.moeprep.spark.spec.DispatchChunk;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.ProblemShape;
+import io.moeprep.spark.spec.RankMasks;
 import java.util.ArrayDeque;
-import java.util.Arrays;
 import java.util.HashSet;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -14,15 +16,14 @@ import java.util.NoSuchElementException;
 import java.util.Set;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
-import org.apache.spark.sql.RowFactory;
 import org.apache.spark.util.LongAccumulator;
 
 /**
  * The map side of dispatch: validates each token row and packs it into the chunk of each
- * destination (rank, batch) ({@link io.moeprep.spark.api.Schemas#DISPATCH}). Under ALL_TO_ALL the
- * destinations are the ranks owning at least one of the token's experts, and the routing is masked
- * to each (the {@code -1} sentinels are born here); a token with no valid slot goes to rank 0 so
- * that it still has a row-map entry. Under ALL_GATHER every rank gets the token unmasked.
+ * destination (rank, batch) ({@link DispatchChunk}). Under ALL_TO_ALL the destinations are the
+ * ranks owning at least one of the token's experts, and the routing is masked to each (the {@code
+ * -1} sentinels are born here); a token with no valid slot goes to rank 0 so that it still has a
+ * row-map entry. Under ALL_GATHER every rank gets the token unmasked.
  *
  * <p>A chunk is emitted when it holds {@code chunkBytes} of hidden data; when the open chunks of a
  * task hold 8 times that, all are emitted. After its last token, a task sends every rank an empty
@@ -64,77 +65,26 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
     this.hasProbs = hasProbs;
     this.hasBatch = hasBatch;
     this.partitionKeys = partitionKeys.clone();
+    long rowBytes = spec.shape().rowBytes();
     this.chunkTokens =
         (int)
             Math.max(
-                1, Math.min(1 << 20, (spec.chunkBytes() + spec.rowBytes() - 1) / spec.rowBytes()));
+                1, Math.min(1 << 20, (spec.settings().chunkBytes() + rowBytes - 1) / rowBytes));
   }
 
-  /** The open chunk of one (rank, batch). */
-  private final class Chunk {
-    final int rank;
-    final long batch;
-    int n;
-    byte[] tokenIds = new byte[8 * 16];
-    byte[] ids = new byte[4 * spec.topK() * 16];
-    byte[] probs = hasProbs ? new byte[4 * spec.topK() * 16] : null;
-    byte[] hidden;
-    int hiddenLen;
-
-    Chunk(int rank, long batch, int capacityTokens) {
-      this.rank = rank;
-      this.batch = batch;
-      this.hidden = new byte[(int) (capacityTokens * spec.rowBytes())];
-    }
-
-    void add(long token, int[] routing, float[] p, byte[] h) {
-      int k = spec.topK();
-      if ((n + 1) * 8 > tokenIds.length) {
-        tokenIds = Arrays.copyOf(tokenIds, tokenIds.length * 2);
-        ids = Arrays.copyOf(ids, ids.length * 2);
-        if (probs != null) {
-          probs = Arrays.copyOf(probs, probs.length * 2);
-        }
-      }
-      if (hiddenLen + h.length > hidden.length) {
-        // grows to exactly a full chunk, so that a full chunk is shipped without a copy
-        long full = chunkTokens * spec.rowBytes();
-        hidden =
-            Arrays.copyOf(
-                hidden, (int) Math.min(full, Math.max(2L * hidden.length, hiddenLen + h.length)));
-      }
-      LittleEndian.putLong(tokenIds, 8 * n, token);
-      for (int j = 0; j < k; j++) {
-        LittleEndian.putInt(ids, 4 * (n * k + j), routing[j]);
-        if (probs != null) {
-          LittleEndian.putInt(probs, 4 * (n * k + j), Float.floatToRawIntBits(p[j]));
-        }
-      }
-      System.arraycopy(h, 0, hidden, hiddenLen, h.length);
-      hiddenLen += h.length;
-      n++;
-    }
-
-    Row toRow() {
-      int k = spec.topK();
-      return RowFactory.create(
-          rank,
-          partitionKeys[rank],
-          batch,
-          n,
-          Arrays.copyOf(tokenIds, 8 * n),
-          Arrays.copyOf(ids, 4 * n * k),
-          probs == null ? null : Arrays.copyOf(probs, 4 * n * k),
-          hiddenLen == hidden.length ? hidden : Arrays.copyOf(hidden, hiddenLen));
-    }
+  /** A new open chunk of (rank, batch), its hidden array first sized for {@code tokens}. */
+  private DispatchChunk.Writer chunk(int rank, long batch, int tokens) {
+    ProblemShape s = spec.shape();
+    return new DispatchChunk.Writer(
+        rank, partitionKeys[rank], batch, s.topK(), s.rowBytes(), hasProbs, tokens, chunkTokens);
   }
 
   @Override
   public Iterator<Row> call(Iterator<Row> in) {
-    ExpertPlacement placement = spec.expertPlacement();
+    ExpertPlacement placement = spec.shape().expertPlacement();
     int ranks = placement.numRanks();
-    long chunkBytes = spec.chunkBytes();
-    Map<Long, Chunk[]> open = new LinkedHashMap<>();
+    long chunkBytes = spec.settings().chunkBytes();
+    Map<Long, DispatchChunk.Writer[]> open = new LinkedHashMap<>();
     Set<Long> sent = new HashSet<>(); // (batch, rank) pairs that got a chunk, as batch * R + rank
     Map<Long, Boolean> seen = new LinkedHashMap<>();
     ArrayDeque<Row> ready = new ArrayDeque<>();
@@ -153,7 +103,7 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
             for (long b : seen.keySet()) {
               for (int r = 0; r < ranks; r++) {
                 if (!sent.contains(b * ranks + r)) {
-                  ready.add(new Chunk(r, b, 0).toRow());
+                  ready.add(chunk(r, b, 0).finish().toRow());
                 }
               }
             }
@@ -174,9 +124,9 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
       private void add(Row r) {
         TokenRows.Parsed p;
         try {
-          p = TokenRows.parse(r, spec, hasProbs, hasBatch);
+          p = TokenRows.parse(r, spec.shape(), hasProbs, hasBatch);
         } catch (IllegalArgumentException e) {
-          if (spec.badRows() != BadRowPolicy.SKIP) {
+          if (spec.settings().badRows() != BadRowPolicy.SKIP) {
             throw e;
           }
           if (badRowCount != null) {
@@ -193,27 +143,19 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
         float[] probs = p.probs();
         long batch = p.batch();
         seen.put(batch, Boolean.TRUE);
-        Chunk[] chunks = open.computeIfAbsent(batch, b -> new Chunk[ranks]);
-        if (spec.dispatch() == Dispatch.ALL_GATHER) {
+        DispatchChunk.Writer[] chunks =
+            open.computeIfAbsent(batch, b -> new DispatchChunk.Writer[ranks]);
+        if (spec.settings().dispatch() == Dispatch.ALL_GATHER) {
           for (int rank = 0; rank < ranks; rank++) {
             append(chunks, rank, batch, t, ids, probs, hidden);
           }
         } else {
           boolean any = false;
+          int[][] masked = RankMasks.perRank(ids, placement);
           for (int rank = 0; rank < ranks; rank++) {
-            int[] masked = null;
-            for (int j = 0; j < ids.length; j++) {
-              if (ids[j] >= 0 && placement.rankOf(ids[j]) == rank) {
-                if (masked == null) {
-                  masked = new int[ids.length];
-                  Arrays.fill(masked, -1);
-                }
-                masked[j] = ids[j];
-              }
-            }
-            if (masked != null) {
+            if (masked[rank] != null) {
               any = true;
-              append(chunks, rank, batch, t, masked, probs, hidden);
+              append(chunks, rank, batch, t, masked[rank], probs, hidden);
             }
           }
           if (!any) {
@@ -226,30 +168,36 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
       }
 
       private void append(
-          Chunk[] chunks, int rank, long batch, long t, int[] ids, float[] probs, byte[] h) {
-        Chunk c = chunks[rank];
+          DispatchChunk.Writer[] chunks,
+          int rank,
+          long batch,
+          long t,
+          int[] ids,
+          float[] probs,
+          byte[] h) {
+        DispatchChunk.Writer c = chunks[rank];
         if (c == null) {
-          c = new Chunk(rank, batch, Math.min(chunkTokens, 1024));
+          c = chunk(rank, batch, Math.min(chunkTokens, 1024));
           chunks[rank] = c;
         }
         c.add(t, ids, probs, h);
         buffered += h.length;
-        if (c.n >= chunkTokens) {
+        if (c.tokens() >= chunkTokens) {
           emit(c);
           chunks[rank] = null;
         }
       }
 
-      private void emit(Chunk c) {
-        ready.add(c.toRow());
-        sent.add(c.batch * ranks + c.rank);
-        buffered -= c.hiddenLen;
+      private void emit(DispatchChunk.Writer c) {
+        ready.add(c.finish().toRow());
+        sent.add(c.batch() * ranks + c.rank());
+        buffered -= c.hiddenBytes();
       }
 
       private void flushAll() {
-        for (Chunk[] chunks : open.values()) {
-          for (Chunk c : chunks) {
-            if (c != null && c.n > 0) {
+        for (DispatchChunk.Writer[] chunks : open.values()) {
+          for (DispatchChunk.Writer c : chunks) {
+            if (c != null && c.tokens() > 0) {
               emit(c);
             }
           }

@@ -5,16 +5,15 @@ import com.codahale.metrics.Gauge;
 import com.codahale.metrics.MetricRegistry;
 import com.codahale.metrics.Timer;
 import io.moeprep.kernels.BackendChoice;
+import io.moeprep.kernels.Backends;
 import io.moeprep.kernels.MoeKernels;
-import io.moeprep.kernels.cpu.CpuBackend;
-import io.moeprep.kernels.cuda.CudaBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
 import io.moeprep.kernels.cuda.DeviceOutOfMemoryException;
 import io.moeprep.kernels.cuda.MoePrepCudaException;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.RunSettings;
+import io.moeprep.spark.spec.TuningSettings;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
@@ -23,8 +22,8 @@ import org.slf4j.LoggerFactory;
 
 /**
  * The per-JVM state of the tasks: the GPU probe (once), the kernels per backend choice, the device
- * picked from Spark's resource scheduling, and the metrics that {@link
- * io.moeprep.spark.MoePrepPlugin} registers. Tasks use it whether or not the plugin is loaded.
+ * picked from Spark's resource scheduling, and the metrics that the executor plugin registers.
+ * Tasks use it whether or not the plugin is loaded.
  */
 public final class ExecutorRuntime {
   private static final Logger LOG = LoggerFactory.getLogger(ExecutorRuntime.class);
@@ -55,12 +54,14 @@ public final class ExecutorRuntime {
 
   private static final AtomicReference<CudaSupport.Probe> PROBE = new AtomicReference<>();
   private static final AtomicReference<String> FALLBACK_REASON = new AtomicReference<>("");
-  private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
   private static final AtomicInteger DEVICE = new AtomicInteger(-1);
-  private static volatile MoeKernels cpu;
 
-  /** The CUDA kernels per device ordinal ({@code -1}: the backend's default device). */
-  private static final ConcurrentHashMap<Integer, MoeKernels> GPU = new ConcurrentHashMap<>();
+  /** The backend chosen per (choice, device, tuning), once per JVM. */
+  private static final ConcurrentHashMap<Choice, Backends.Selection> CHOSEN =
+      new ConcurrentHashMap<>();
+
+  /** What a backend is chosen for: the device is {@code -1} for the CPU or the default GPU. */
+  private record Choice(BackendChoice choice, int device, TuningSettings tuning) {}
 
   private ExecutorRuntime() {}
 
@@ -113,55 +114,49 @@ public final class ExecutorRuntime {
   }
 
   /**
-   * The kernels for a backend choice. {@code AUTO} falls back to the CPU when the GPU cannot run,
-   * logging the reason once and counting every fallback; {@code CUDA} fails with the reason.
+   * The kernels for a backend choice with the job's tuning, on the GPU Spark assigned ({@link
+   * #device()}) or the CUDA backend's default device. The choice is made once per JVM by {@link
+   * Backends#choose}, the one place where {@code AUTO} falls back to the CPU and logs why; each
+   * call that runs on such a fallback is counted in {@link #FALLBACKS}, its reason kept for {@link
+   * #fallbackReason()}. {@code CUDA} fails with the reason the GPU cannot run.
    */
-  public static MoeKernels kernels(BackendChoice choice) {
-    switch (choice) {
-      case CPU:
-        return cpuKernels();
-      case CUDA:
-        return gpuKernels();
-      default:
-        CudaSupport.Probe p = probe();
-        if (p.available()) {
-          try {
-            return gpuKernels();
-          } catch (RuntimeException | LinkageError e) {
-            fallback("the CUDA backend failed to start: " + e);
-            return cpuKernels();
-          }
-        }
-        fallback(p.reason());
-        return cpuKernels();
+  public static MoeKernels kernels(BackendChoice choice, TuningSettings tuning) {
+    int device = choice == BackendChoice.CPU ? -1 : device();
+    Backends.Selection s =
+        CHOSEN.computeIfAbsent(new Choice(choice, device, tuning), c -> choose(c));
+    if (s.fellBack()) {
+      countFallback(s.fallbackReason());
     }
+    return MoeKernels.on(s.backend());
+  }
+
+  private static Backends.Selection choose(Choice c) {
+    // KernelTuning: pass to the backend once kernels accepts it
+    return Backends.choose(c.choice(), c.device());
   }
 
   /**
    * Runs one batch's kernel call {@code op} on {@code kernels}, timed and counted, under the GPU
-   * settings of {@code spec}: its device memory limit applies to the GPU; a batch that runs out of
-   * device memory runs again on the CPU when {@code spec.oomFallback()} (logged with {@code where}
-   * and the reason, counted in {@link #OOM_FALLBACKS} and {@link #FALLBACKS}; the CPU gives the
-   * same bytes); any other device failure fails with {@code where} (such as {@code "rank 3, batch
-   * 17"}) in front of the kernel, grid and driver error.
+   * settings of {@code settings}: its device memory limit applies to the backend's device; a batch
+   * that runs out of device memory runs again on the CPU when {@code settings.oomFallback()}
+   * (logged with {@code where} and the reason, counted in {@link #OOM_FALLBACKS} and {@link
+   * #FALLBACKS}; the CPU gives the same bytes); any other device failure fails with {@code where}
+   * (such as {@code "rank 3, batch 17"}) in front of the kernel, grid and driver error.
    */
   public static <T> T runBatch(
-      MoeKernels kernels, PermuteSpec spec, String where, Function<MoeKernels, T> op) {
-    if (kernels.backend() instanceof CudaBackend cuda) {
-      Long limit = spec.gpuMemoryLimit();
-      cuda.device().setMemoryLimit(limit == null ? 0 : limit);
-    }
+      MoeKernels kernels, RunSettings settings, String where, Function<MoeKernels, T> op) {
+    kernels.backend().limitDeviceMemory(settings.gpuMemoryLimit());
     try {
       return timed(kernels, op);
     } catch (DeviceOutOfMemoryException e) {
-      if (Boolean.FALSE.equals(spec.oomFallback())) {
+      if (!settings.oomFallback()) {
         throw e.in(where);
       }
       String reason = where + ": " + e.getMessage();
       OOM_FALLBACKS.inc();
       countFallback(reason);
       LOG.warn("moeprep: {}; running this batch again on the CPU", reason);
-      return timed(cpuKernels(), op);
+      return timed(kernels(BackendChoice.CPU, settings.tuning()), op);
     } catch (MoePrepCudaException e) {
       throw e.in(where);
     }
@@ -184,43 +179,10 @@ public final class ExecutorRuntime {
     }
   }
 
-  private static void fallback(String reason) {
-    countFallback(reason);
-    if (FALLBACK_LOGGED.compareAndSet(false, true)) {
-      LOG.info("moeprep: backend auto runs on the CPU: {}", reason);
-    }
-  }
-
   /** Counts one fallback to the CPU and keeps its reason for the fallbackReason gauge. */
   private static void countFallback(String reason) {
     FALLBACKS.inc();
     FALLBACK_REASON.set(reason);
-  }
-
-  private static MoeKernels cpuKernels() {
-    MoeKernels k = cpu;
-    if (k == null) {
-      k = MoeKernels.on(CpuBackend.INSTANCE);
-      cpu = k;
-    }
-    return k;
-  }
-
-  /**
-   * The CUDA kernels on the GPU Spark assigned ({@link #device()}), or on the backend's default
-   * device when Spark assigned none.
-   */
-  private static MoeKernels gpuKernels() {
-    int d = device();
-    return GPU.computeIfAbsent(
-        d,
-        ordinal -> {
-          if (ordinal < 0) {
-            return MoeKernels.create(BackendChoice.CUDA);
-          }
-          CudaSupport.backend(); // fails with the probe's reason when CUDA cannot run
-          return MoeKernels.on(CudaBackend.on(ordinal));
-        });
   }
 
   /** Registers the metrics under {@code moeprep.*} in a registry (the plugin's). */

@@ -5,9 +5,15 @@ import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
+import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.kernels.memory.HostBuffer;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.DispatchChunk;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.ProblemShape;
+import io.moeprep.spark.spec.RunSettings;
 import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
@@ -16,26 +22,15 @@ import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.util.TaskCompletionListener;
-import sun.misc.Unsafe;
 
 /**
- * The reduce side of dispatch: one partition is one EP rank, sorted by (batch, token_id). For each
- * batch in turn it builds host buffers (tokens, routing, probs), runs the permute kernel masked to
- * the rank, and emits the requested output lazily from the kernel's result, so a task holds one
- * batch and its result at a time.
+ * The reduce side of dispatch: one partition is one EP rank's {@link DispatchChunk}s, sorted by
+ * batch. For each batch in turn it builds host buffers (tokens, routing, probs) in token-id order,
+ * runs the permute kernel masked to the rank, and emits the requested output lazily from the
+ * kernel's result, so a task holds one batch and its result at a time.
  */
 public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
   private static final long serialVersionUID = 1L;
-  private static final Unsafe U = HostBuffer.unsafe();
-
-  // fields of Schemas.DISPATCH
-  private static final int RANK = 0;
-  private static final int BATCH = 2;
-  private static final int N = 3;
-  private static final int TOKENS = 4;
-  private static final int IDS = 5;
-  private static final int PROBS = 6;
-  private static final int HIDDEN = 7;
 
   private final PermuteSpec spec;
   private final RankOutput output;
@@ -53,7 +48,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
   @Override
   public Iterator<Row> call(Iterator<Row> in) {
     if (!in.hasNext()) {
-      return java.util.Collections.emptyIterator();
+      return Collections.emptyIterator();
     }
     RankIterator it = new RankIterator(in);
     TaskContext ctx = TaskContext.get();
@@ -73,6 +68,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     final int[] localIndex;
     final int[] localExperts;
     final List<long[]> blocks = new ArrayList<>(); // PACKED: expert, part, from, to
+    final long rowBytes = spec.shape().rowBytes();
     long cursor;
     final long count;
 
@@ -83,7 +79,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       this.result = result;
       this.localExperts = p.expertsOf(rank);
       this.localIndex = new int[p.numExperts()];
-      java.util.Arrays.fill(localIndex, -1);
+      Arrays.fill(localIndex, -1);
       for (int i = 0; i < localExperts.length; i++) {
         localIndex[localExperts[i]] = i;
       }
@@ -98,21 +94,20 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
 
     private long planBlocks() {
       SegmentLayout l = result.layout();
-      long rowsPerPart = Math.max(1, spec.maxBlockBytes() / spec.rowBytes());
-      if (spec.rowBytes() > spec.maxBlockBytes()) {
+      long maxBlockBytes = spec.settings().maxBlockBytes();
+      long rowsPerPart = Math.max(1, maxBlockBytes / rowBytes);
+      if (rowBytes > maxBlockBytes) {
         throw new IllegalArgumentException(
             "one hidden row has "
-                + spec.rowBytes()
+                + rowBytes
                 + " bytes, more than spark.moeprep.packed.maxBlockBytes = "
-                + spec.maxBlockBytes());
+                + maxBlockBytes);
       }
-      int e = l.numExperts();
-      for (int x = 0; x <= e; x++) {
-        long from = l.offset(Math.min(x, e));
-        long to = x < e ? l.offset(x + 1) : l.numOut(); // x == E: numOut's zero tail
+      for (int x = 0; x < l.numSegments(); x++) {
+        long to = l.segmentEnd(x);
         int part = 0;
-        for (long s = from; s < to; s += rowsPerPart) {
-          blocks.add(new long[] {x < e ? x : -1, part++, s, Math.min(to, s + rowsPerPart)});
+        for (long s = l.segmentStart(x); s < to; s += rowsPerPart) {
+          blocks.add(new long[] {l.segmentExpert(x), part++, s, Math.min(to, s + rowsPerPart)});
         }
       }
       return blocks.size();
@@ -132,36 +127,15 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       };
     }
 
-    private int expertOfRow(long i) {
-      SegmentLayout l = result.layout();
-      int lo = 0;
-      int hi = l.numExperts(); // find e with offset(e) <= i < offset(e+1)
-      if (i >= l.offset(hi)) {
-        return -1;
-      }
-      while (hi - lo > 1) {
-        int mid = (lo + hi) >>> 1;
-        if (l.offset(mid) <= i) {
-          lo = mid;
-        } else {
-          hi = mid;
-        }
-      }
-      while (lo + 1 < l.numExperts() && l.offset(lo + 1) <= i) {
-        lo++;
-      }
-      return lo;
-    }
-
     private long token(long i) {
       long t = result.sourceToken().getLong(8 * i);
       return t < 0 ? -1 : tokenIds[(int) t];
     }
 
     private Row row(long i) {
-      int expert = expertOfRow(i);
-      byte[] hidden = new byte[(int) spec.rowBytes()];
-      copyOut(i, 1, hidden);
+      int expert = result.layout().expertOfRow(i);
+      byte[] hidden = new byte[(int) rowBytes];
+      result.permuted().copyTo(i * rowBytes, hidden, 0, rowBytes);
       Float prob = result.permutedProbs() == null ? null : result.permutedProbs().getFloat(4 * i);
       return RowFactory.create(
           rank,
@@ -189,8 +163,8 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           probs[j] = result.permutedProbs().getFloat(4 * (from + j));
         }
       }
-      byte[] hidden = new byte[Math.toIntExact(rows * spec.rowBytes())];
-      copyOut(from, rows, hidden);
+      byte[] hidden = new byte[Math.toIntExact(rows * rowBytes)];
+      result.permuted().copyTo(from * rowBytes, hidden, 0, hidden.length);
       return RowFactory.create(
           rank,
           batch,
@@ -206,7 +180,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     }
 
     private Row rowMap(int t) {
-      int k = spec.topK();
+      int k = spec.shape().topK();
       int[] ids = new int[k];
       for (int j = 0; j < k; j++) {
         ids[j] = result.rowIdMap().getInt(4L * ((long) t * k + j));
@@ -227,40 +201,6 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           l.offset(e),
           l.offset(e + 1) - l.offset(e));
     }
-
-    private void copyOut(long row, int rows, byte[] dst) {
-      long bytes = rows * spec.rowBytes();
-      if (bytes > 0) {
-        U.copyMemory(
-            null,
-            result.permuted().address() + row * spec.rowBytes(),
-            dst,
-            Unsafe.ARRAY_BYTE_BASE_OFFSET,
-            bytes);
-      }
-    }
-  }
-
-  /** The order of {@code ids} by value (identity when already ascending). */
-  private static int[] tokenOrder(long[] ids, boolean sorted) {
-    int n = ids.length;
-    if (sorted) {
-      int[] id = new int[n];
-      for (int i = 0; i < n; i++) {
-        id[i] = i;
-      }
-      return id;
-    }
-    Integer[] boxed = new Integer[n];
-    for (int i = 0; i < n; i++) {
-      boxed[i] = i;
-    }
-    java.util.Arrays.sort(boxed, (a, b) -> Long.compare(ids[a], ids[b]));
-    int[] out = new int[n];
-    for (int i = 0; i < n; i++) {
-      out[i] = boxed[i];
-    }
-    return out;
   }
 
   private final class RankIterator implements Iterator<Row> {
@@ -270,8 +210,9 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     private int rank = -1;
 
     RankIterator(Iterator<Row> in) {
-      this.reader = new BatchReader(in, BATCH);
-      this.kernels = ExecutorRuntime.kernels(spec.backend());
+      RunSettings s = spec.settings();
+      this.reader = new BatchReader(in, DispatchChunk.BATCH);
+      this.kernels = ExecutorRuntime.kernels(s.backend(), s.tuning());
     }
 
     @Override
@@ -301,91 +242,63 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       }
     }
 
-    private BatchOutput permute(List<Row> chunks) {
-      Row first = chunks.get(0);
-      int r = first.getInt(RANK);
-      if (rank < 0) {
-        rank = r;
+    private BatchOutput permute(List<Row> rows) {
+      List<DispatchChunk> chunks = new ArrayList<>(rows.size());
+      for (Row r : rows) {
+        chunks.add(DispatchChunk.of(r));
       }
-      long batch = first.getLong(BATCH);
-      int k = spec.topK();
-      long rowBytes = spec.rowBytes();
-      boolean withProbs = hasProbs;
+      rows.clear();
+      DispatchChunk first = chunks.get(0);
+      if (rank < 0) {
+        rank = first.rank();
+      }
+      long batch = first.batch();
+      ProblemShape shape = spec.shape();
+      int k = shape.topK();
+      long rowBytes = shape.rowBytes();
       // the batch's tokens, from all its chunks, in token-id order
       int n = 0;
-      for (Row c : chunks) {
-        if (c.getInt(RANK) != rank) {
+      for (DispatchChunk c : chunks) {
+        if (c.rank() != rank) {
           throw new IllegalStateException(
-              "partition holds ranks " + rank + " and " + c.getInt(RANK) + ": expected one");
+              "partition holds ranks " + rank + " and " + c.rank() + ": expected one");
         }
-        n = Math.addExact(n, c.getInt(N));
+        n = Math.addExact(n, c.numTokens());
       }
-      long[] tokenIds = new long[n];
+      long[] arrived = new long[n];
       int[] chunkOf = new int[n];
       int[] indexIn = new int[n];
       int at = 0;
-      boolean sorted = true;
       for (int ci = 0; ci < chunks.size(); ci++) {
-        byte[] ids = (byte[]) chunks.get(ci).get(TOKENS);
-        for (int i = 0, m = chunks.get(ci).getInt(N); i < m; i++, at++) {
-          tokenIds[at] = LittleEndian.getLong(ids, 8 * i);
+        DispatchChunk c = chunks.get(ci);
+        for (int i = 0; i < c.numTokens(); i++, at++) {
+          arrived[at] = c.tokenId(i);
           chunkOf[at] = ci;
           indexIn[at] = i;
-          sorted &= at == 0 || tokenIds[at - 1] < tokenIds[at];
         }
       }
-      int[] order = tokenOrder(tokenIds, sorted);
-      long[] sortedIds = new long[n];
-      for (int t = 0; t < n; t++) {
-        sortedIds[t] = tokenIds[order[t]];
-        if (t > 0 && sortedIds[t - 1] == sortedIds[t]) {
-          throw new IllegalArgumentException(
-              "token_id=" + sortedIds[t] + ": appears more than once in batch " + batch);
-        }
-      }
-      tokenIds = sortedIds;
+      TokenOrder order = TokenOrder.of(arrived, batch);
       try (HostBuffer tokens = HostBuffer.allocate(n * rowBytes);
           HostBuffer routing = HostBuffer.allocate(4L * n * k);
-          HostBuffer probs = withProbs ? HostBuffer.allocate(4L * n * k) : null) {
-        long tAddr = n == 0 ? 0 : tokens.address();
-        long rAddr = n == 0 ? 0 : routing.address();
-        long pAddr = n == 0 || probs == null ? 0 : probs.address();
-        byte[][] hid = new byte[chunks.size()][];
-        byte[][] ids = new byte[chunks.size()][];
-        byte[][] prb = new byte[chunks.size()][];
-        for (int ci = 0; ci < chunks.size(); ci++) {
-          Row c = chunks.get(ci);
-          hid[ci] = (byte[]) c.get(HIDDEN);
-          ids[ci] = (byte[]) c.get(IDS);
-          prb[ci] = c.isNullAt(PROBS) ? null : (byte[]) c.get(PROBS);
-        }
-        long base = Unsafe.ARRAY_BYTE_BASE_OFFSET;
+          HostBuffer probs = hasProbs ? HostBuffer.allocate(4L * n * k) : null) {
         for (int t = 0; t < n; t++) {
-          int ci = chunkOf[order[t]];
-          long i = indexIn[order[t]];
-          U.copyMemory(hid[ci], base + i * rowBytes, null, tAddr + t * rowBytes, rowBytes);
-          U.copyMemory(ids[ci], base + 4 * i * k, null, rAddr + 4L * t * k, 4L * k);
-          if (withProbs) {
-            U.copyMemory(prb[ci], base + 4 * i * k, null, pAddr + 4L * t * k, 4L * k);
-          }
+          int s = order.source(t);
+          chunks.get(chunkOf[s]).copyToken(indexIn[s], k, rowBytes, tokens, routing, probs, t);
         }
         chunks.clear();
         PermuteInput input =
-            new PermuteInput(tokens, n, spec.hidden(), spec.dtype(), routing, k, probs);
+            new PermuteInput(tokens, n, shape.hidden(), shape.dtype(), routing, k, probs);
         PermuteResult result =
             ExecutorRuntime.runBatch(
                 kernels,
-                spec,
+                spec.settings(),
                 "rank " + rank + ", batch " + batch,
-                backend -> backend.permute(input, spec.optionsForRank(rank)));
+                backend -> backend.permute(input, shape.optionsForRank(rank)));
         ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
         ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * rowBytes);
-        try {
-          return new BatchOutput(rank, batch, tokenIds, result, spec.expertPlacement());
-        } catch (RuntimeException e) {
-          result.close();
-          throw e;
-        }
+        return Closeables.closeOnExcept(
+            result,
+            r -> new BatchOutput(rank, batch, order.sortedIds(), r, shape.expertPlacement()));
       }
     }
   }

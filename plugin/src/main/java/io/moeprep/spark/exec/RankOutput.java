@@ -1,13 +1,27 @@
 package io.moeprep.spark.exec;
 
-/** Which of the permute outputs a rank task emits. */
+import io.moeprep.spark.spec.Schemas;
+import org.apache.spark.sql.types.StructType;
+
+/** Which of the permute outputs a rank task emits, and its schema. */
 public enum RankOutput {
-  /** {@link io.moeprep.spark.api.Schemas#ROWS}. */
-  ROWS,
-  /** {@link io.moeprep.spark.api.Schemas#PACKED}. */
-  PACKED,
-  /** {@link io.moeprep.spark.api.Schemas#ROW_MAP}. */
-  ROW_MAP,
-  /** {@link io.moeprep.spark.api.Schemas#TOKENS_PER_EXPERT}. */
-  TOKENS_PER_EXPERT
+  /** {@link Schemas#ROWS}. */
+  ROWS(Schemas.ROWS),
+  /** {@link Schemas#PACKED}. */
+  PACKED(Schemas.PACKED),
+  /** {@link Schemas#ROW_MAP}. */
+  ROW_MAP(Schemas.ROW_MAP),
+  /** {@link Schemas#TOKENS_PER_EXPERT}. */
+  TOKENS_PER_EXPERT(Schemas.TOKENS_PER_EXPERT);
+
+  private final StructType schema;
+
+  RankOutput(StructType schema) {
+    this.schema = schema;
+  }
+
+  /** The schema of the rows this output emits. */
+  public StructType schema() {
+    return schema;
+  }
 }

@@ -2,7 +2,9 @@ package io.moeprep.spark.exec;
 
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.Numerics;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.ProblemShape;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
 import java.util.List;
 
 /**
@@ -31,7 +33,7 @@ final class TokenRows {
   }
 
   /** The hidden row as raw little-endian dtype bytes (converting {@code array<float>}). */
-  static byte[] hidden(org.apache.spark.sql.Row r, long t, PermuteSpec spec) {
+  static byte[] hidden(org.apache.spark.sql.Row r, long t, ProblemShape spec) {
     if (r.isNullAt(HIDDEN)) {
       throw new IllegalArgumentException("token_id=" + t + ": hidden is null");
     }
@@ -61,6 +63,7 @@ final class TokenRows {
           "token_id=" + t + ": hidden has " + floats.size() + " elements, expected " + h);
     }
     byte[] out = new byte[(int) spec.rowBytes()];
+    ByteBuffer le = ByteBuffer.wrap(out).order(ByteOrder.LITTLE_ENDIAN);
     for (int i = 0; i < h; i++) {
       Object x = floats.get(i);
       if (x == null) {
@@ -68,9 +71,9 @@ final class TokenRows {
       }
       float f = ((Number) x).floatValue();
       switch (d) {
-        case F32 -> putInt(out, 4 * i, Numerics.f32Bits(f));
-        case BF16 -> putShort(out, 2 * i, Numerics.floatToBf16(f));
-        case F16 -> putShort(out, 2 * i, Numerics.floatToF16(f));
+        case F32 -> le.putInt(4 * i, Numerics.f32Bits(f));
+        case BF16 -> le.putShort(2 * i, Numerics.floatToBf16(f));
+        case F16 -> le.putShort(2 * i, Numerics.floatToF16(f));
         default ->
             throw new IllegalArgumentException(
                 "hidden as array<float> needs dtype f32, bf16 or f16, not " + d.cliName());
@@ -80,24 +83,12 @@ final class TokenRows {
   }
 
   /** The expert ids, checked against K and E. */
-  static int[] expertIds(org.apache.spark.sql.Row r, long t, PermuteSpec spec) {
-    if (r.isNullAt(IDS)) {
-      throw new IllegalArgumentException("token_id=" + t + ": expert_ids is null");
-    }
-    List<Object> ids = r.getList(IDS);
-    int k = spec.topK();
-    if (ids.size() != k) {
-      throw new IllegalArgumentException(
-          "token_id=" + t + ": expert_ids has " + ids.size() + " entries, expected topK = " + k);
-    }
+  static int[] expertIds(org.apache.spark.sql.Row r, long t, ProblemShape spec) {
     int e = spec.numExperts();
-    int[] out = new int[k];
-    for (int j = 0; j < k; j++) {
-      Object x = ids.get(j);
-      if (x == null) {
-        throw new IllegalArgumentException("token_id=" + t + ": expert_ids[" + j + "] is null");
-      }
-      long v = ((Number) x).longValue();
+    List<Object> ids = slots(r, IDS, "expert_ids", t, spec.topK());
+    int[] out = new int[ids.size()];
+    for (int j = 0; j < out.length; j++) {
+      long v = slot(ids, j, "expert_ids", t).longValue();
       if (v < -1 || v >= e) {
         throw new IllegalArgumentException(
             "token_id="
@@ -116,26 +107,14 @@ final class TokenRows {
   }
 
   /** The probs, or {@code null} when the row has none. */
-  static float[] probs(org.apache.spark.sql.Row r, long t, PermuteSpec spec, boolean present) {
+  static float[] probs(org.apache.spark.sql.Row r, long t, ProblemShape spec, boolean present) {
     if (!present) {
       return null;
     }
-    if (r.isNullAt(PROBS)) {
-      throw new IllegalArgumentException("token_id=" + t + ": probs is null");
-    }
-    List<Object> p = r.getList(PROBS);
-    int k = spec.topK();
-    if (p.size() != k) {
-      throw new IllegalArgumentException(
-          "token_id=" + t + ": probs has " + p.size() + " entries, expected topK = " + k);
-    }
-    float[] out = new float[k];
-    for (int j = 0; j < k; j++) {
-      Object x = p.get(j);
-      if (x == null) {
-        throw new IllegalArgumentException("token_id=" + t + ": probs[" + j + "] is null");
-      }
-      float f = ((Number) x).floatValue();
+    List<Object> p = slots(r, PROBS, "probs", t, spec.topK());
+    float[] out = new float[p.size()];
+    for (int j = 0; j < out.length; j++) {
+      float f = slot(p, j, "probs", t).floatValue();
       if (Float.isNaN(f)) {
         throw new IllegalArgumentException("token_id=" + t + ": probs[" + j + "] is NaN");
       }
@@ -144,7 +123,30 @@ final class TokenRows {
     return out;
   }
 
-  static long batch(org.apache.spark.sql.Row r, long t, PermuteSpec spec, boolean present) {
+  /** The array column {@code name} of one token, checked to hold {@code K} entries. */
+  private static List<Object> slots(
+      org.apache.spark.sql.Row r, int field, String name, long t, int k) {
+    if (r.isNullAt(field)) {
+      throw new IllegalArgumentException("token_id=" + t + ": " + name + " is null");
+    }
+    List<Object> list = r.getList(field);
+    if (list.size() != k) {
+      throw new IllegalArgumentException(
+          "token_id=" + t + ": " + name + " has " + list.size() + " entries, expected topK = " + k);
+    }
+    return list;
+  }
+
+  /** Entry {@code j} of the array column {@code name}, checked not to be null. */
+  private static Number slot(List<Object> list, int j, String name, long t) {
+    Object x = list.get(j);
+    if (x == null) {
+      throw new IllegalArgumentException("token_id=" + t + ": " + name + "[" + j + "] is null");
+    }
+    return (Number) x;
+  }
+
+  static long batch(org.apache.spark.sql.Row r, long t, ProblemShape spec, boolean present) {
     if (!present) {
       return t / spec.tokensPerBatch();
     }
@@ -159,7 +161,7 @@ final class TokenRows {
 
   /** Reads and validates every column of a row; throws naming the token id. */
   static Parsed parse(
-      org.apache.spark.sql.Row r, PermuteSpec spec, boolean hasProbs, boolean hasBatch) {
+      org.apache.spark.sql.Row r, ProblemShape spec, boolean hasProbs, boolean hasBatch) {
     long t = tokenId(r);
     int[] ids = expertIds(r, t, spec);
     byte[] hidden = hidden(r, t, spec);
@@ -169,11 +171,11 @@ final class TokenRows {
   }
 
   /**
-   * The side-table row of a bad row ({@link io.moeprep.spark.api.Schemas#BAD_ROWS}): its token id
+   * The side-table row of a bad row ({@link io.moeprep.spark.spec.Schemas#BAD_ROWS}): its token id
    * and batch where they can be read (else null), and the reason without the token id prefix.
    */
   static org.apache.spark.sql.Row badRow(
-      org.apache.spark.sql.Row r, PermuteSpec spec, boolean hasBatch, IllegalArgumentException e) {
+      org.apache.spark.sql.Row r, ProblemShape spec, boolean hasBatch, IllegalArgumentException e) {
     Long t = r.isNullAt(TOKEN) ? null : r.getLong(TOKEN);
     Long batch;
     if (hasBatch) {
@@ -187,17 +189,5 @@ final class TokenRows {
       reason = reason.substring(prefix.length());
     }
     return org.apache.spark.sql.RowFactory.create(t, batch, reason);
-  }
-
-  private static void putShort(byte[] b, int at, short v) {
-    b[at] = (byte) v;
-    b[at + 1] = (byte) (v >>> 8);
-  }
-
-  private static void putInt(byte[] b, int at, int v) {
-    b[at] = (byte) v;
-    b[at + 1] = (byte) (v >>> 8);
-    b[at + 2] = (byte) (v >>> 16);
-    b[at + 3] = (byte) (v >>> 24);
   }
 }

@@ -16,6 +16,8 @@ import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.cuda.CudaDevice;
 import io.moeprep.kernels.cuda.DeviceKernels;
+import io.moeprep.kernels.memory.Closeables;
+import io.moeprep.spark.exec.TokenOrder;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Optional;
@@ -45,7 +47,10 @@ public final class CudfPermuter {
   /** cudf's limit on the child data of one LIST column: 32-bit offsets. */
   public static final long CUDF_MAX_CHILD_BYTES = Integer.MAX_VALUE;
 
-  /** The columns of every output table, in order. */
+  /**
+   * The columns of every output table, in order: those of the {@code ROWS} layout ({@code
+   * Schemas.ROWS}), named here so that the cudf route loads no Spark class.
+   */
   public static final List<String> COLUMNS =
       List.of(
           "ep_rank",
@@ -78,7 +83,7 @@ public final class CudfPermuter {
     this.hidden = hidden;
     this.dtype = dtype;
     this.topK = topK;
-    this.rowBytes = (long) hidden * dtype.bytes();
+    this.rowBytes = dtype.rowBytes(hidden);
     if (maxPieceBytes < rowBytes || maxPieceBytes > CUDF_MAX_CHILD_BYTES) {
       throw new IllegalArgumentException(
           "maxPieceBytes = "
@@ -120,29 +125,18 @@ public final class CudfPermuter {
     int n = in.numTokens();
     long k = topK;
     // token ids are metadata: read on the host, to sort and to check them
-    long[] ids = hostLongs(in.tokenIds(), n);
-    boolean sorted = true;
-    for (int t = 1; t < n; t++) {
-      sorted &= ids[t - 1] < ids[t];
-    }
-    int[] order = sorted ? null : argsort(ids);
-    long[] sortedIds = new long[n];
-    for (int t = 0; t < n; t++) {
-      sortedIds[t] = sorted ? ids[t] : ids[order[t]];
-      if (t > 0 && sortedIds[t - 1] == sortedIds[t]) {
-        throw new IllegalArgumentException(
-            "token_id=" + sortedIds[t] + ": appears more than once in batch " + batch);
-      }
-    }
+    TokenOrder tokenOrder = TokenOrder.of(hostLongs(in.tokenIds(), n), batch);
+    boolean sorted = tokenOrder.arrivedSorted();
+    int[] order = tokenOrder.order();
+    long[] sortedIds = tokenOrder.sortedIds();
     long probsIn = in.withProbs() ? in.probs() : 0;
     if (in.withProbs() && n > 0 && probsIn == 0) {
       throw new IllegalArgumentException("batch " + batch + ": probs expected but absent");
     }
     int device = Cuda.getDevice();
     DeviceKernels kernels = DeviceKernels.on(CudaDevice.get(device));
-    List<AutoCloseable> owned = new ArrayList<>();
     List<Table> out = new ArrayList<>();
-    try {
+    try (Closeables.Scope owned = new Closeables.Scope()) {
       long numOut;
       SegmentLayout layout;
       boolean padding;
@@ -248,13 +242,12 @@ public final class CudfPermuter {
       }
       Cuda.DEFAULT_STREAM.sync();
       return out;
-    } catch (RuntimeException | Error e) {
-      for (Table t : out) {
-        t.close();
+    } catch (Throwable t) {
+      // the caller gets nothing: the tables made so far go too (the scope has closed the rest)
+      for (Table x : out) {
+        Closeables.closeSuppressed(x, t);
       }
-      throw e;
-    } finally {
-      closeAll(owned);
+      throw t;
     }
   }
 
@@ -262,17 +255,13 @@ public final class CudfPermuter {
   private Table piece(
       ColumnVector[] whole, DeviceMemoryBuffer data, int from, int to, boolean all) {
     List<ColumnVector> cols = new ArrayList<>();
-    try {
+    // the table holds its own references: ours go when it is made
+    try (Closeables.Scope refs = new Closeables.Scope()) {
       for (ColumnVector c : whole) {
-        cols.add(all ? c.incRefCount() : c.subVector(from, to));
+        cols.add(refs.own(all ? c.incRefCount() : c.subVector(from, to)));
       }
-      cols.add(hiddenList(data, from, to));
+      cols.add(refs.own(hiddenList(data, from, to)));
       return new Table(cols.toArray(new ColumnVector[0]));
-    } finally {
-      // the table holds its own references
-      for (ColumnVector c : cols) {
-        c.close();
-      }
     }
   }
 
@@ -283,41 +272,38 @@ public final class CudfPermuter {
   private ColumnVector hiddenList(DeviceMemoryBuffer data, int from, int to) {
     int rows = to - from;
     long bytes = rows * rowBytes;
-    DeviceMemoryBuffer offsets = DeviceMemoryBuffer.allocate(4L * (rows + 1));
-    DeviceMemoryBuffer slice = null;
-    try {
-      try (Scalar zero = Scalar.fromInt(0);
-          Scalar step = Scalar.fromInt((int) rowBytes);
-          ColumnVector seq = ColumnVector.sequence(zero, step, rows + 1);
-          BaseDeviceMemoryBuffer seqData = seq.getData()) {
-        offsets.copyFromDeviceBufferAsync(0, seqData, 0, 4L * (rows + 1), Cuda.DEFAULT_STREAM);
-      }
-      slice = data.slice(from * rowBytes, bytes);
-      try (ColumnView child =
-          new ColumnView(
-              DType.UINT8, bytes, Optional.of(0L), slice, (BaseDeviceMemoryBuffer) null)) {
-        ColumnVector list =
-            new ColumnVector(
-                DType.LIST,
-                rows,
-                Optional.of(0L),
-                null,
-                null,
-                offsets,
-                List.of(slice),
-                new long[] {child.getNativeView()});
-        offsets = null;
-        slice = null;
-        return list;
-      }
-    } finally {
-      if (offsets != null) {
-        offsets.close();
-      }
-      if (slice != null) {
-        slice.close();
-      }
-    }
+    // the list takes the offsets and the slice over; they are closed here only on a failure
+    return Closeables.closeOnExcept(
+        DeviceMemoryBuffer.allocate(4L * (rows + 1)),
+        offsets -> {
+          try (Scalar zero = Scalar.fromInt(0);
+              Scalar step = Scalar.fromInt((int) rowBytes);
+              ColumnVector seq = ColumnVector.sequence(zero, step, rows + 1);
+              BaseDeviceMemoryBuffer seqData = seq.getData()) {
+            offsets.copyFromDeviceBufferAsync(0, seqData, 0, 4L * (rows + 1), Cuda.DEFAULT_STREAM);
+          }
+          return Closeables.closeOnExcept(
+              data.slice(from * rowBytes, bytes),
+              slice -> {
+                try (ColumnView child =
+                    new ColumnView(
+                        DType.UINT8,
+                        bytes,
+                        Optional.of(0L),
+                        slice,
+                        (BaseDeviceMemoryBuffer) null)) {
+                  return new ColumnVector(
+                      DType.LIST,
+                      rows,
+                      Optional.of(0L),
+                      null,
+                      null,
+                      offsets,
+                      List.of(slice),
+                      new long[] {child.getNativeView()});
+                }
+              });
+        });
   }
 
   /** token_id of every output row: the sorted ids gathered by source token, -1 on padding. */
@@ -349,15 +335,6 @@ public final class CudfPermuter {
     return v;
   }
 
-  /** Indices of {@code ids} in ascending order of id. */
-  private static int[] argsort(long[] ids) {
-    return java.util.stream.IntStream.range(0, ids.length)
-        .boxed()
-        .sorted(java.util.Comparator.comparingLong(i -> ids[i]))
-        .mapToInt(Integer::intValue)
-        .toArray();
-  }
-
   /**
    * A new RMM buffer of {@code n} rows of {@code rowBytes} from {@code src}, through the host
    * (these are routing-sized arrays, never hidden rows): row {@code t} is source row {@code
@@ -365,7 +342,7 @@ public final class CudfPermuter {
    * == null} keeps the order (a realigned copy).
    */
   private static DeviceMemoryBuffer reordered(
-      long src, int n, long rowBytes, int[] order, boolean scatter, List<AutoCloseable> owned) {
+      long src, int n, long rowBytes, int[] order, boolean scatter, Closeables.Scope owned) {
     long bytes = n * rowBytes;
     DeviceMemoryBuffer dst = alloc(bytes, owned);
     try (HostMemoryBuffer a = HostMemoryBuffer.allocate(bytes);
@@ -383,25 +360,25 @@ public final class CudfPermuter {
     return dst;
   }
 
-  /** expert and local_expert of every output row: each segment's ids repeated by its length. */
+  /**
+   * expert and local_expert of every output row: each segment's owner ({@link
+   * SegmentLayout#segmentExpert}) repeated by its length.
+   */
   private static Table expertColumns(SegmentLayout l, int[] localExperts) {
-    int e = l.numExperts();
-    int[] local = new int[e];
+    int[] local = new int[l.numExperts()];
     java.util.Arrays.fill(local, -1);
     for (int i = 0; i < localExperts.length; i++) {
       local[localExperts[i]] = i;
     }
-    int[] experts = new int[e + 1];
-    int[] locals = new int[e + 1];
-    int[] counts = new int[e + 1];
-    for (int x = 0; x < e; x++) {
-      experts[x] = x;
-      locals[x] = local[x];
-      counts[x] = Math.toIntExact(l.offset(x + 1) - l.offset(x));
+    int segments = l.numSegments();
+    int[] experts = new int[segments];
+    int[] locals = new int[segments];
+    int[] counts = new int[segments];
+    for (int x = 0; x < segments; x++) {
+      experts[x] = l.segmentExpert(x);
+      locals[x] = experts[x] < 0 ? -1 : local[experts[x]];
+      counts[x] = Math.toIntExact(l.segmentEnd(x) - l.segmentStart(x));
     }
-    experts[e] = -1; // numOut's zero tail beyond the last segment
-    locals[e] = -1;
-    counts[e] = Math.toIntExact(l.numOut() - l.offset(e));
     try (ColumnVector ex = ColumnVector.fromInts(experts);
         ColumnVector lo = ColumnVector.fromInts(locals);
         ColumnVector ct = ColumnVector.fromInts(counts);
@@ -410,13 +387,10 @@ public final class CudfPermuter {
     }
   }
 
+  /** A column over {@code data}, which it takes over (closed here if the column fails). */
   private static ColumnVector column(DType type, long rows, DeviceMemoryBuffer data) {
-    try {
-      return new ColumnVector(type, rows, Optional.of(0L), data, null, null);
-    } catch (RuntimeException | Error e) {
-      data.close();
-      throw e;
-    }
+    return Closeables.closeOnExcept(
+        data, d -> new ColumnVector(type, rows, Optional.of(0L), d, null, null));
   }
 
   private static ColumnVector nulls(DType type, int rows) {
@@ -425,28 +399,11 @@ public final class CudfPermuter {
     }
   }
 
-  private static DeviceMemoryBuffer alloc(long bytes, List<AutoCloseable> owned) {
+  private static DeviceMemoryBuffer alloc(long bytes, Closeables.Scope owned) {
     return own(DeviceMemoryBuffer.allocate(Math.max(bytes, 1)), owned);
   }
 
-  private static <T extends AutoCloseable> T own(T x, List<AutoCloseable> owned) {
-    owned.add(x);
-    return x;
-  }
-
-  private static void closeAll(List<AutoCloseable> owned) {
-    RuntimeException first = null;
-    for (int i = owned.size() - 1; i >= 0; i--) {
-      try {
-        owned.get(i).close();
-      } catch (Exception e) {
-        if (first == null) {
-          first = new IllegalStateException("closing " + owned.get(i) + " failed", e);
-        }
-      }
-    }
-    if (first != null) {
-      throw first;
-    }
+  private static <T extends AutoCloseable> T own(T x, Closeables.Scope owned) {
+    return owned.own(x);
   }
 }

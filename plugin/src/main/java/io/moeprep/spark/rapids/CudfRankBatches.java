@@ -8,34 +8,31 @@ import ai.rapids.cudf.DeviceMemoryBufferView;
 import ai.rapids.cudf.HostColumnVector;
 import ai.rapids.cudf.HostMemoryBuffer;
 import ai.rapids.cudf.Table;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.kernels.memory.Closeables;
+import io.moeprep.spark.spec.DispatchChunk;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.ProblemShape;
 import java.util.ArrayDeque;
+import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
 
 /**
  * The cudf side of one rank partition: consumes the partition's cudf tables (the dispatched chunks
- * in the columns of {@code Schemas.DISPATCH}: {@code ep_rank, pkey, batch, n, token_ids,
- * expert_ids, probs, hidden}, the last four BINARY, i.e. cudf LIST&lt;UINT8&gt;, sorted by batch,
- * as {@code ColumnarRdd} hands them over), cuts them into batches, and permutes each batch on the
- * GPU with {@link CudfPermuter}, producing the output tables lazily, one batch at a time.
+ * in the columns of {@link DispatchChunk}: {@code ep_rank, pkey, batch, n, token_ids, expert_ids,
+ * probs, hidden}, the last four BINARY, i.e. cudf LIST&lt;UINT8&gt;, sorted by batch, as {@code
+ * ColumnarRdd} hands them over), cuts them into batches, and permutes each batch on the GPU with
+ * {@link CudfPermuter}, producing the output tables lazily, one batch at a time.
  *
  * <p>The chunks of a batch are consecutive rows, so each packed column's child data for the batch
  * is one contiguous device range: the kernels read it in place. RAPIDS sizes the incoming tables by
  * bytes, not by batch, so a batch can span tables: the rows of the last, possibly unfinished batch
  * of a table are carried (copied on the device) into the next. Owns and closes every input table.
- * No Spark type appears here, so the GPU test runs it without Spark.
+ * No Spark type appears here (it reads {@link DispatchChunk}'s compile-time constants only), so the
+ * GPU test runs it without Spark.
  */
 public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
-  static final int RANK = 0;
-  static final int BATCH = 2;
-  static final int N = 3;
-  static final int TOKENS = 4;
-  static final int IDS = 5;
-  static final int PROBS = 6;
-  static final int HIDDEN = 7;
-
   private final Iterator<Table> in;
   private final PermuteSpec spec;
   private final boolean hasProbs;
@@ -56,7 +53,8 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
     this.in = in;
     this.spec = spec;
     this.hasProbs = hasProbs;
-    this.permuter = new CudfPermuter(spec.hidden(), spec.dtype(), spec.topK(), maxPieceBytes);
+    ProblemShape s = spec.shape();
+    this.permuter = new CudfPermuter(s.hidden(), s.dtype(), s.topK(), maxPieceBytes);
   }
 
   /** Batches permuted so far. */
@@ -93,16 +91,14 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
     return ready.poll();
   }
 
-  /** Closes the carried rows and any output not taken (on task failure). */
+  /** Closes the carried rows and any output not taken (on task failure), every one tried. */
   @Override
   public void close() {
-    if (carry != null) {
-      carry.close();
-      carry = null;
-    }
-    while (!ready.isEmpty()) {
-      ready.poll().close();
-    }
+    List<AutoCloseable> left = new ArrayList<>(ready);
+    left.add(0, carry);
+    carry = null;
+    ready.clear();
+    Closeables.closeAll(left.toArray(new AutoCloseable[0]));
   }
 
   /**
@@ -126,9 +122,9 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
       if (n == 0) {
         return;
       }
-      long[] batch = longs(t.getColumn(BATCH));
-      int[] ranks = ints(t.getColumn(RANK));
-      int[] tokens = ints(t.getColumn(N));
+      long[] batch = longs(t.getColumn(DispatchChunk.BATCH));
+      int[] ranks = ints(t.getColumn(DispatchChunk.RANK));
+      int[] tokens = ints(t.getColumn(DispatchChunk.N));
       int lastStart = n - 1;
       while (lastStart > 0 && batch[lastStart - 1] == batch[n - 1]) {
         lastStart--;
@@ -163,16 +159,44 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
     if (n > Integer.MAX_VALUE) {
       throw new IllegalArgumentException("batch " + b + " has " + n + " tokens: more than 2^31-1");
     }
-    long k = spec.topK();
-    long tokenIds = packed(t.getColumn(TOKENS), tokens, s, e, 8, "token_ids", b);
-    long ids = packed(t.getColumn(IDS), tokens, s, e, 4 * k, "expert_ids", b);
-    long probs = hasProbs ? packed(t.getColumn(PROBS), tokens, s, e, 4 * k, "probs", b) : 0;
-    long hidden = packed(t.getColumn(HIDDEN), tokens, s, e, spec.rowBytes(), "hidden", b);
+    ProblemShape shape = spec.shape();
+    long k = shape.topK();
+    long tokenIds =
+        packed(
+            t.getColumn(DispatchChunk.TOKEN_IDS),
+            tokens,
+            s,
+            e,
+            DispatchChunk.TOKEN_ID_BYTES,
+            "token_ids",
+            b);
+    long ids =
+        packed(
+            t.getColumn(DispatchChunk.EXPERT_IDS),
+            tokens,
+            s,
+            e,
+            DispatchChunk.EXPERT_ID_BYTES * k,
+            "expert_ids",
+            b);
+    long probs =
+        hasProbs
+            ? packed(
+                t.getColumn(DispatchChunk.PROBS),
+                tokens,
+                s,
+                e,
+                DispatchChunk.PROB_BYTES * k,
+                "probs",
+                b)
+            : 0;
+    long hidden =
+        packed(t.getColumn(DispatchChunk.HIDDEN), tokens, s, e, shape.rowBytes(), "hidden", b);
     CudfPermuter.BatchBuffers buffers =
         new CudfPermuter.BatchBuffers(tokenIds, ids, probs, hidden, (int) n, hasProbs);
     List<Table> out =
         permuter.permute(
-            buffers, spec.optionsForRank(rank), rank, b, spec.expertPlacement().expertsOf(rank));
+            buffers, shape.optionsForRank(rank), rank, b, shape.expertPlacement().expertsOf(rank));
     batches++;
     for (Table x : out) {
       rowsOut += x.getRowCount();
@@ -240,17 +264,12 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
 
   private static Table slice(Table t, int from, int to) {
     ColumnVector[] cols = new ColumnVector[t.getNumberOfColumns()];
-    try {
+    // the table holds its own references: ours go when it is made
+    try (Closeables.Scope refs = new Closeables.Scope()) {
       for (int i = 0; i < cols.length; i++) {
-        cols[i] = t.getColumn(i).subVector(from, to);
+        cols[i] = refs.own(t.getColumn(i).subVector(from, to));
       }
       return new Table(cols);
-    } finally {
-      for (ColumnVector c : cols) {
-        if (c != null) {
-          c.close();
-        }
-      }
     }
   }
 

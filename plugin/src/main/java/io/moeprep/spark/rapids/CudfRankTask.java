@@ -1,8 +1,8 @@
 package io.moeprep.spark.rapids;
 
 import ai.rapids.cudf.Table;
-import io.moeprep.spark.api.PermuteSpec;
 import io.moeprep.spark.exec.ExecutorRuntime;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.Iterator;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.function.FlatMapFunction;
@@ -39,7 +39,7 @@ final class CudfRankTask implements FlatMapFunction<Iterator<Table>, Table> {
                 // the consumer closes the tables it took; count what this task produced
                 ExecutorRuntime.GPU_BATCHES.inc(batches.batches());
                 ExecutorRuntime.ROWS_PERMUTED.inc(batches.rowsOut());
-                ExecutorRuntime.BYTES_PERMUTED.inc(batches.rowsOut() * spec.rowBytes());
+                ExecutorRuntime.BYTES_PERMUTED.inc(batches.rowsOut() * spec.shape().rowBytes());
               });
     }
     return batches;

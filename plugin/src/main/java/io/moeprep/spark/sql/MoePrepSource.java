@@ -2,7 +2,7 @@ package io.moeprep.spark.sql;
 
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.Locale;
 import java.util.Map;
 import org.apache.spark.rdd.RDD;
@@ -79,12 +79,8 @@ public final class MoePrepSource implements RelationProvider, DataSourceRegister
   }
 
   private static String option(Map<String, String> o, String key, String def) {
-    for (Map.Entry<String, String> e : o.entrySet()) {
-      if (e.getKey().equalsIgnoreCase(key)) {
-        return e.getValue();
-      }
-    }
-    return def;
+    String v = PermuteSpec.option(o, key);
+    return v == null ? def : v;
   }
 
   private static String required(Map<String, String> o, String key) {

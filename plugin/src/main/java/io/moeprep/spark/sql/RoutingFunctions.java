@@ -1,8 +1,10 @@
 package io.moeprep.spark.sql;
 
 import io.moeprep.kernels.contract.ExpertPlacement;
+import io.moeprep.spark.spec.RankMasks;
 import java.util.ArrayList;
-import java.util.List;
+import java.util.Arrays;
+import java.util.stream.IntStream;
 import org.apache.spark.sql.catalyst.FunctionIdentifier;
 import org.apache.spark.sql.catalyst.encoders.ExpressionEncoder;
 import org.apache.spark.sql.catalyst.expressions.Expression;
@@ -37,22 +39,13 @@ public final class RoutingFunctions {
   public static Tuple3<
           FunctionIdentifier, ExpressionInfo, scala.Function1<Seq<Expression>, Expression>>
       maskRank() {
-    String name = "moe_mask_rank";
-    ExpressionInfo info =
-        new ExpressionInfo(
-            RoutingFunctions.class.getName(),
-            null,
-            name,
-            "moe_mask_rank(expert_ids, rank, num_experts, ep_size) - the routing masked to an EP"
-                + " rank: ids owned by other ranks become -1.",
-            "",
-            "\n    Examples:\n      > SELECT moe_mask_rank(array(3, 2), 1, 4, 2);\n       [3,2]\n",
-            "",
-            "misc_funcs",
-            "0.1.0",
-            "",
-            "built-in");
-    return new Tuple3<>(FunctionIdentifier.apply(name), info, builder(name, 4, new MaskRank()));
+    return function(
+        "moe_mask_rank",
+        "moe_mask_rank(expert_ids, rank, num_experts, ep_size) - the routing masked to an EP"
+            + " rank: ids owned by other ranks become -1.",
+        "> SELECT moe_mask_rank(array(3, 2), 1, 4, 2);\n       [3,2]",
+        4,
+        new MaskRank());
   }
 
   /** The body of {@code moe_mask_rank}; serializable, as it travels with the tasks. */
@@ -74,12 +67,12 @@ public final class RoutingFunctions {
         throw new IllegalArgumentException(
             "rank = " + rk + " is out of range [0, " + p.numRanks() + ")");
       }
-      for (int j = 0; j < a.length; j++) {
-        if (a[j] >= 0 && p.rankOf(a[j]) != rk) {
-          a[j] = -1;
-        }
+      int[] masked = RankMasks.perRank(a, p)[rk];
+      if (masked == null) {
+        masked = new int[a.length];
+        Arrays.fill(masked, -1);
       }
-      return a;
+      return masked;
     }
   }
 
@@ -87,22 +80,33 @@ public final class RoutingFunctions {
   public static Tuple3<
           FunctionIdentifier, ExpressionInfo, scala.Function1<Seq<Expression>, Expression>>
       ranks() {
-    String name = "moe_ranks";
+    return function(
+        "moe_ranks",
+        "moe_ranks(expert_ids, num_experts, ep_size) - the EP ranks owning at least one of the"
+            + " ids, ascending.",
+        "> SELECT moe_ranks(array(0, 3), 4, 2);\n       [0,1]",
+        3,
+        new Ranks());
+  }
+
+  /** A function of {@code arity} arguments, described for {@code DESCRIBE FUNCTION}. */
+  private static Tuple3<
+          FunctionIdentifier, ExpressionInfo, scala.Function1<Seq<Expression>, Expression>>
+      function(String name, String usage, String example, int arity, Object body) {
     ExpressionInfo info =
         new ExpressionInfo(
             RoutingFunctions.class.getName(),
             null,
             name,
-            "moe_ranks(expert_ids, num_experts, ep_size) - the EP ranks owning at least one of the"
-                + " ids, ascending.",
+            usage,
             "",
-            "\n    Examples:\n      > SELECT moe_ranks(array(0, 3), 4, 2);\n       [0,1]\n",
+            "\n    Examples:\n      " + example + "\n",
             "",
             "misc_funcs",
             "0.1.0",
             "",
             "built-in");
-    return new Tuple3<>(FunctionIdentifier.apply(name), info, builder(name, 3, new Ranks()));
+    return new Tuple3<>(FunctionIdentifier.apply(name), info, builder(name, arity, body));
   }
 
   /** The body of {@code moe_ranks}; serializable, as it travels with the tasks. */
@@ -118,19 +122,8 @@ public final class RoutingFunctions {
       int[] a = ints(ids, ((Number) e).intValue());
       ExpertPlacement p =
           ExpertPlacement.contiguous(((Number) e).intValue(), ((Number) r).intValue());
-      boolean[] seen = new boolean[p.numRanks()];
-      for (int id : a) {
-        if (id >= 0) {
-          seen[p.rankOf(id)] = true;
-        }
-      }
-      List<Integer> out = new ArrayList<>();
-      for (int rk = 0; rk < seen.length; rk++) {
-        if (seen[rk]) {
-          out.add(rk);
-        }
-      }
-      return out.stream().mapToInt(Integer::intValue).toArray();
+      int[][] masked = RankMasks.perRank(a, p);
+      return IntStream.range(0, masked.length).filter(rk -> masked[rk] != null).toArray();
     }
   }
 

@@ -8,6 +8,9 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.moeprep.kernels.DType;
 import io.moeprep.spark.SparkSessions;
+import io.moeprep.spark.spec.BadRowPolicy;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.io.File;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
@@ -225,14 +228,15 @@ class BadRowsAtScaleTest {
   @Test
   void policyComesFromTheSessionConfigAndIsChecked() {
     PermuteSpec unset = PermuteSpec.builder(4, 2).hidden(1, DType.F32).topK(2).build();
-    assertEquals(BadRowPolicy.FAIL, unset.resolve(k -> null).badRows(), "default");
+    assertEquals(BadRowPolicy.FAIL, unset.resolve(k -> null).settings().badRows(), "default");
     assertEquals(
         BadRowPolicy.SKIP,
-        unset.resolve(k -> k.equals("spark.moeprep.badRows") ? "SKIP" : null).badRows());
+        unset.resolve(k -> k.equals("spark.moeprep.badRows") ? "SKIP" : null).settings().badRows());
     assertEquals(
         BadRowPolicy.FAIL,
         spec(BadRowPolicy.FAIL)
             .resolve(k -> k.equals("spark.moeprep.badRows") ? "skip" : null)
+            .settings()
             .badRows(),
         "the spec's own setting wins");
     IllegalArgumentException e =
@@ -256,6 +260,7 @@ class BadRowsAtScaleTest {
                     "2",
                     "badRows",
                     "skip"))
+            .settings()
             .badRows());
   }
 

@@ -6,6 +6,8 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.moeprep.kernels.DType;
 import io.moeprep.spark.SparkSessions;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.io.File;
 import java.nio.file.Files;
 import java.nio.file.Path;

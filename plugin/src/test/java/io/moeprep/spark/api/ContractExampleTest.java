@@ -4,6 +4,8 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.moeprep.kernels.DType;
 import io.moeprep.spark.SparkSessions;
+import io.moeprep.spark.spec.Dispatch;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.List;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;

@@ -8,6 +8,7 @@ import io.moeprep.kernels.contract.Numerics;
 import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.SparkSessions;
 import io.moeprep.spark.TokenBatch;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.SplittableRandom;

@@ -15,6 +15,8 @@ import io.moeprep.spark.KernelReference;
 import io.moeprep.spark.SparkSessions;
 import io.moeprep.spark.TokenBatch;
 import io.moeprep.spark.exec.ExecutorRuntime;
+import io.moeprep.spark.spec.Dispatch;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.ArrayList;
 import java.util.Comparator;
 import java.util.HashMap;
@@ -25,6 +27,7 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
+import org.apache.spark.storage.StorageLevel;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
@@ -38,7 +41,7 @@ class PermuteTest {
   /** Checks every output of a permute against the kernels, for every (rank, batch). */
   static void assertMatchesKernels(TokenBatch tb, PermuteOutput out, boolean probs) {
     PermuteSpec spec = out.spec();
-    int ranks = spec.expertPlacement().numRanks();
+    int ranks = spec.shape().expertPlacement().numRanks();
     Map<String, List<Row>> rows = group(out.rows().collectAsList(), "row");
     Map<String, List<Row>> packed = group(out.packed().collectAsList(), "row_offset");
     Map<String, List<Row>> rowMap = group(out.rowMap().collectAsList(), "token_id");
@@ -49,7 +52,7 @@ class PermuteTest {
       for (int r = 0; r < ranks; r++) {
         String key = r + "/" + b;
         try (ReferenceBatch in = KernelReference.batch(tb, b, probs);
-            PermuteResult exp = KernelReference.permute(in, spec.optionsForRank(r))) {
+            PermuteResult exp = KernelReference.permute(in, spec.shape().optionsForRank(r))) {
           checkedRows += checkRows(key, toks, exp, spec, rows.getOrDefault(key, List.of()), probs);
           checkPacked(key, exp, spec, rows.getOrDefault(key, List.of()), packed.get(key));
           checkRowMap(key, toks, exp, spec, rowMap.getOrDefault(key, List.of()));
@@ -95,7 +98,7 @@ class PermuteTest {
         assertTrue(a.isNullAt(7), at + " prob is null without probs");
       }
       assertArrayEquals(
-          KernelReference.row(exp.permuted(), i, spec.rowBytes()),
+          KernelReference.row(exp.permuted(), i, spec.shape().rowBytes()),
           (byte[]) a.get(8),
           at + " hidden");
     }
@@ -116,7 +119,7 @@ class PermuteTest {
       List<Long> ids = blk.getList(7);
       List<Integer> slots = blk.getList(8);
       byte[] hidden = (byte[]) blk.get(10);
-      assertEquals(n * spec.rowBytes(), hidden.length, key + ": block bytes");
+      assertEquals(n * spec.shape().rowBytes(), hidden.length, key + ": block bytes");
       for (int j = 0; j < n; j++) {
         Row r = rows.get(next + j);
         assertEquals(r.getInt(3), blk.getInt(2), key + ": block expert");
@@ -127,7 +130,9 @@ class PermuteTest {
         }
         byte[] one =
             java.util.Arrays.copyOfRange(
-                hidden, (int) (j * spec.rowBytes()), (int) ((j + 1) * spec.rowBytes()));
+                hidden,
+                (int) (j * spec.shape().rowBytes()),
+                (int) ((j + 1) * spec.shape().rowBytes()));
         assertArrayEquals((byte[]) r.get(8), one, key + ": block hidden row " + j);
       }
       next += n;
@@ -141,7 +146,7 @@ class PermuteTest {
     for (Row r : a) {
       got.put(r.getLong(2), r.getList(3));
     }
-    int k = spec.topK();
+    int k = spec.shape().topK();
     for (int t = 0; t < toks.size(); t++) {
       int[] ids = new int[k];
       boolean any = false;
@@ -161,7 +166,7 @@ class PermuteTest {
 
   private static void checkTokensPerExpert(
       String key, PermuteResult exp, PermuteSpec spec, int rank, List<Row> a) {
-    int[] local = spec.expertPlacement().expertsOf(rank);
+    int[] local = spec.shape().expertPlacement().expertsOf(rank);
     assertEquals(local.length, a.size(), key + ": one entry per local expert");
     SegmentLayout l = exp.layout();
     for (int i = 0; i < local.length; i++) {
@@ -177,10 +182,10 @@ class PermuteTest {
   }
 
   private static int[] localIndex(PermuteSpec spec, int rank) {
-    int[] idx = new int[spec.numExperts()];
+    int[] idx = new int[spec.shape().numExperts()];
     java.util.Arrays.fill(idx, -1);
     if (rank >= 0) {
-      int[] local = spec.expertPlacement().expertsOf(rank);
+      int[] local = spec.shape().expertPlacement().expertsOf(rank);
       for (int i = 0; i < local.length; i++) {
         idx[local[i]] = i;
       }
@@ -283,6 +288,29 @@ class PermuteTest {
     assertMatchesKernels(tb, out2, true);
     assertEquals(
         2L * 2 * 2, out2.rows().where("ep_rank = 3").count(), "2 batches x 2 experts x C=2");
+  }
+
+  /**
+   * A persisted dispatch plan gives the kernels' outputs, and every task that reads it releases its
+   * block: the shared session fails a task that does not ({@code
+   * spark.storage.exceptionOnPinLeak=true}), as Spark's adaptive execution does when it fills the
+   * cache itself.
+   */
+  @org.junit.jupiter.api.Test
+  void persistedDispatchPlanReleasesItsBlocks() {
+    SplittableRandom rnd = Seeds.fresh("persistedDispatchPlanReleasesItsBlocks");
+    TokenBatch tb = TokenBatch.random(rnd, 3, 1 + rnd.nextInt(100), 6, DType.BF16, 2, 8, 0.2);
+    PermuteSpec spec = PermuteSpec.builder(8, 4).hidden(6, DType.BF16).topK(2).build();
+    PermuteOutput out = MoePrep.permute(tb.toDataFrame(spark, true), spec);
+    out.persist(StorageLevel.MEMORY_AND_DISK());
+    try {
+      assertEquals(StorageLevel.MEMORY_AND_DISK(), out.dispatched().storageLevel());
+      assertMatchesKernels(tb, out, true);
+      assertEquals(out.rows().count(), out.rows().count(), "read twice from the cache");
+    } finally {
+      out.unpersist();
+    }
+    assertEquals(StorageLevel.NONE(), out.dispatched().storageLevel());
   }
 
   @org.junit.jupiter.api.Test

@@ -12,6 +12,10 @@ import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.KernelReference;
 import io.moeprep.spark.SparkSessions;
 import io.moeprep.spark.TokenBatch;
+import io.moeprep.spark.spec.Dispatch;
+import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -82,7 +86,7 @@ class UnpermuteTest {
                       },
                   Encoders.row(Schemas.ROWS));
     } else {
-      long rowBytes = spec.rowBytes();
+      long rowBytes = spec.shape().rowBytes();
       expertOut =
           out.packed()
               .map(
@@ -115,11 +119,11 @@ class UnpermuteTest {
       got.put(r.getLong(0) + "/" + r.getLong(1), (byte[]) r.get(2));
     }
     assertEquals(tb.tokens.size(), got.size(), "one combined row per token");
-    long rowBytes = spec.rowBytes();
+    long rowBytes = spec.shape().rowBytes();
     for (long batch : tb.batchIds()) {
       List<TokenBatch.Token> toks = tb.batch(batch);
       int n = toks.size();
-      PermuteOptions single = PermuteOptions.of(e).withCapacity(spec.capacityPolicy());
+      PermuteOptions single = PermuteOptions.of(e).withCapacity(spec.shape().capacityPolicy());
       try (ReferenceBatch in = KernelReference.batch(tb, batch, true);
           PermuteResult p = KernelReference.permute(in, single);
           HostBuffer eo = HostBuffer.allocate(p.numOut() * rowBytes)) {

@@ -1,7 +1,9 @@
 package io.moeprep.spark.conf;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -23,6 +25,24 @@ class ConfigDocsTest {
   }
 
   @Test
+  void internalEntriesAreDocumentedApartAndLeftOutOfTheTemplate() {
+    String md = ConfigDocs.markdown();
+    int internal = md.indexOf("\n## Internal settings\n");
+    assertTrue(internal > 0, "configs.md has a section of internal settings");
+    String template = ConfigDocs.defaultsTemplate();
+    for (ConfigEntry<?> e : MoePrepConf.ALL) {
+      int at = md.indexOf("| `" + e.key() + "` |");
+      assertTrue(at > 0, e.key() + " is documented");
+      assertEquals(e.key().startsWith("spark.moeprep.internal."), e.internal(), e.key());
+      assertEquals(e.internal(), at > internal, e.key() + " is in the right section");
+      if (e.internal()) {
+        assertFalse(e.userFacing(), e.key());
+        assertFalse(template.contains(e.key()), e.key() + " is not in the template");
+      }
+    }
+  }
+
+  @Test
   void invalidValuesNameKeyValueAndConstraint() {
     assertEquals(
         "'0' in spark.moeprep.tokensPerBatch is invalid: must be in [1, 2147483647]",
@@ -36,6 +56,20 @@ class ConfigDocsTest {
         "'x' in spark.moeprep.packed.maxBlockBytes is invalid: must be in [1, 2147483647]",
         assertThrows(
                 IllegalArgumentException.class, () -> MoePrepConf.PACKED_MAX_BLOCK_BYTES.parse("x"))
+            .getMessage());
+    assertEquals(
+        "'48' in spark.moeprep.internal.cuda.fusedMinBlockSlots is invalid: must be a power of two"
+            + " in [32, 1073741824]",
+        assertThrows(
+                IllegalArgumentException.class,
+                () -> MoePrepConf.CUDA_FUSED_MIN_BLOCK_SLOTS.parse("48"))
+            .getMessage());
+    assertEquals(Long.valueOf(512L << 20), MoePrepConf.GPU_MEMORY_LIMIT.parse("512m"));
+    assertEquals(Long.valueOf(1073741824L), MoePrepConf.GPU_MEMORY_LIMIT.parse("1073741824"));
+    assertEquals(
+        "'-1' in spark.moeprep.gpu.memoryLimit is invalid: must be a size in bytes >= 0, such as"
+            + " 1073741824, 512m or 2g",
+        assertThrows(IllegalArgumentException.class, () -> MoePrepConf.GPU_MEMORY_LIMIT.parse("-1"))
             .getMessage());
     assertEquals(Integer.valueOf(8192), MoePrepConf.TOKENS_PER_BATCH.parse(null));
     assertEquals("cuda", MoePrepConf.BACKEND.parse(" CUDA "));

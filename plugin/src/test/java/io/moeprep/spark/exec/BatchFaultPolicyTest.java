@@ -21,7 +21,7 @@ import io.moeprep.kernels.cuda.MoePrepCudaException;
 import io.moeprep.kernels.memory.HostBuffer;
 import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.kernels.workload.SyntheticRouting;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
@@ -70,14 +70,15 @@ class BatchFaultPolicyTest {
       }
       SyntheticRouting.fill(rnd, routing, probs, n, 3, 8, 0.2);
       PermuteInput in = new PermuteInput(tokens, n, 33, DType.BF16, routing, 3, probs);
-      PermuteOptions o = SPEC.optionsForRank(1);
+      PermuteOptions o = SPEC.shape().optionsForRank(1);
       MoeKernels failing =
           MoeKernels.on(new Failing(new DeviceOutOfMemoryException("cuMemAlloc(99 bytes) failed")));
       long oom = ExecutorRuntime.OOM_FALLBACKS.getCount();
       long cpuBatches = ExecutorRuntime.CPU_BATCHES.getCount();
       try (PermuteResult expected = MoeKernels.on(CpuBackend.INSTANCE).permute(in, o);
           PermuteResult got =
-              ExecutorRuntime.runBatch(failing, SPEC, "rank 1, batch 5", k -> k.permute(in, o))) {
+              ExecutorRuntime.runBatch(
+                  failing, SPEC.settings(), "rank 1, batch 5", k -> k.permute(in, o))) {
         assertEquals(expected.numOut(), got.numOut());
         assertArrayEquals(bytes(expected.permuted()), bytes(got.permuted()));
         assertArrayEquals(bytes(expected.rowIdMap()), bytes(got.rowIdMap()));
@@ -93,7 +94,7 @@ class BatchFaultPolicyTest {
               DeviceOutOfMemoryException.class,
               () ->
                   ExecutorRuntime.runBatch(
-                      failing, strict, "rank 1, batch 5", k -> k.permute(in, o)));
+                      failing, strict.settings(), "rank 1, batch 5", k -> k.permute(in, o)));
       assertEquals("rank 1, batch 5: cuMemAlloc(99 bytes) failed", e.getMessage());
       assertEquals(oom + 1, ExecutorRuntime.OOM_FALLBACKS.getCount());
     }
@@ -114,9 +115,9 @@ class BatchFaultPolicyTest {
               () ->
                   ExecutorRuntime.runBatch(
                       failing,
-                      SPEC,
+                      SPEC.settings(),
                       "rank 0, batch 7",
-                      k -> k.permute(in, SPEC.optionsForRank(0))));
+                      k -> k.permute(in, SPEC.shape().optionsForRank(0))));
       assertEquals("rank 0, batch 7: " + launch, e.getMessage());
       assertEquals(1, e.errorCode());
       assertInstanceOf(MoePrepCudaException.class, e.getCause());

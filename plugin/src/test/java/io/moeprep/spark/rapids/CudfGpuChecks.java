@@ -20,7 +20,7 @@ import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.cuda.DeviceBuffer;
 import io.moeprep.kernels.testing.RandomBatch;
 import io.moeprep.kernels.testing.Seeds;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HexFormat;
@@ -148,11 +148,12 @@ final class CudfGpuChecks {
       long before = DeviceBuffer.liveBuffers();
       try (RandomBatch in = RandomBatch.create(rnd, n, h, k, e, d, 0.2)) {
         for (PermuteSpec spec : specs) {
-          long max = forceSplit ? spec.rowBytes() * 37 + 5 : CudfPermuter.CUDF_MAX_CHILD_BYTES;
+          long max =
+              forceSplit ? spec.shape().rowBytes() * 37 + 5 : CudfPermuter.CUDF_MAX_CHILD_BYTES;
           for (int r = 0; r < ranks; r++) {
             boolean withProbs = r % 2 == 0;
             boolean shuffle = s != 1 || r == 1; // in token order for some, shuffled for most
-            PermuteOptions o = spec.optionsForRank(r);
+            PermuteOptions o = spec.shape().optionsForRank(r);
             String at = d + " n=" + n + " h=" + h + " k=" + k + " rank " + r + " " + o.capacity();
             List<Table> tables =
                 List.of(table(chunks(in, r, 42, 1000, 7, 3, shuffle, withProbs, rnd)));
@@ -181,7 +182,7 @@ final class CudfGpuChecks {
         PermuteSpec.builder(4, 2).hidden(1, DType.F32).topK(1).perExpertCapacity(3, true).build();
     try (RandomBatch none = RandomBatch.create(rnd, 0, 1, 1, 4, DType.F32, 0)) {
       List<Table> out = run(chunks(none, 1, 0, 0, 1, 1, false, true, rnd), padded, true);
-      try (PermuteResult exp = CPU.permute(none.input(true), padded.optionsForRank(1))) {
+      try (PermuteResult exp = CPU.permute(none.input(true), padded.shape().optionsForRank(1))) {
         assertEquals(6, exp.numOut());
         checkTables("N=0 padded", out, exp, new long[0], 1, 0, padded, Long.MAX_VALUE);
       } finally {
@@ -196,7 +197,7 @@ final class CudfGpuChecks {
       }
       for (int r = 0; r < 2; r++) {
         List<Table> out = run(chunks(five, r, 3, 10, 1, 2, true, false, rnd), plain, false);
-        try (PermuteResult exp = CPU.permute(five.input(false), plain.optionsForRank(r))) {
+        try (PermuteResult exp = CPU.permute(five.input(false), plain.shape().optionsForRank(r))) {
           assertEquals(r == 0 ? 5 : 0, exp.numOut());
           checkTables("K=1 H=1 rank " + r, out, exp, ids(5, 10, 1), r, 3, plain, Long.MAX_VALUE);
         } finally {
@@ -218,7 +219,7 @@ final class CudfGpuChecks {
     PermuteSpec spec =
         PermuteSpec.builder(8, 2).hidden(h, d).topK(k).perExpertCapacity(40, true).build();
     int rank = 1;
-    long rowBytes = spec.rowBytes();
+    long rowBytes = spec.shape().rowBytes();
     int[] sizes = {150, 0, 61, 230};
     int[] parts = {3, 1, 2, 3};
     List<RandomBatch> inputs = new ArrayList<>();
@@ -245,7 +246,7 @@ final class CudfGpuChecks {
         int next = 0;
         for (int b = 0; b < sizes.length; b++) {
           try (PermuteResult exp =
-              CPU.permute(inputs.get(b).input(true), spec.optionsForRank(rank))) {
+              CPU.permute(inputs.get(b).input(true), spec.shape().optionsForRank(rank))) {
             List<Table> mine = new ArrayList<>();
             long rowsSeen = 0;
             while (rowsSeen < exp.numOut()) {
@@ -380,10 +381,10 @@ final class CudfGpuChecks {
       long batch,
       PermuteSpec spec,
       long maxPieceBytes) {
-    long rowBytes = spec.rowBytes();
-    int[] local = new int[spec.numExperts()];
+    long rowBytes = spec.shape().rowBytes();
+    int[] local = new int[spec.shape().numExperts()];
     Arrays.fill(local, -1);
-    int[] mine = spec.expertPlacement().expertsOf(rank);
+    int[] mine = spec.shape().expertPlacement().expertsOf(rank);
     for (int i = 0; i < mine.length; i++) {
       local[mine[i]] = i;
     }

@@ -3,6 +3,7 @@ package io.moeprep.spark.rapids;
 import io.moeprep.spark.MoePrepPlugin;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
+import io.moeprep.spark.api.RapidsPermute;
 import io.moeprep.spark.exec.ExecutorRuntime;
 import java.io.File;
 import java.net.URL;
@@ -36,7 +37,8 @@ public final class RapidsExplainOnlyApp {
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.shuffle.partitions", "3")
         .config("spark.plugins", RapidsRoute.SQL_PLUGIN + "," + MoePrepPlugin.class.getName())
-        .config("spark.rapids.sql.explain", "NOT_ON_GPU");
+        .config("spark.rapids.sql.explain", "NOT_ON_GPU")
+        .config("spark.storage.exceptionOnPinLeak", "true");
   }
 
   /** Permutes {@link RapidsExplainOnlyTest#tokens} and notes the route and its path in out. */

@@ -9,7 +9,7 @@ import io.moeprep.spark.SparkSessions;
 import io.moeprep.spark.TokenBatch;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.io.File;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;

@@ -2,6 +2,7 @@ package io.moeprep.spark.rapids;
 
 import ai.rapids.cudf.Table;
 import io.moeprep.spark.api.PermuteOutput;
+import io.moeprep.spark.api.RapidsPermute;
 import io.moeprep.spark.exec.ExecutorRuntime;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -65,7 +66,9 @@ public final class RapidsGpuSessionApp {
         throw new IllegalStateException("no cudf route: " + p.executionPath());
       }
       List<String> got =
-          RapidsPermute.tables(p).mapPartitions(new TableLines(p.spec().rowBytes())).collect();
+          RapidsPermute.tables(p)
+              .mapPartitions(new TableLines(p.spec().shape().rowBytes()))
+              .collect();
       List<String> rows = new ArrayList<>();
       long tables = 0;
       for (String line : got) {

@@ -9,7 +9,7 @@ import io.moeprep.kernels.testing.Seeds;
 import io.moeprep.spark.SparkSessions;
 import io.moeprep.spark.TokenBatch;
 import io.moeprep.spark.api.MoePrep;
-import io.moeprep.spark.api.PermuteSpec;
+import io.moeprep.spark.spec.PermuteSpec;
 import java.util.List;
 import java.util.SplittableRandom;
 import org.apache.spark.sql.Row;

@@ -1,6 +1,4 @@
-package io.moeprep.spark.api;
-
-import java.util.Locale;
+package io.moeprep.spark.spec;
 
 /** How tokens reach the rank partitions. */
 public enum Dispatch {
@@ -15,11 +13,6 @@ public enum Dispatch {
 
   /** Parses {@code all_to_all | all_gather}, ignoring case. */
   public static Dispatch parse(String s) {
-    try {
-      return valueOf(s.trim().toUpperCase(Locale.ROOT));
-    } catch (IllegalArgumentException e) {
-      throw new IllegalArgumentException(
-          "dispatch '" + s + "' is invalid: must be one of all_to_all, all_gather", e);
-    }
+    return Choices.parse(Dispatch.class, "dispatch", s);
   }
 }

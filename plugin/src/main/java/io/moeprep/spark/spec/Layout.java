@@ -1,6 +1,4 @@
-package io.moeprep.spark.api;
-
-import java.util.Locale;
+package io.moeprep.spark.spec;
 
 /** The layout of permuted data. */
 public enum Layout {
@@ -18,11 +16,6 @@ public enum Layout {
 
   /** Parses {@code rows | packed}, ignoring case. */
   public static Layout parse(String s) {
-    try {
-      return valueOf(s.trim().toUpperCase(Locale.ROOT));
-    } catch (IllegalArgumentException e) {
-      throw new IllegalArgumentException(
-          "layout '" + s + "' is invalid: must be one of rows, packed", e);
-    }
+    return Choices.parse(Layout.class, "layout", s);
   }
 }

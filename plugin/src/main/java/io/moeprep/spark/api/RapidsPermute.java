@@ -1,12 +1,10 @@
-package io.moeprep.spark.rapids;
+package io.moeprep.spark.api;
 
 import ai.rapids.cudf.Table;
-import io.moeprep.spark.api.PermuteOutput;
-import java.lang.reflect.InvocationTargetException;
-import java.lang.reflect.Method;
+import io.moeprep.spark.rapids.CudfPermuter;
+import io.moeprep.spark.rapids.CudfTables;
+import io.moeprep.spark.rapids.RapidsRoute;
 import org.apache.spark.api.java.JavaRDD;
-import org.apache.spark.rdd.RDD;
-import org.apache.spark.sql.Dataset;
 
 /**
  * The RAPIDS route of a permute: the permuted batches as cudf tables, computed on the GPU from the
@@ -47,29 +45,6 @@ public final class RapidsPermute {
       throw new IllegalStateException(
           "the cudf route is not available in this session: " + route.describe());
     }
-    new CudfPermuter(out.spec().hidden(), out.spec().dtype(), out.spec().topK(), maxPieceBytes);
-    RDD<Table> rdd = columnarRdd(out.dispatched());
-    return rdd.toJavaRDD()
-        .mapPartitions(new CudfRankTask(out.spec(), out.hasProbs(), maxPieceBytes));
-  }
-
-  /** {@code com.nvidia.spark.rapids.ColumnarRdd.convert(df)}, by reflection. */
-  @SuppressWarnings("unchecked")
-  static RDD<Table> columnarRdd(Dataset<?> df) {
-    ClassLoader cl = Thread.currentThread().getContextClassLoader();
-    try {
-      Class<?> c = Class.forName(RapidsRoute.COLUMNAR_RDD, true, cl);
-      Method convert = c.getMethod("convert", Dataset.class);
-      return (RDD<Table>) convert.invoke(null, df);
-    } catch (InvocationTargetException e) {
-      Throwable cause = e.getCause();
-      if (cause instanceof RuntimeException r) {
-        throw r;
-      }
-      throw new IllegalStateException(RapidsRoute.COLUMNAR_RDD + ".convert failed", cause);
-    } catch (ReflectiveOperationException e) {
-      throw new IllegalStateException(
-          RapidsRoute.COLUMNAR_RDD + " is not usable (is the RAPIDS jar on the class path?)", e);
-    }
+    return CudfTables.permute(out.dispatched(), out.spec(), out.hasProbs(), maxPieceBytes);
   }
 }

@@ -1,4 +1,4 @@
-package io.moeprep.spark.api;
+package io.moeprep.spark.spec;
 
 import static org.apache.spark.sql.types.DataTypes.BinaryType;
 import static org.apache.spark.sql.types.DataTypes.FloatType;
@@ -20,15 +20,7 @@ public final class Schemas {
   }
 
   /**
-   * A chunk of one batch's tokens on its way to one rank (the all-to-all moves a few large records,
-   * not one per token): {@code ep_rank, pkey} (the shuffle key that lands it in partition {@code
-   * ep_rank}), {@code batch}, {@code n} tokens, and little-endian packed columns: {@code token_ids}
-   * ({@code n} int64), {@code expert_ids} ({@code n x K} int32, masked to the rank under
-   * ALL_TO_ALL), {@code probs} ({@code n x K} float32, or null), {@code hidden} ({@code n x H}
-   * elements). A chunk with {@code n = 0} only says that the batch exists.
-   */
-  /**
-   * The bad-row side table of {@link PermuteOutput#badRows()}: the token id and batch of each input
+   * The bad-row side table of {@code PermuteOutput.badRows()}: the token id and batch of each input
    * row that failed validation (null where the row has none), and why.
    */
   public static final StructType BAD_ROWS =
@@ -39,18 +31,8 @@ public final class Schemas {
             f("reason", StringType, false)
           });
 
-  public static final StructType DISPATCH =
-      new StructType(
-          new StructField[] {
-            f("ep_rank", IntegerType, false),
-            f("pkey", IntegerType, false),
-            f("batch", LongType, false),
-            f("n", IntegerType, false),
-            f("token_ids", BinaryType, false),
-            f("expert_ids", BinaryType, false),
-            f("probs", BinaryType, true),
-            f("hidden", BinaryType, false)
-          });
+  /** The dispatched chunks, {@link DispatchChunk}'s wire format. */
+  public static final StructType DISPATCH = DispatchChunk.schema();
 
   /** {@link Layout#ROWS}. {@code prob} is null without input probs; padding rows have -1 ids. */
   public static final StructType ROWS =
