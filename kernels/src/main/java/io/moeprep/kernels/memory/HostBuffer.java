@@ -2,6 +2,7 @@ package io.moeprep.kernels.memory;
 
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.OutputStream;
 import java.lang.reflect.Field;
 import java.nio.Buffer;
 import java.nio.ByteBuffer;
@@ -27,9 +28,10 @@ import sun.misc.Unsafe;
  * mapped, instead of paying the kernel's page faults for every fresh block. {@link #trimCache()}
  * returns the cache to the system.
  *
- * <p>Accessors take byte offsets and check bounds; bulk work uses {@link #address()} with {@link
- * #unsafe()} directly. Multi-byte values are little-endian (the platform order, checked at class
- * load).
+ * <p>Accessors (single values, and copies between buffers, to and from Java arrays and to output
+ * streams) take byte offsets and check bounds; the backends' bulk work uses {@link #address()} with
+ * {@link #unsafe()} directly. Multi-byte values are little-endian (the platform order, checked at
+ * class load).
  */
 public final class HostBuffer implements AutoCloseable {
   private static final Unsafe UNSAFE = loadUnsafe();
@@ -212,6 +214,52 @@ public final class HostBuffer implements AutoCloseable {
   public void copyFrom(long offset, HostBuffer src, long srcOffset, long length) {
     if (length > 0) {
       UNSAFE.copyMemory(src.at(srcOffset, length), at(offset, length), length);
+    }
+  }
+
+  /**
+   * Copies {@code length} bytes of {@code src} from {@code srcOffset} into this buffer at {@code
+   * offset}.
+   *
+   * @throws IndexOutOfBoundsException when either range does not fit
+   */
+  public void copyFrom(long offset, byte[] src, int srcOffset, int length) {
+    Objects.checkFromIndexSize(srcOffset, length, src.length);
+    if (length > 0) {
+      UNSAFE.copyMemory(
+          src, Unsafe.ARRAY_BYTE_BASE_OFFSET + srcOffset, null, at(offset, length), length);
+    }
+  }
+
+  /**
+   * Copies {@code length} bytes of this buffer from {@code offset} into {@code dst} at {@code
+   * dstOffset}.
+   *
+   * @throws IndexOutOfBoundsException when either range does not fit
+   */
+  public void copyTo(long offset, byte[] dst, int dstOffset, int length) {
+    Objects.checkFromIndexSize(dstOffset, length, dst.length);
+    if (length > 0) {
+      UNSAFE.copyMemory(
+          null, at(offset, length), dst, Unsafe.ARRAY_BYTE_BASE_OFFSET + dstOffset, length);
+    }
+  }
+
+  /**
+   * Writes {@code length} bytes from {@code offset} to {@code out} (any length, 64-bit), through a
+   * heap staging array of at most 1 MiB; {@code out} is neither flushed nor closed.
+   *
+   * @throws IndexOutOfBoundsException when the range does not fit
+   */
+  public void writeTo(OutputStream out, long offset, long length) throws IOException {
+    long src = length == 0 ? 0 : at(offset, length);
+    byte[] stage = new byte[(int) Math.min(length, 1L << 20)];
+    for (long done = 0; done < length; ) {
+      int n = (int) Math.min(length - done, stage.length);
+      checkOpen();
+      UNSAFE.copyMemory(null, src + done, stage, Unsafe.ARRAY_BYTE_BASE_OFFSET, n);
+      out.write(stage, 0, n);
+      done += n;
     }
   }
 
