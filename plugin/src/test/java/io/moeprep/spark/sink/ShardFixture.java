@@ -24,6 +24,7 @@ import java.util.SplittableRandom;
 import java.util.TreeMap;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
+import scala.jdk.javaapi.CollectionConverters;
 
 /**
  * One (rank, batch) of a test: random tokens and routing, their CPU permute masked to the rank (the
@@ -185,7 +186,7 @@ final class ShardFixture implements AutoCloseable {
     return out;
   }
 
-  /** A shard part as a row of {@link ShardSchema#SHARDS}. */
+  /** A shard part as a row of {@link ShardSchema#SHARDS} (the metadata a Scala map). */
   static Row row(ShardPart p) {
     return RowFactory.create(
         p.epRank(),
@@ -206,7 +207,7 @@ final class ShardFixture implements AutoCloseable {
         p.tokensPerExpert(),
         p.expertOffsets(),
         p.tokenId(),
-        p.metadata());
+        p.metadata() == null ? null : CollectionConverters.asScala(p.metadata()));
   }
 
   static List<Row> rows(List<ShardPart> parts) {
