@@ -28,9 +28,10 @@ import org.slf4j.LoggerFactory;
  * it deletes {@code _SUCCESS}, moves the earlier output aside (overwrite only: every entry of
  * {@code OUT} but {@code _temporary}, into {@code OUT/_temporary/QUERY-replaced}), moves each
  * staged file into place, writes {@code _SUCCESS}, and deletes the earlier output and the staging
- * directory. If a move fails, it undoes what it did (deletes the files moved in, moves the earlier
- * output back, restores {@code _SUCCESS}) before failing. {@link #abort} deletes the job's staging
- * directory. Staged files that no commit message names (a failed or lost attempt) are never moved.
+ * directory. If a move fails, it undoes what it did (deletes the files moved in and the directories
+ * it made, moves the earlier output back, restores {@code _SUCCESS}) before failing. {@link #abort}
+ * deletes the job's staging directory. Staged files that no commit message names (a failed or lost
+ * attempt) are never moved.
  */
 final class SinkOutput {
   /** The hidden directory under {@code OUT} holding the jobs' staging directories. */
@@ -122,6 +123,7 @@ final class SinkOutput {
     Path replaced = new Path(new Path(out, STAGING), queryId + "-replaced");
     List<String> movedAside = new ArrayList<>();
     List<Path> movedIn = new ArrayList<>();
+    List<Path> madeDirs = new ArrayList<>();
     try {
       if (hadSuccess) {
         fs.delete(success, false);
@@ -139,15 +141,17 @@ final class SinkOutput {
       Set<Path> dirs = new HashSet<>();
       for (Map.Entry<String, StagedFile> e : byTarget.entrySet()) {
         Path target = new Path(out, e.getKey());
-        if (dirs.add(target.getParent())) {
-          fs.mkdirs(target.getParent());
+        Path parent = target.getParent();
+        if (dirs.add(parent) && !fs.exists(parent)) {
+          fs.mkdirs(parent);
+          madeDirs.add(parent);
         }
         move(new Path(e.getValue().path()), target);
         movedIn.add(target);
       }
       fs.create(success, true).close();
     } catch (IOException | RuntimeException | Error e) {
-      undo(movedIn, movedAside, replaced, hadSuccess, success, e);
+      undo(movedIn, madeDirs, movedAside, replaced, hadSuccess, success, e);
       throw e;
     }
     LOG.info("committed {} safetensors file(s) to {}", byTarget.size(), out);
@@ -165,6 +169,7 @@ final class SinkOutput {
 
   private void undo(
       List<Path> movedIn,
+      List<Path> madeDirs,
       List<String> movedAside,
       Path replaced,
       boolean hadSuccess,
@@ -173,6 +178,13 @@ final class SinkOutput {
     for (Path p : movedIn) {
       try {
         fs.delete(p, false);
+      } catch (IOException | RuntimeException e) {
+        failure.addSuppressed(e);
+      }
+    }
+    for (Path d : madeDirs) {
+      try {
+        fs.delete(d, false);
       } catch (IOException | RuntimeException e) {
         failure.addSuppressed(e);
       }
