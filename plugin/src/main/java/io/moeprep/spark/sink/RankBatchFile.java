@@ -56,7 +56,9 @@ final class RankBatchFile implements AutoCloseable {
     OutputStream open() throws IOException;
   }
 
+  /** Part 0's scalar columns (its arrays are not kept). */
   private final ShardPart first;
+
   private final ShardChecks.Spec spec;
   private HostBuffer sourceToken;
   private HostBuffer sourceSlot;
@@ -83,9 +85,9 @@ final class RankBatchFile implements AutoCloseable {
   static RankBatchFile start(ShardPart first, Output output) throws IOException {
     ShardChecks.Spec spec = ShardChecks.first(first);
     ShardChecks.rows(first, spec);
-    RankBatchFile f = new RankBatchFile(first, spec);
+    RankBatchFile f = new RankBatchFile(first.scalars(), spec);
     try {
-      f.loadFirst();
+      f.loadFirst(first);
       f.writer = new SafetensorsWriter(output.open(), header(first, spec));
       f.add(first);
       return f;
@@ -137,15 +139,16 @@ final class RankBatchFile implements AutoCloseable {
     return nextPart == first.parts();
   }
 
-  private void loadFirst() {
+  /** Allocates the buffers, copies part 0's tensors in and checks their values. */
+  private void loadFirst(ShardPart part0) {
     long n = first.totalRows();
     sourceToken = HostBuffer.allocate(8 * n);
     sourceSlot = HostBuffer.allocate(8 * n);
     probs = spec.hasProbs() ? HostBuffer.allocate(4 * n) : null;
-    rowIdMap = copy(first.rowIdMap());
-    tokensPerExpert = copy(first.tokensPerExpert());
-    expertOffsets = copy(first.expertOffsets());
-    tokenId = copy(first.tokenId());
+    rowIdMap = copy(part0.rowIdMap());
+    tokensPerExpert = copy(part0.tokensPerExpert());
+    expertOffsets = copy(part0.expertOffsets());
+    tokenId = copy(part0.tokenId());
     String w = first.where();
     long slots = first.tokens() * first.topK();
     for (long s = 0; s < slots; s++) {
@@ -247,7 +250,7 @@ final class RankBatchFile implements AutoCloseable {
               + " came: the parts of a (rank, batch) must come consecutively, in part order, within"
               + " one partition (ShardSchema.inWriteOrder arranges them)");
     }
-    if (p != first) {
+    if (p.part() > 0) {
       ShardChecks.later(p, first);
     }
     long n = ShardChecks.rows(p, spec);
@@ -280,7 +283,7 @@ final class RankBatchFile implements AutoCloseable {
     if (p.part() == 0) {
       writer.expectTensor(PERMUTED);
     }
-    writer.write(p.permuted(), 0, p.permuted().length);
+    writer.write(p.permuted().array(), p.permuted().offset(), p.permuted().length());
     rows += n;
     nextPart++;
   }

@@ -119,12 +119,12 @@ final class ShardChecks {
    */
   static long rows(ShardPart p, Spec spec) {
     String w = p.where();
-    long rows = p.permuted().length / spec.rowBytes();
-    if (rows * spec.rowBytes() != p.permuted().length) {
+    long rows = p.permuted().length() / spec.rowBytes();
+    if (rows * spec.rowBytes() != p.permuted().length()) {
       throw new IllegalArgumentException(
           w
               + ": column permuted has "
-              + p.permuted().length
+              + p.permuted().length()
               + " bytes: must be a whole number of rows of hidden x "
               + spec.dtype().bytes()
               + " = "

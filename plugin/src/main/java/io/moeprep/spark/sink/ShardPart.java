@@ -17,7 +17,8 @@ import java.util.Map;
  * @param topK {@code K}, columns of {@code rowIdMap}
  * @param numExperts {@code E}, global experts
  * @param dtype MoePrep's name of the element type ({@code bf16}, ...)
- * @param permuted this part's rows: {@code rows x H} elements
+ * @param permuted this part's rows: {@code rows x H} elements (a range of an array that may be
+ *     Spark's row buffer: valid only while the part is being added)
  * @param sourceToken int64 per row of this part
  * @param sourceSlot int64 per row of this part
  * @param permutedProbs float32 per row of this part, or {@code null}
@@ -38,7 +39,7 @@ record ShardPart(
     int topK,
     int numExperts,
     String dtype,
-    byte[] permuted,
+    ShardPart.Slice permuted,
     byte[] sourceToken,
     byte[] sourceSlot,
     byte[] permutedProbs,
@@ -47,6 +48,97 @@ record ShardPart(
     byte[] expertOffsets,
     byte[] tokenId,
     Map<String, String> metadata) {
+
+  /**
+   * A range of a byte array.
+   *
+   * @param array the array
+   * @param offset the first byte
+   * @param length the number of bytes
+   */
+  record Slice(byte[] array, int offset, int length) {
+    Slice {
+      java.util.Objects.checkFromIndexSize(offset, length, array.length);
+    }
+
+    /** All of {@code array}. */
+    static Slice of(byte[] array) {
+      return new Slice(array, 0, array.length);
+    }
+
+    /** A copy of the bytes. */
+    byte[] toArray() {
+      return java.util.Arrays.copyOfRange(array, offset, offset + length);
+    }
+  }
+
+  /** A part whose {@code permuted} is a whole array. */
+  ShardPart(
+      int epRank,
+      long batch,
+      int part,
+      int parts,
+      long totalRows,
+      long tokens,
+      int hidden,
+      int topK,
+      int numExperts,
+      String dtype,
+      byte[] permuted,
+      byte[] sourceToken,
+      byte[] sourceSlot,
+      byte[] permutedProbs,
+      byte[] rowIdMap,
+      byte[] tokensPerExpert,
+      byte[] expertOffsets,
+      byte[] tokenId,
+      Map<String, String> metadata) {
+    this(
+        epRank,
+        batch,
+        part,
+        parts,
+        totalRows,
+        tokens,
+        hidden,
+        topK,
+        numExperts,
+        dtype,
+        Slice.of(permuted),
+        sourceToken,
+        sourceSlot,
+        permutedProbs,
+        rowIdMap,
+        tokensPerExpert,
+        expertOffsets,
+        tokenId,
+        metadata);
+  }
+
+  /** This part's scalar columns, without its arrays (so that keeping it keeps no data). */
+  ShardPart scalars() {
+    byte[] none = new byte[0];
+    return new ShardPart(
+        epRank,
+        batch,
+        part,
+        parts,
+        totalRows,
+        tokens,
+        hidden,
+        topK,
+        numExperts,
+        dtype,
+        none,
+        none,
+        none,
+        null,
+        null,
+        null,
+        null,
+        null,
+        null);
+  }
 
   /** Where this part is, for messages: {@code rank=R batch=B part=P}. */
   String where() {

@@ -3,9 +3,11 @@ package io.moeprep.spark.sink;
 import java.util.LinkedHashMap;
 import java.util.Map;
 import org.apache.spark.sql.catalyst.InternalRow;
+import org.apache.spark.sql.catalyst.expressions.UnsafeRow;
 import org.apache.spark.sql.catalyst.util.ArrayData;
 import org.apache.spark.sql.catalyst.util.MapData;
 import org.apache.spark.sql.types.StructField;
+import org.apache.spark.unsafe.Platform;
 
 /**
  * Reads shard rows ({@link ShardSchema#SHARDS}) from Spark's internal rows into {@link ShardPart}s,
@@ -22,7 +24,10 @@ final class ShardRows {
     this.ordinals = ordinals.clone();
   }
 
-  /** The values of {@code row}, binary columns copied out of it. */
+  /**
+   * The values of {@code row}: binary columns copied out of it, but for {@code permuted}, which may
+   * point into the row and is valid only until the next row.
+   */
   ShardPart read(InternalRow row) {
     for (int c = 0; c < 4; c++) {
       if (row.isNullAt(ordinals[c])) {
@@ -53,7 +58,7 @@ final class ShardRows {
         row.getInt(ordinals[7]),
         row.getInt(ordinals[8]),
         row.getUTF8String(ordinals[9]).toString(),
-        row.getBinary(ordinals[10]),
+        permuted(row),
         row.getBinary(ordinals[11]),
         row.getBinary(ordinals[12]),
         binary(row, 13),
@@ -62,6 +67,20 @@ final class ShardRows {
         binary(row, 16),
         binary(row, 17),
         map(row, 18));
+  }
+
+  /**
+   * The {@code permuted} column without a copy where the row is an {@link UnsafeRow} on a heap
+   * array (the common case): a part may be up to 2 GiB, which a copy would double.
+   */
+  private ShardPart.Slice permuted(InternalRow row) {
+    int o = ordinals[10];
+    if (row instanceof UnsafeRow u && u.getBaseObject() instanceof byte[] base) {
+      long offsetAndSize = u.getLong(o);
+      long at = u.getBaseOffset() + (offsetAndSize >>> 32) - Platform.BYTE_ARRAY_OFFSET;
+      return new ShardPart.Slice(base, Math.toIntExact(at), (int) offsetAndSize);
+    }
+    return ShardPart.Slice.of(row.getBinary(o));
   }
 
   private static String name(int c) {

@@ -92,7 +92,7 @@ class RankBatchFileTest {
         (int) v.getOrDefault("top_k", p.topK()),
         (int) v.getOrDefault("num_experts", p.numExperts()),
         (String) v.getOrDefault("dtype", p.dtype()),
-        (byte[]) v.getOrDefault("permuted", p.permuted()),
+        v.containsKey("permuted") ? ShardPart.Slice.of((byte[]) v.get("permuted")) : p.permuted(),
         (byte[]) v.getOrDefault("source_token", p.sourceToken()),
         (byte[]) v.getOrDefault("source_slot", p.sourceSlot()),
         (byte[]) v.getOrDefault("permuted_probs", p.permutedProbs()),
@@ -216,8 +216,8 @@ class RankBatchFileTest {
             "rank=0 batch=3 part=1: column part = 1 is invalid: the first part must be part 0"),
         new Case(
             "permuted not whole rows",
-            onPart(0, "permuted", shorter(p0.permuted(), 2)),
-            w + "column permuted has " + (p0.permuted().length - 2) + " bytes: must be a whole"),
+            onPart(0, "permuted", shorter(p0.permuted().toArray(), 2)),
+            w + "column permuted has " + (p0.permuted().length() - 2) + " bytes: must be a whole"),
         new Case(
             "source_token size",
             onPart(0, "source_token", shorter(p0.sourceToken(), 8)),
@@ -278,7 +278,7 @@ class RankBatchFileTest {
             parts -> {
               ShardPart last = parts.get(2);
               Map<String, Object> v = new HashMap<>();
-              v.put("permuted", shorter(last.permuted(), 10));
+              v.put("permuted", shorter(last.permuted().toArray(), 10));
               v.put("source_token", shorter(last.sourceToken(), 8));
               v.put("source_slot", shorter(last.sourceSlot(), 8));
               v.put("permuted_probs", shorter(last.permutedProbs(), 4));
@@ -292,7 +292,8 @@ class RankBatchFileTest {
               Map<String, Object> v = new HashMap<>();
               v.put(
                   "permuted",
-                  java.util.Arrays.copyOf(p1.permuted(), p1.permuted().length + 10 * extra));
+                  java.util.Arrays.copyOf(
+                      p1.permuted().toArray(), p1.permuted().length() + 10 * extra));
               byte[] minusOne = new byte[8 * extra];
               java.util.Arrays.fill(minusOne, (byte) -1);
               v.put("source_token", concat(p1.sourceToken(), minusOne));

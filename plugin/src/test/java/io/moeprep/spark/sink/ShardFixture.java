@@ -199,7 +199,7 @@ final class ShardFixture implements AutoCloseable {
         p.topK(),
         p.numExperts(),
         p.dtype(),
-        p.permuted(),
+        p.permuted().toArray(),
         p.sourceToken(),
         p.sourceSlot(),
         p.permutedProbs(),
