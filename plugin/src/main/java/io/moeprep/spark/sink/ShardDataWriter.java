@@ -12,10 +12,10 @@ import org.apache.spark.sql.connector.write.DataWriter;
 
 /**
  * One task attempt of the sink: writes each (rank, batch) of its partition, whose parts arrive
- * consecutively and in part order, to {@code ATTEMPT/rank=R/batch=B.safetensors} under the
- * attempt's own staging directory, one file at a time, and names the complete files in its commit
- * message. {@link #abort()} deletes the attempt's directory; a (rank, batch) whose parts do not all
- * arrive together fails the task, naming the part expected and the one that came.
+ * consecutively and in part order, to {@code rank=R-batch=B.safetensors} in the attempt's own
+ * staging directory, one file at a time, and names the complete files in its commit message. {@link
+ * #abort()} deletes the attempt's directory; a (rank, batch) whose parts do not all arrive together
+ * fails the task, naming the part expected and the one that came.
  */
 final class ShardDataWriter implements DataWriter<InternalRow> {
   /** Buffer of the file system's output streams, in bytes. */
@@ -63,7 +63,7 @@ final class ShardDataWriter implements DataWriter<InternalRow> {
                 + partition
                 + ": each (rank, batch) must be written once");
       }
-      Path path = new Path(attemptDir, relative);
+      Path path = new Path(attemptDir, SinkOutput.stagedName(p.epRank(), p.batch()));
       current = RankBatchFile.start(p, () -> fs.create(path, false, STREAM_BUFFER));
       currentPath = path;
     }

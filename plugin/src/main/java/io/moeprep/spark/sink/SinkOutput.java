@@ -19,9 +19,9 @@ import org.slf4j.LoggerFactory;
  * {@link FileSystem} (local, {@code hdfs://}, {@code s3a://}, ...). Spark-free.
  *
  * <p>Layout: {@code OUT/rank=R/batch=B.safetensors}, one file per (rank, batch), and {@code
- * OUT/_SUCCESS} (empty), written last by every successful job. Task attempts write under {@code
- * OUT/_temporary/QUERY/attempt-P-T/} (partition {@code P}, Spark task id {@code T}, unique per
- * attempt), which readers ignore (a name starting with {@code _}).
+ * OUT/_SUCCESS} (empty), written last by every successful job. Task attempts write {@code
+ * OUT/_temporary/QUERY/attempt-P-T/rank=R-batch=B.safetensors} (partition {@code P}, Spark task id
+ * {@code T}, unique per attempt), which readers ignore (a name starting with {@code _}).
  *
  * <p>{@link #commit}: checks first, moving nothing when a check fails: that no (rank, batch) was
  * written twice in the job, and, when appending, that no file to be moved in exists already. Then
@@ -65,6 +65,14 @@ final class SinkOutput {
   /** {@code OUT/_temporary/QUERY}: this job's staging directory. */
   Path stagingRoot() {
     return new Path(new Path(out, STAGING), queryId);
+  }
+
+  /**
+   * The name of a (rank, batch)'s file in a task attempt's staging directory, {@code
+   * rank=R-batch=B.safetensors}: flat, so that staging makes one directory per attempt.
+   */
+  static String stagedName(int epRank, long batch) {
+    return "rank=" + epRank + "-batch=" + batch + ".safetensors";
   }
 
   /** The staging directory of one task attempt. */

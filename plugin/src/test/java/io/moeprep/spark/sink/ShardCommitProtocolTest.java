@@ -110,7 +110,7 @@ class ShardCommitProtocolTest {
     lost.close();
     Path staged = out.resolve("_temporary/q-lost/attempt-0-7");
     assertEquals(
-        Set.of("rank=0/batch=0.safetensors", "rank=1/batch=0.safetensors"),
+        Set.of("rank=0-batch=0.safetensors", "rank=1-batch=0.safetensors"),
         SinkFiles.list(staged),
         "the lost attempt's files: g complete, h begun");
 
@@ -139,7 +139,7 @@ class ShardCommitProtocolTest {
     failing.abort();
     failing.close();
     assertEquals(
-        Set.of("attempt-0-1/rank=2/batch=5.safetensors"),
+        Set.of("attempt-0-1/rank=2-batch=5.safetensors"),
         SinkFiles.list(out.resolve("_temporary/q-abort")));
     job.abort(new WriterCommitMessage[] {m, null});
     assertEquals(Set.of(""), tree(out), "an empty output directory");
@@ -167,11 +167,11 @@ class ShardCommitProtocolTest {
       task(factory, 1, 2, ShardFixture.rows(y6.parts(2, rnd)))
     };
     // rank=6's staged file is lost before the job commits: its move fails after rank=5's
-    Files.delete(out.resolve("_temporary/q-second/attempt-1-2/rank=6/batch=0.safetensors"));
+    Files.delete(out.resolve("_temporary/q-second/attempt-1-2/rank=6-batch=0.safetensors"));
     UncheckedIOException e =
         assertThrows(UncheckedIOException.class, () -> second.commit(messages));
     assertTrue(
-        SinkFiles.messages(e).contains("attempt-1-2/rank=6/batch=0.safetensors"),
+        SinkFiles.messages(e).contains("attempt-1-2/rank=6-batch=0.safetensors"),
         SinkFiles.messages(e));
     second.abort(messages);
     assertEquals(earlier, tree(out), "the earlier output, back in place, and nothing else");
