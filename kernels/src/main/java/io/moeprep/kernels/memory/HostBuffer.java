@@ -2,6 +2,7 @@ package io.moeprep.kernels.memory;
 
 import java.io.EOFException;
 import java.io.IOException;
+import java.io.OutputStream;
 import java.lang.reflect.Field;
 import java.nio.Buffer;
 import java.nio.ByteBuffer;
@@ -28,9 +29,9 @@ import sun.misc.Unsafe;
  * returns the cache to the system.
  *
  * <p>Accessors take byte offsets and check bounds; bulk copies between buffers and to or from
- * {@code byte[]} are {@link #copyFrom} and {@link #copyTo}; the backends' kernels use {@link
- * #address()} with {@link #unsafe()} directly. Multi-byte values are little-endian (the platform
- * order, checked at class load).
+ * {@code byte[]} are {@link #copyFrom} and {@link #copyTo}, to an output stream {@link #writeTo};
+ * the backends' kernels use {@link #address()} with {@link #unsafe()} directly. Multi-byte values
+ * are little-endian (the platform order, checked at class load).
  */
 public final class HostBuffer implements AutoCloseable {
   private static final Unsafe UNSAFE = loadUnsafe();
@@ -237,6 +238,24 @@ public final class HostBuffer implements AutoCloseable {
     if (length > 0) {
       UNSAFE.copyMemory(
           null, at(offset, length), dst, Unsafe.ARRAY_BYTE_BASE_OFFSET + dstOffset, length);
+    }
+  }
+
+  /**
+   * Writes {@code length} bytes from {@code offset} to {@code out} (any length, 64-bit), through a
+   * heap staging array of at most 1 MiB; {@code out} is neither flushed nor closed.
+   *
+   * @throws IndexOutOfBoundsException when the range does not fit
+   */
+  public void writeTo(OutputStream out, long offset, long length) throws IOException {
+    long src = length == 0 ? 0 : at(offset, length);
+    byte[] stage = new byte[(int) Math.min(length, 1L << 20)];
+    for (long done = 0; done < length; ) {
+      int n = (int) Math.min(length - done, stage.length);
+      checkOpen();
+      UNSAFE.copyMemory(null, src + done, stage, Unsafe.ARRAY_BYTE_BASE_OFFSET, n);
+      out.write(stage, 0, n);
+      done += n;
     }
   }
 
