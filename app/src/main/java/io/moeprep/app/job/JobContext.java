@@ -22,11 +22,6 @@ final class JobContext {
     return spark.sparkContext().hadoopConfiguration();
   }
 
-  /** Fails with the option to fix when {@code path} does not exist. */
-  void requireExists(String path, String option) throws java.io.IOException {
-    requireExists(hadoop(), path, option);
-  }
-
   /**
    * Fails with the option to fix when {@code path} does not exist on its file system (of {@code
    * hadoop}'s configuration).
