@@ -43,6 +43,7 @@ class LayeringTest {
       List.of(
           "io.moeprep.spark.conf",
           "io.moeprep.spark.spec",
+          "io.moeprep.spark.sink",
           "io.moeprep.spark.exec",
           "io.moeprep.spark.rapids",
           "io.moeprep.spark.api",
