@@ -38,7 +38,7 @@ public final class CpuBenchmark {
     long seed = args.length > 1 ? Long.parseLong(args[1]) : System.nanoTime();
     System.out.printf(
         "CPU benchmark: %d threads, %d iterations (median), seed %d%n",
-        CpuPool.threads(), iters, seed);
+        CpuPool.common().threads(), iters, seed);
     System.out.printf(
         "%-28s %-10s %9s %9s %12s %12s %10s %10s%n",
         "case", "op", "ms", "GB/s", "copy GB/s", "ceil GB/s", "vs copy", "vs ceil");
@@ -116,13 +116,14 @@ public final class CpuBenchmark {
     long s = src.address();
     long t = dst.address();
     long per = bytes / rows;
-    CpuPool.forRange(
-        rows,
-        16,
-        (from, to) -> {
-          long end = to == rows ? bytes : to * per;
-          u.copyMemory(s + from * per, t + from * per, end - from * per);
-        });
+    CpuPool.common()
+        .forRange(
+            rows,
+            16,
+            (from, to) -> {
+              long end = to == rows ? bytes : to * per;
+              u.copyMemory(s + from * per, t + from * per, end - from * per);
+            });
   }
 
   private static double median(int iters, Runnable op) {
@@ -145,15 +146,16 @@ public final class CpuBenchmark {
     var u = HostBuffer.unsafe();
     long base = b.address();
     long words = b.size() / 8;
-    CpuPool.forRange(
-        words,
-        1 << 16,
-        (from, to) -> {
-          SplittableRandom r = new SplittableRandom(seed + from);
-          for (long i = from; i < to; i++) {
-            // finite BF16 values in [-2, 2)
-            u.putLong(base + 8 * i, r.nextLong() & 0xBFFFBFFFBFFFBFFFL);
-          }
-        });
+    CpuPool.common()
+        .forRange(
+            words,
+            1 << 16,
+            (from, to) -> {
+              SplittableRandom r = new SplittableRandom(seed + from);
+              for (long i = from; i < to; i++) {
+                // finite BF16 values in [-2, 2)
+                u.putLong(base + 8 * i, r.nextLong() & 0xBFFFBFFFBFFFBFFFL);
+              }
+            });
   }
 }

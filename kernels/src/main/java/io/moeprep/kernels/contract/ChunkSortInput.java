@@ -28,7 +28,7 @@ public record ChunkSortInput(
 
   /** Bytes of one row. */
   public long rowBytes() {
-    return (long) hidden * dtype.bytes();
+    return dtype.rowBytes(hidden);
   }
 
   /** First source row of each chunk, {@code chunks + 1} entries. */

@@ -25,7 +25,7 @@ public record PermuteInput(
 
   /** Bytes of one token row. */
   public long rowBytes() {
-    return (long) hidden * dtype.bytes();
+    return dtype.rowBytes(hidden);
   }
 
   /** {@code N * K}, the slot count. */

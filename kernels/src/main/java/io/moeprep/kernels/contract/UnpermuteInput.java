@@ -27,6 +27,6 @@ public record UnpermuteInput(
 
   /** Bytes of one row. */
   public long rowBytes() {
-    return (long) hidden * dtype.bytes();
+    return dtype.rowBytes(hidden);
   }
 }
