@@ -92,11 +92,11 @@ __device__ void zero_padding_rows(const long long* __restrict__ src_token, void*
 
 using namespace moeprep;
 
-#define MOEPREP_PERMUTE(V, UNROLL, MINB, SUFFIX)                                                  \
-  extern "C" __global__ void __launch_bounds__(kBlockThreads, MINB)                              \
-      moeprep_permute_rows_v##V##SUFFIX(const void* tokens, const int32_t* row_id_map,          \
-                                        void* out, int64_t n, int32_t k, int64_t units,          \
-                                        int32_t lanes) {                                         \
+// One instantiation per unit size V; kUnroll units per thread in flight (8 for 16-byte units).
+#define MOEPREP_PERMUTE(V, UNROLL)                                                               \
+  extern "C" __global__ void __launch_bounds__(kBlockThreads, 1)                                 \
+      moeprep_permute_rows_v##V(const void* tokens, const int32_t* row_id_map, void* out,        \
+                                int64_t n, int32_t k, int64_t units, int32_t lanes) {            \
     permute_rows<V, UNROLL>(tokens, row_id_map, out, n, k, units, lanes);                        \
   }
 #define MOEPREP_ZERO(V)                                                                          \
@@ -105,14 +105,11 @@ using namespace moeprep;
                                      int64_t units, int32_t lanes) {                             \
     zero_padding_rows<V>(src_token, out, num_out, units, lanes);                                 \
   }
-MOEPREP_PERMUTE(16, 8, 1, )
-MOEPREP_PERMUTE(8, 4, 1, )
-MOEPREP_PERMUTE(4, 4, 1, )
-MOEPREP_PERMUTE(2, 4, 1, )
-MOEPREP_PERMUTE(1, 4, 1, )
-// tuning variants, chosen with -Dmoeprep.cuda.permuteVariant (benchmarks)
-MOEPREP_PERMUTE(16, 4, 1, _u4)
-MOEPREP_PERMUTE(16, 8, 4, _u8m4)
+MOEPREP_PERMUTE(16, 8)
+MOEPREP_PERMUTE(8, 4)
+MOEPREP_PERMUTE(4, 4)
+MOEPREP_PERMUTE(2, 4)
+MOEPREP_PERMUTE(1, 4)
 MOEPREP_ZERO(16)
 MOEPREP_ZERO(8)
 MOEPREP_ZERO(4)

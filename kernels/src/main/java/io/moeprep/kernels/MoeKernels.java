@@ -8,6 +8,8 @@ import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.UnpermuteInput;
+import io.moeprep.kernels.cpu.CpuBackend;
+import io.moeprep.kernels.cpu.CpuPool;
 import io.moeprep.kernels.memory.HostBuffer;
 
 /**
@@ -22,19 +24,25 @@ import io.moeprep.kernels.memory.HostBuffer;
  */
 public final class MoeKernels {
   private final KernelBackend backend;
+  private final CpuPool checks;
 
-  private MoeKernels(KernelBackend backend) {
+  private MoeKernels(KernelBackend backend, CpuPool checks) {
     this.backend = backend;
+    this.checks = checks;
   }
 
   /** Kernels on the backend {@code choice} selects (see {@link Backends#select}). */
   public static MoeKernels create(BackendChoice choice) {
-    return new MoeKernels(Backends.select(choice));
+    return on(Backends.select(choice));
   }
 
-  /** Kernels on a given backend. */
+  /**
+   * Kernels on a given backend; the checks of the inputs run on the backend's pool when it is the
+   * CPU backend, else on {@link CpuPool#common()}.
+   */
   public static MoeKernels on(KernelBackend backend) {
-    return new MoeKernels(backend);
+    return new MoeKernels(
+        backend, backend instanceof CpuBackend cpu ? cpu.pool() : CpuPool.common());
   }
 
   /** The backend that runs the operations. */
@@ -44,13 +52,13 @@ public final class MoeKernels {
 
   /** Permutes a batch (contract, Permute). The caller closes the result. */
   public PermuteResult permute(PermuteInput in, PermuteOptions options) {
-    ContractChecks.checkPermute(in, options);
+    ContractChecks.checkPermute(in, options, checks);
     return backend.permute(in, options);
   }
 
   /** Combines expert outputs into {@code numTokens x hidden} rows. The caller closes them. */
   public HostBuffer unpermute(UnpermuteInput in) {
-    ContractChecks.checkUnpermute(in);
+    ContractChecks.checkUnpermute(in, checks);
     return backend.unpermute(in);
   }
 

@@ -83,62 +83,64 @@ class SeedCasesTest {
     try (HostBuffer tokens = HostBuffer.allocate(n * rowBytes);
         HostBuffer ids = HostBuffer.allocate(n * 4)) {
       // finite, non-zero BF16 values unique per (token, element), so a round trip is exact
-      long base = tokens.address();
-      var u = HostBuffer.unsafe();
-      CpuPool.forRange(
-          n,
-          256,
-          (from, to) -> {
-            for (long t = from; t < to; t++) {
-              u.putInt(ids.address() + 4 * t, (int) (t % 4));
-              for (int i = 0; i < h; i += 4) {
-                long x = mix(t * h + i);
-                long v = 0;
-                for (int j = 0; j < 4; j++) {
-                  long bits =
-                      0x3F80 | ((x >>> (16 * j)) & 0x7F) | (((x >>> (16 * j + 7)) & 1) << 15);
-                  v |= bits << (16 * j);
+      CpuPool.common()
+          .forRange(
+              n,
+              256,
+              (from, to) -> {
+                for (long t = from; t < to; t++) {
+                  ids.putInt(4 * t, (int) (t % 4));
+                  for (int i = 0; i < h; i += 4) {
+                    long x = mix(t * h + i);
+                    long v = 0;
+                    for (int j = 0; j < 4; j++) {
+                      long bits =
+                          0x3F80 | ((x >>> (16 * j)) & 0x7F) | (((x >>> (16 * j + 7)) & 1) << 15);
+                      v |= bits << (16 * j);
+                    }
+                    tokens.putLong(t * rowBytes + 2L * i, v);
+                  }
                 }
-                u.putLong(base + t * rowBytes + 2L * i, v);
-              }
-            }
-          });
+              });
       PermuteInput in = new PermuteInput(tokens, n, h, DType.BF16, ids, 1, null);
       try (PermuteResult r = CPU.permute(in, PermuteOptions.of(4))) {
         assertEquals(n, r.numOut());
         long perExpert0 = (n + 3) / 4;
         AtomicLong firstBad = new AtomicLong(-1);
-        CpuPool.forRange(
-            n,
-            1024,
-            (from, to) -> {
-              for (long i = from; i < to; i++) {
-                // expert e holds tokens e, e+4, ... ascending
-                long e = i < perExpert0 ? 0 : 1 + (i - perExpert0) / (n / 4);
-                long startE = e == 0 ? 0 : perExpert0 + (e - 1) * (n / 4);
-                long t = e + 4 * (i - startE);
-                if (r.sourceToken().getLong(8 * i) != t
-                    || r.rowIdMap().getInt(4 * t) != (int) i
-                    || !r.permuted().contentEquals(i * rowBytes, tokens, t * rowBytes, rowBytes)) {
-                  firstBad.compareAndSet(-1, i);
-                }
-              }
-            });
+        CpuPool.common()
+            .forRange(
+                n,
+                1024,
+                (from, to) -> {
+                  for (long i = from; i < to; i++) {
+                    // expert e holds tokens e, e+4, ... ascending
+                    long e = i < perExpert0 ? 0 : 1 + (i - perExpert0) / (n / 4);
+                    long startE = e == 0 ? 0 : perExpert0 + (e - 1) * (n / 4);
+                    long t = e + 4 * (i - startE);
+                    if (r.sourceToken().getLong(8 * i) != t
+                        || r.rowIdMap().getInt(4 * t) != (int) i
+                        || !r.permuted()
+                            .contentEquals(i * rowBytes, tokens, t * rowBytes, rowBytes)) {
+                      firstBad.compareAndSet(-1, i);
+                    }
+                  }
+                });
         assertEquals(-1, firstBad.get(), "first wrong output row");
         if (n > 1L << 18) {
           UnpermuteInput back =
               new UnpermuteInput(r.permuted(), n, r.rowIdMap(), n, 1, h, DType.BF16, null);
           try (HostBuffer out = CPU.unpermute(back)) {
             AtomicLong bad = new AtomicLong(-1);
-            CpuPool.forRange(
-                n,
-                1024,
-                (from, to) -> {
-                  if (!out.contentEquals(
-                      from * rowBytes, tokens, from * rowBytes, (to - from) * rowBytes)) {
-                    bad.compareAndSet(-1, from);
-                  }
-                });
+            CpuPool.common()
+                .forRange(
+                    n,
+                    1024,
+                    (from, to) -> {
+                      if (!out.contentEquals(
+                          from * rowBytes, tokens, from * rowBytes, (to - from) * rowBytes)) {
+                        bad.compareAndSet(-1, from);
+                      }
+                    });
             assertEquals(-1, bad.get(), "unpermute(permute(x)) != x from token");
           }
         }

@@ -38,7 +38,7 @@ public final class CpuBenchmark {
     long seed = args.length > 1 ? Long.parseLong(args[1]) : System.nanoTime();
     System.out.printf(
         "CPU benchmark: %d threads, %d iterations (median), seed %d%n",
-        CpuPool.threads(), iters, seed);
+        CpuPool.common().threads(), iters, seed);
     System.out.printf(
         "%-28s %-10s %9s %9s %12s %12s %10s %10s%n",
         "case", "op", "ms", "GB/s", "copy GB/s", "ceil GB/s", "vs copy", "vs ceil");
@@ -113,13 +113,14 @@ public final class CpuBenchmark {
 
   private static void parallelCopy(HostBuffer src, HostBuffer dst, long bytes, long rows) {
     long per = bytes / rows;
-    CpuPool.forRange(
-        rows,
-        16,
-        (from, to) -> {
-          long end = to == rows ? bytes : to * per;
-          dst.copyFrom(from * per, src, from * per, end - from * per);
-        });
+    CpuPool.common()
+        .forRange(
+            rows,
+            16,
+            (from, to) -> {
+              long end = to == rows ? bytes : to * per;
+              dst.copyFrom(from * per, src, from * per, end - from * per);
+            });
   }
 
   private static double median(int iters, Runnable op) {
@@ -140,15 +141,16 @@ public final class CpuBenchmark {
 
   private static void fillBf16(HostBuffer b, long seed) {
     long words = b.size() / 8;
-    CpuPool.forRange(
-        words,
-        1 << 16,
-        (from, to) -> {
-          SplittableRandom r = new SplittableRandom(seed + from);
-          for (long i = from; i < to; i++) {
-            // finite BF16 values in [-2, 2)
-            b.putLong(8 * i, r.nextLong() & 0xBFFFBFFFBFFFBFFFL);
-          }
-        });
+    CpuPool.common()
+        .forRange(
+            words,
+            1 << 16,
+            (from, to) -> {
+              SplittableRandom r = new SplittableRandom(seed + from);
+              for (long i = from; i < to; i++) {
+                // finite BF16 values in [-2, 2)
+                b.putLong(8 * i, r.nextLong() & 0xBFFFBFFFBFFFBFFFL);
+              }
+            });
   }
 }

@@ -295,26 +295,6 @@ public final class CudaBenchmark {
                     s);
         double permMs = timer.median(iters, permute);
         double unpermMs = timer.median(iters, unpermute);
-        // kernel variants (unroll), for tuning; the rows above use the defaults
-        List<String> variants = new ArrayList<>();
-        for (String[] v :
-            new String[][] {
-              {"moeprep.cuda.permuteVariant", "_u4", "permute u4"},
-              {"moeprep.cuda.permuteVariant", "_u8m4", "permute u8m4"},
-              {"moeprep.cuda.unpermuteVariant", "", "unperm b2u4"},
-              {"moeprep.cuda.unpermuteVariant", "_sparse", "unperm s2u4"},
-              {"moeprep.cuda.unpermuteVariant", "_s4u2", "unperm s4u2"},
-              {"moeprep.cuda.unpermuteVariant", "_s4u4", "unperm s4u4"},
-              {"moeprep.cuda.unpermuteVariant", "_b1u4", "unperm b1u4"}
-            }) {
-          System.setProperty(v[0], v[1]);
-          try {
-            double ms = timer.median(iters, v[2].startsWith("permute") ? permute : unpermute);
-            variants.add(v[2] + "=" + String.format(Locale.ROOT, "%.4f", ms));
-          } finally {
-            System.clearProperty(v[0]);
-          }
-        }
         long permCopy = permBytes / 2;
         long unpermCopy = unpermBytes / 2;
         DeviceBuffer src = dPermuted.size() >= copyBytes ? dPermuted : dOut;
@@ -334,8 +314,7 @@ public final class CudaBenchmark {
             String.format(
                 Locale.ROOT,
                 "| %-36s | map/permute = %.1f%% (async %.1f%%, queued %.1f%%, unfused %.1f%%; numOut"
-                    + " %d, tokens read %d; host: map call %.1f us, layout wait %.1f us) variants"
-                    + " ms: %s",
+                    + " %d, tokens read %d; host: map call %.1f us, layout wait %.1f us)",
                 c.label(),
                 100 * mapMs / permMs,
                 100 * asyncMs / permMs,
@@ -344,8 +323,7 @@ public final class CudaBenchmark {
                 keptRows,
                 readRows,
                 hostLaunchUs[iters / 2],
-                hostWaitUs[iters / 2],
-                String.join(", ", variants)));
+                hostWaitUs[iters / 2]));
       }
     }
     return out;

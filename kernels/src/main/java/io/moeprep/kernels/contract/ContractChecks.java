@@ -1,5 +1,6 @@
 package io.moeprep.kernels.contract;
 
+import io.moeprep.kernels.DType;
 import io.moeprep.kernels.cpu.CpuPool;
 import io.moeprep.kernels.memory.HostBuffer;
 import java.util.concurrent.atomic.AtomicLong;
@@ -12,8 +13,11 @@ import java.util.concurrent.atomic.AtomicLong;
 public final class ContractChecks {
   private ContractChecks() {}
 
-  /** Checks shapes, buffer sizes and every routing entry of a permute. */
-  public static void checkPermute(PermuteInput in, PermuteOptions options) {
+  /**
+   * Checks shapes, buffer sizes and every routing entry of a permute; the entries are scanned on
+   * {@code pool}.
+   */
+  public static void checkPermute(PermuteInput in, PermuteOptions options, CpuPool pool) {
     nonNegative("numTokens", in.numTokens());
     atLeastOne("hidden", in.hidden());
     atLeastOne("topK", in.topK());
@@ -26,11 +30,14 @@ public final class ContractChecks {
     if (in.probs() != null) {
       holds("probs", in.probs(), Math.multiplyExact(slots, 4L));
     }
-    checkIds("routing", in.routing(), in.numTokens(), in.topK(), options.numExperts());
+    checkIds("routing", in.routing(), in.numTokens(), in.topK(), options.numExperts(), pool);
   }
 
-  /** Checks shapes, buffer sizes, dtype and every row id of an unpermute. */
-  public static void checkUnpermute(UnpermuteInput in) {
+  /**
+   * Checks shapes, buffer sizes, dtype and every row id of an unpermute; the row ids are scanned on
+   * {@code pool}.
+   */
+  public static void checkUnpermute(UnpermuteInput in, CpuPool pool) {
     nonNegative("numTokens", in.numTokens());
     nonNegative("numOut", in.numOut());
     atLeastOne("hidden", in.hidden());
@@ -39,54 +46,70 @@ public final class ContractChecks {
       throw new IllegalArgumentException(
           "numOut = " + in.numOut() + " is invalid: must be < 2^31 (row ids are int32)");
     }
-    if (in.dtype().isFp8()) {
-      throw new IllegalArgumentException(
-          "dtype = "
-              + in.dtype()
-              + " cannot be combined: FP8 expert outputs need a scale, which unpermute does not"
-              + " take; dequantize them to bf16 or f32 first");
-    }
+    requireCombinable(in.dtype());
     long slots = Math.multiplyExact(in.numTokens(), (long) in.topK());
     holds("expertOut", in.expertOut(), Math.multiplyExact(in.numOut(), in.rowBytes()));
     holds("rowIdMap", in.rowIdMap(), Math.multiplyExact(slots, 4L));
     if (in.probs() != null) {
       holds("probs", in.probs(), Math.multiplyExact(slots, 4L));
     }
-    checkIds("rowIdMap", in.rowIdMap(), in.numTokens(), in.topK(), in.numOut());
+    checkIds("rowIdMap", in.rowIdMap(), in.numTokens(), in.topK(), in.numOut(), pool);
   }
 
-  /** Checks that {@code sortedIndex} is a permutation and the split sizes add up. */
+  /** Checks that {@code sortedIndex} is a permutation, the split sizes add up, and the buffers. */
   public static void checkChunkSort(ChunkSortInput in) {
     nonNegative("numRows", in.numRows());
     atLeastOne("hidden", in.hidden());
-    long[] sizes = in.splitSizes();
-    int[] order = in.sortedIndex();
-    if (sizes.length != order.length) {
+    checkChunks(in.splitSizes(), in.sortedIndex(), in.numRows());
+    holds("rows", in.rows(), Math.multiplyExact(in.numRows(), in.rowBytes()));
+    if (in.probs() != null) {
+      holds("probs", in.probs(), Math.multiplyExact(in.numRows(), 4L));
+    }
+  }
+
+  /**
+   * Checks the chunks of a chunk sort: one order entry per chunk, every size {@code >= 0}, the
+   * sizes adding up to {@code numRows}, and {@code sortedIndex} a permutation of the chunks.
+   */
+  public static void checkChunks(long[] splitSizes, int[] sortedIndex, long numRows) {
+    if (splitSizes == null || sortedIndex == null) {
+      throw new IllegalArgumentException("splitSizes and sortedIndex must not be null");
+    }
+    if (splitSizes.length != sortedIndex.length) {
       throw new IllegalArgumentException(
           "sortedIndex has "
-              + order.length
+              + sortedIndex.length
               + " entries but splitSizes has "
-              + sizes.length
+              + splitSizes.length
               + ": they must be equal");
     }
     long sum = 0;
-    for (int i = 0; i < sizes.length; i++) {
-      if (sizes[i] < 0) {
+    for (int i = 0; i < splitSizes.length; i++) {
+      if (splitSizes[i] < 0) {
         throw new IllegalArgumentException(
-            "splitSizes[" + i + "] = " + sizes[i] + " is invalid: must be >= 0");
+            "splitSizes[" + i + "] = " + splitSizes[i] + " is invalid: must be >= 0");
       }
-      sum = Math.addExact(sum, sizes[i]);
+      sum = Math.addExact(sum, splitSizes[i]);
     }
-    if (sum != in.numRows()) {
+    if (sum != numRows) {
       throw new IllegalArgumentException(
-          "sum(splitSizes) = " + sum + " must equal the row count " + in.numRows());
+          "sum(splitSizes) = " + sum + " must equal the row count " + numRows);
     }
+    checkPermutation("sortedIndex", sortedIndex);
+  }
+
+  /**
+   * Checks that {@code order} is a permutation of {@code [0, order.length)}: the error names the
+   * first entry out of range or seen twice.
+   */
+  public static void checkPermutation(String name, int[] order) {
     boolean[] seen = new boolean[order.length];
     for (int i = 0; i < order.length; i++) {
       int c = order[i];
       if (c < 0 || c >= order.length) {
         throw new IllegalArgumentException(
-            "sortedIndex["
+            name
+                + "["
                 + i
                 + "] = "
                 + c
@@ -96,31 +119,37 @@ public final class ContractChecks {
       }
       if (seen[c]) {
         throw new IllegalArgumentException(
-            "sortedIndex[" + i + "] = " + c + " appears twice: it must be a permutation");
+            name + "[" + i + "] = " + c + " appears twice: it must be a permutation");
       }
       seen[c] = true;
     }
-    holds("rows", in.rows(), Math.multiplyExact(in.numRows(), in.rowBytes()));
-    if (in.probs() != null) {
-      holds("probs", in.probs(), Math.multiplyExact(in.numRows(), 4L));
+  }
+
+  /** Fails for the FP8 types, which combine would need a scale for. */
+  public static void requireCombinable(DType dtype) {
+    if (dtype.isFp8()) {
+      throw new IllegalArgumentException(
+          "dtype = "
+              + dtype
+              + " cannot be combined: FP8 expert outputs need a scale, which unpermute does not"
+              + " take; dequantize them to bf16 or f32 first");
     }
   }
 
   /**
-   * Checks that every int32 entry of an {@code n x k} map is {@code -1} or in {@code [0, bound)};
-   * the error names the first offending entry in token-major order.
+   * Checks that every int32 entry of an {@code n x k} map is {@code -1} or in {@code [0, bound)},
+   * scanning on {@code pool}; the error names the first offending entry in token-major order.
    */
-  static void checkIds(String name, HostBuffer ids, long n, int k, long bound) {
+  public static void checkIds(
+      String name, HostBuffer ids, long n, int k, long bound, CpuPool pool) {
     long slots = n * k;
     AtomicLong firstBad = new AtomicLong(Long.MAX_VALUE);
-    long base = slots == 0 ? 0 : ids.address();
-    var u = HostBuffer.unsafe();
-    CpuPool.forRange(
+    pool.forRange(
         slots,
         1 << 13,
         (from, to) -> {
           for (long i = from; i < to; i++) {
-            int v = u.getInt(base + 4 * i);
+            int v = ids.getInt(4 * i);
             if (v < -1 || v >= bound) {
               firstBad.accumulateAndGet(i, Math::min);
               return;
@@ -129,12 +158,16 @@ public final class ContractChecks {
         });
     long i = firstBad.get();
     if (i != Long.MAX_VALUE) {
-      throw idOutOfRange(name, i, k, u.getInt(base + 4 * i), bound);
+      throw idOutOfRange(name, i, k, ids.getInt(4 * i), bound);
     }
   }
 
-  /** {@code name[t=..][k=..] = v is out of range [0, bound) or -1} for flat slot {@code i}. */
-  static IllegalArgumentException idOutOfRange(String name, long i, int k, long v, long bound) {
+  /**
+   * The error of a bad map entry: {@code name[t=..][k=..] = v is out of range [0, bound) or -1} for
+   * flat slot {@code i} of a map with {@code k} slots per token.
+   */
+  public static IllegalArgumentException idOutOfRange(
+      String name, long i, int k, long v, long bound) {
     return new IllegalArgumentException(
         name
             + "[t="
@@ -148,13 +181,15 @@ public final class ContractChecks {
             + ") or -1");
   }
 
-  static void nonNegative(String name, long v) {
+  /** Fails unless {@code v >= 0}: {@code name = v is invalid: must be >= 0}. */
+  public static void nonNegative(String name, long v) {
     if (v < 0) {
       throw new IllegalArgumentException(name + " = " + v + " is invalid: must be >= 0");
     }
   }
 
-  static void atLeastOne(String name, long v) {
+  /** Fails unless {@code v >= 1}: {@code name = v is invalid: must be >= 1}. */
+  public static void atLeastOne(String name, long v) {
     if (v < 1) {
       throw new IllegalArgumentException(name + " = " + v + " is invalid: must be >= 1");
     }

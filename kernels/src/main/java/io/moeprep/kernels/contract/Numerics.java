@@ -1,7 +1,7 @@
 package io.moeprep.kernels.contract;
 
 import io.moeprep.kernels.DType;
-import sun.misc.Unsafe;
+import io.moeprep.kernels.memory.HostBuffer;
 
 /**
  * The element conversions of the contract, bit for bit: widening BF16 and F16 to float32, and
@@ -114,23 +114,25 @@ public final class Numerics {
   }
 
   /**
-   * Widens {@code h} elements of dtype {@code d} at native address {@code src} into {@code dst}.
+   * Widens the {@code h} elements of dtype {@code d} at byte {@code offset} of {@code src} into
+   * {@code dst}.
    *
    * @throws IllegalArgumentException for FP8, which is never converted
    */
-  public static void decodeRow(DType d, Unsafe u, long src, float[] dst, int h, RowScratch s) {
+  public static void decodeRow(
+      DType d, HostBuffer src, long offset, float[] dst, int h, RowScratch s) {
     switch (d) {
-      case F32 -> u.copyMemory(null, src, dst, Unsafe.ARRAY_FLOAT_BASE_OFFSET, 4L * h);
+      case F32 -> src.getFloats(offset, dst, h);
       case BF16 -> {
         short[] raw = s.halves;
-        u.copyMemory(null, src, raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, 2L * h);
+        src.getShorts(offset, raw, h);
         for (int i = 0; i < h; i++) {
           dst[i] = Float.intBitsToFloat(raw[i] << 16);
         }
       }
       case F16 -> {
         short[] raw = s.halves;
-        u.copyMemory(null, src, raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, 2L * h);
+        src.getShorts(offset, raw, h);
         for (int i = 0; i < h; i++) {
           dst[i] = F16_TO_FLOAT[raw[i] & 0xFFFF];
         }
@@ -139,29 +141,33 @@ public final class Numerics {
     }
   }
 
-  /** Rounds {@code h} floats of {@code src} to dtype {@code d} at native address {@code dst}. */
-  public static void encodeRow(DType d, Unsafe u, float[] src, long dst, int h, RowScratch s) {
+  /**
+   * Rounds {@code h} floats of {@code src} to dtype {@code d} at byte {@code offset} of {@code
+   * dst}.
+   */
+  public static void encodeRow(
+      DType d, float[] src, HostBuffer dst, long offset, int h, RowScratch s) {
     switch (d) {
       case F32 -> {
         int[] w = s.words;
         for (int i = 0; i < h; i++) {
           w[i] = f32Bits(src[i]);
         }
-        u.copyMemory(w, Unsafe.ARRAY_INT_BASE_OFFSET, null, dst, 4L * h);
+        dst.putInts(offset, w, h);
       }
       case BF16 -> {
         short[] raw = s.halves;
         for (int i = 0; i < h; i++) {
           raw[i] = floatToBf16(src[i]);
         }
-        u.copyMemory(raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, null, dst, 2L * h);
+        dst.putShorts(offset, raw, h);
       }
       case F16 -> {
         short[] raw = s.halves;
         for (int i = 0; i < h; i++) {
           raw[i] = floatToF16(src[i]);
         }
-        u.copyMemory(raw, Unsafe.ARRAY_SHORT_BASE_OFFSET, null, dst, 2L * h);
+        dst.putShorts(offset, raw, h);
       }
       default -> throw new IllegalArgumentException("dtype " + d + " cannot be converted");
     }

@@ -1,6 +1,7 @@
 package io.moeprep.kernels.contract;
 
 import io.moeprep.kernels.cpu.CpuPool;
+import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.kernels.memory.HostBuffer;
 
 /**
@@ -34,25 +35,26 @@ public final class RoutingMaps {
     ContractChecks.atLeastOne("topK", k);
     long slots = Math.multiplyExact(n, (long) k);
     ContractChecks.holds("routing", ids64, Math.multiplyExact(slots, 8L));
-    var u = HostBuffer.unsafe();
     for (long i = 0; i < slots; i++) {
       long v = ids64.getLong(8 * i);
       if (v < -1 || v >= numExperts) {
         throw ContractChecks.idOutOfRange("routing", i, k, v, numExperts);
       }
     }
-    HostBuffer out = HostBuffer.allocate(slots * 4);
-    long src = slots == 0 ? 0 : ids64.address();
-    long dst = slots == 0 ? 0 : out.address();
-    CpuPool.forRange(
-        slots,
-        1 << 16,
-        (from, to) -> {
-          for (long i = from; i < to; i++) {
-            u.putInt(dst + 4 * i, (int) u.getLong(src + 8 * i));
-          }
+    return Closeables.closeOnExcept(
+        HostBuffer.allocate(slots * 4),
+        out -> {
+          CpuPool.common()
+              .forRange(
+                  slots,
+                  1 << 16,
+                  (from, to) -> {
+                    for (long i = from; i < to; i++) {
+                      out.putInt(4 * i, (int) ids64.getLong(8 * i));
+                    }
+                  });
+          return out;
         });
-    return out;
   }
 
   /**
@@ -83,21 +85,28 @@ public final class RoutingMaps {
     }
     long slots = Math.multiplyExact(n, (long) k);
     HostBuffer routing = HostBuffer.allocate(slots * 4);
-    HostBuffer probs = denseProbs == null ? null : HostBuffer.allocateZeroed(slots * 4);
-    routing.fill(0, slots * 4, (byte) 0xFF);
-    for (long t = 0; t < n; t++) {
-      int j = 0;
-      for (int e = 0; e < numExperts; e++) {
-        long cell = t * numExperts + e;
-        if (mask.getByte(cell) != 0) {
-          routing.putInt(4 * (t * k + j), e);
-          if (probs != null) {
-            probs.putFloat(4 * (t * k + j), denseProbs.getFloat(4 * cell));
+    HostBuffer probs =
+        Closeables.closeOnExcept(
+            () -> denseProbs == null ? null : HostBuffer.allocateZeroed(slots * 4), routing);
+    int topK = k;
+    return Closeables.closeOnExcept(
+        new IndexMap(routing, probs, n, k),
+        map -> {
+          routing.fill(0, slots * 4, (byte) 0xFF);
+          for (long t = 0; t < n; t++) {
+            int j = 0;
+            for (int e = 0; e < numExperts; e++) {
+              long cell = t * numExperts + e;
+              if (mask.getByte(cell) != 0) {
+                routing.putInt(4 * (t * topK + j), e);
+                if (probs != null) {
+                  probs.putFloat(4 * (t * topK + j), denseProbs.getFloat(4 * cell));
+                }
+                j++;
+              }
+            }
           }
-          j++;
-        }
-      }
-    }
-    return new IndexMap(routing, probs, n, k);
+          return map;
+        });
   }
 }

@@ -1,5 +1,6 @@
 package io.moeprep.kernels.cpu;
 
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.contract.ChunkSortInput;
 import io.moeprep.kernels.contract.ChunkSortResult;
 import io.moeprep.kernels.contract.KernelBackend;
@@ -9,21 +10,20 @@ import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.contract.UnpermuteInput;
+import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.kernels.memory.HostBuffer;
 import java.util.Arrays;
-import sun.misc.Unsafe;
 
 /**
- * The contract in plain Java on every core. Permute builds its row map with a parallel stable
- * counting sort by expert (no comparison sort), then copies each output row from its source token
- * (one read per kept slot, rows split across threads). Unpermute gathers and accumulates in float32
- * per token. All offsets are 64-bit.
+ * The contract in plain Java on the threads of a {@link CpuPool}. Permute builds its row map with a
+ * parallel stable counting sort by expert (no comparison sort), then copies each output row from
+ * its source token (one read per kept slot, rows split across threads). Unpermute gathers and
+ * accumulates in float32 per token. All offsets are 64-bit. Stateless apart from its pool: one
+ * instance serves any number of concurrent callers.
  */
 public final class CpuBackend implements KernelBackend {
-  /** The one instance; stateless. */
-  public static final CpuBackend INSTANCE = new CpuBackend();
-
-  private static final Unsafe U = HostBuffer.unsafe();
+  /** The backend of {@link KernelTuning#DEFAULT}: one worker per core. */
+  public static final CpuBackend INSTANCE = new CpuBackend(CpuPool.common());
 
   /** Tokens per chunk of the counting sort, at least. */
   private static final long SORT_GRAIN = 1024;
@@ -31,7 +31,21 @@ public final class CpuBackend implements KernelBackend {
   /** Output rows per copy task, at least. */
   private static final long COPY_GRAIN = 64;
 
-  private CpuBackend() {}
+  private final CpuPool pool;
+
+  private CpuBackend(CpuPool pool) {
+    this.pool = pool;
+  }
+
+  /** The backend on {@code tuning.cpuThreads()} workers ({@link CpuPool#of}). */
+  public static CpuBackend with(KernelTuning tuning) {
+    return new CpuBackend(CpuPool.of(tuning.cpuThreads()));
+  }
+
+  /** The workers this backend runs on. */
+  public CpuPool pool() {
+    return pool;
+  }
 
   @Override
   public String name() {
@@ -44,18 +58,18 @@ public final class CpuBackend implements KernelBackend {
     int k = in.topK();
     int numExperts = options.numExperts();
     boolean[] local = options.localExperts();
-    long routing = addressOf(in.routing());
+    HostBuffer routing = in.routing();
 
     // Pass 1: valid local slots per (token chunk, expert).
-    int chunks = Math.max(1, CpuPool.chunkCount(n, SORT_GRAIN));
+    int chunks = Math.max(1, pool.chunkCount(n, SORT_GRAIN));
     long[][] counts = new long[chunks][numExperts];
-    CpuPool.forChunks(
+    pool.forChunks(
         n,
         chunks,
         (c, from, to) -> {
           long[] cnt = counts[c];
           for (long s = from * k, end = to * k; s < end; s++) {
-            int e = U.getInt(routing + 4 * s);
+            int e = routing.getInt(4 * s);
             if (e >= 0 && local[e]) {
               cnt[e]++;
             }
@@ -80,80 +94,101 @@ public final class CpuBackend implements KernelBackend {
       }
     }
 
-    HostBuffer rowIdMap = null;
-    HostBuffer srcToken = null;
-    HostBuffer srcSlot = null;
-    HostBuffer permuted = null;
-    HostBuffer permutedProbs = null;
-    try {
-      rowIdMap = HostBuffer.allocate(n * k * 4);
-      srcToken = HostBuffer.allocate(numOut * 8);
-      srcSlot = HostBuffer.allocate(numOut * 8);
-      srcToken.fill(0, numOut * 8, (byte) 0xFF);
-      srcSlot.fill(0, numOut * 8, (byte) 0xFF);
-      long map = addressOf(rowIdMap);
-      long tok = addressOf(srcToken);
-      long slot = addressOf(srcSlot);
+    long rowBytes = in.rowBytes();
+    boolean withProbs = in.probs() != null;
+    HostBuffer rowIdMap = HostBuffer.allocate(n * k * 4);
+    HostBuffer srcToken = Closeables.closeOnExcept(() -> HostBuffer.allocate(numOut * 8), rowIdMap);
+    HostBuffer srcSlot =
+        Closeables.closeOnExcept(() -> HostBuffer.allocate(numOut * 8), rowIdMap, srcToken);
+    HostBuffer permuted =
+        Closeables.closeOnExcept(
+            () -> HostBuffer.allocate(numOut * rowBytes), rowIdMap, srcToken, srcSlot);
+    HostBuffer permutedProbs =
+        Closeables.closeOnExcept(
+            () -> withProbs ? HostBuffer.allocate(numOut * 4) : null,
+            rowIdMap,
+            srcToken,
+            srcSlot,
+            permuted);
+    PermuteResult result =
+        new PermuteResult(
+            permuted, rowIdMap, srcToken, srcSlot, permutedProbs, layout, in.dtype(), in.hidden());
+    return Closeables.closeOnExcept(
+        result,
+        r -> {
+          scatter(in, local, layout, counts, r);
+          copyRows(in, r);
+          return r;
+        });
+  }
 
-      // Pass 2: stable scatter in (token, slot) order; a slot past its expert's kept count is
-      // dropped and behaves like -1.
-      CpuPool.forChunks(
-          n,
-          chunks,
-          (c, from, to) -> {
-            long[] rank = counts[c];
-            for (long t = from; t < to; t++) {
-              for (int j = 0; j < k; j++) {
-                long s = t * k + j;
-                int e = U.getInt(routing + 4 * s);
-                int row = -1;
-                if (e >= 0 && local[e]) {
-                  long r = rank[e]++;
-                  if (r < layout.kept(e)) {
-                    long out = layout.offset(e) + r;
-                    row = (int) out;
-                    U.putLong(tok + 8 * out, t);
-                    U.putLong(slot + 8 * out, j);
-                  }
+  /**
+   * Pass 2: the row map and the sources, a stable scatter in (token, slot) order per chunk of
+   * tokens; a slot past its expert's kept count is dropped and behaves like -1.
+   */
+  private void scatter(
+      PermuteInput in, boolean[] local, SegmentLayout layout, long[][] ranks, PermuteResult r) {
+    long n = in.numTokens();
+    int k = in.topK();
+    long numOut = layout.numOut();
+    HostBuffer routing = in.routing();
+    HostBuffer map = r.rowIdMap();
+    HostBuffer tok = r.sourceToken();
+    HostBuffer slot = r.sourceSlot();
+    tok.fill(0, numOut * 8, (byte) 0xFF);
+    slot.fill(0, numOut * 8, (byte) 0xFF);
+    pool.forChunks(
+        n,
+        ranks.length,
+        (c, from, to) -> {
+          long[] rank = ranks[c];
+          for (long t = from; t < to; t++) {
+            for (int j = 0; j < k; j++) {
+              long s = t * k + j;
+              int e = routing.getInt(4 * s);
+              int row = -1;
+              if (e >= 0 && local[e]) {
+                long rk = rank[e]++;
+                if (rk < layout.kept(e)) {
+                  long out = layout.offset(e) + rk;
+                  row = (int) out;
+                  tok.putLong(8 * out, t);
+                  slot.putLong(8 * out, j);
                 }
-                U.putInt(map + 4 * s, row);
               }
+              map.putInt(4 * s, row);
             }
-          });
+          }
+        });
+  }
 
-      long rowBytes = in.rowBytes();
-      permuted = HostBuffer.allocate(numOut * rowBytes);
-      long dst = addressOf(permuted);
-      long src = addressOf(in.tokens());
-      long probs = in.probs() == null ? 0 : addressOf(in.probs());
-      if (in.probs() != null) {
-        permutedProbs = HostBuffer.allocate(numOut * 4);
-      }
-      long pdst = addressOf(permutedProbs);
-      boolean withProbs = in.probs() != null;
-      CpuPool.forRange(
-          numOut,
-          COPY_GRAIN,
-          (from, to) -> {
-            for (long i = from; i < to; i++) {
-              long t = U.getLong(tok + 8 * i);
-              if (t >= 0) {
-                U.copyMemory(src + t * rowBytes, dst + i * rowBytes, rowBytes);
-              } else {
-                U.setMemory(dst + i * rowBytes, rowBytes, (byte) 0);
-              }
-              if (withProbs) {
-                float p = t >= 0 ? U.getFloat(probs + 4 * (t * k + U.getLong(slot + 8 * i))) : 0f;
-                U.putFloat(pdst + 4 * i, p);
-              }
+  /** The output rows from their source tokens (zeros on padding), and their probs. */
+  private void copyRows(PermuteInput in, PermuteResult r) {
+    int k = in.topK();
+    long rowBytes = in.rowBytes();
+    HostBuffer tokens = in.tokens();
+    HostBuffer probs = in.probs();
+    HostBuffer tok = r.sourceToken();
+    HostBuffer slot = r.sourceSlot();
+    HostBuffer permuted = r.permuted();
+    HostBuffer permutedProbs = r.permutedProbs();
+    pool.forRange(
+        r.numOut(),
+        COPY_GRAIN,
+        (from, to) -> {
+          for (long i = from; i < to; i++) {
+            long t = tok.getLong(8 * i);
+            if (t >= 0) {
+              permuted.copyFrom(i * rowBytes, tokens, t * rowBytes, rowBytes);
+            } else {
+              permuted.fill(i * rowBytes, rowBytes, (byte) 0);
             }
-          });
-      return new PermuteResult(
-          permuted, rowIdMap, srcToken, srcSlot, permutedProbs, layout, in.dtype(), in.hidden());
-    } catch (RuntimeException | Error e) {
-      closeAll(rowIdMap, srcToken, srcSlot, permuted, permutedProbs);
-      throw e;
-    }
+            if (probs != null) {
+              float p = t >= 0 ? probs.getFloat(4 * (t * k + slot.getLong(8 * i))) : 0f;
+              permutedProbs.putFloat(4 * i, p);
+            }
+          }
+        });
   }
 
   @Override
@@ -162,48 +197,44 @@ public final class CpuBackend implements KernelBackend {
     int k = in.topK();
     int h = in.hidden();
     long rowBytes = in.rowBytes();
-    HostBuffer out = HostBuffer.allocate(n * rowBytes);
-    try {
-      long dst = addressOf(out);
-      long src = addressOf(in.expertOut());
-      long map = addressOf(in.rowIdMap());
-      long probs = in.probs() == null ? 0 : addressOf(in.probs());
-      boolean withProbs = in.probs() != null;
-      var dtype = in.dtype();
-      ThreadLocal<float[][]> scratch = ThreadLocal.withInitial(() -> new float[2][h]);
-      ThreadLocal<Numerics.RowScratch> raw =
-          ThreadLocal.withInitial(() -> new Numerics.RowScratch(h));
-      CpuPool.forRange(
-          n,
-          Math.max(1, (1 << 16) / h),
-          (from, to) -> {
-            float[][] bufs = scratch.get();
-            float[] acc = bufs[0];
-            float[] x = bufs[1];
-            Numerics.RowScratch rs = raw.get();
-            for (long t = from; t < to; t++) {
-              Arrays.fill(acc, 0f);
-              for (int j = 0; j < k; j++) {
-                long s = t * k + j;
-                int row = U.getInt(map + 4 * s);
-                if (row < 0) {
-                  continue;
+    HostBuffer expertOut = in.expertOut();
+    HostBuffer map = in.rowIdMap();
+    HostBuffer probs = in.probs();
+    var dtype = in.dtype();
+    ThreadLocal<float[][]> scratch = ThreadLocal.withInitial(() -> new float[2][h]);
+    ThreadLocal<Numerics.RowScratch> raw =
+        ThreadLocal.withInitial(() -> new Numerics.RowScratch(h));
+    return Closeables.closeOnExcept(
+        HostBuffer.allocate(n * rowBytes),
+        out -> {
+          pool.forRange(
+              n,
+              Math.max(1, (1 << 16) / h),
+              (from, to) -> {
+                float[][] bufs = scratch.get();
+                float[] acc = bufs[0];
+                float[] x = bufs[1];
+                Numerics.RowScratch rs = raw.get();
+                for (long t = from; t < to; t++) {
+                  Arrays.fill(acc, 0f);
+                  for (int j = 0; j < k; j++) {
+                    long s = t * k + j;
+                    int row = map.getInt(4 * s);
+                    if (row < 0) {
+                      continue;
+                    }
+                    float p = probs != null ? probs.getFloat(4 * s) : 1f;
+                    Numerics.decodeRow(dtype, expertOut, row * rowBytes, x, h, rs);
+                    for (int i = 0; i < h; i++) {
+                      float prod = p * x[i];
+                      acc[i] = acc[i] + prod;
+                    }
+                  }
+                  Numerics.encodeRow(dtype, acc, out, t * rowBytes, h, rs);
                 }
-                float p = withProbs ? U.getFloat(probs + 4 * s) : 1f;
-                Numerics.decodeRow(dtype, U, src + row * rowBytes, x, h, rs);
-                for (int i = 0; i < h; i++) {
-                  float prod = p * x[i];
-                  acc[i] = acc[i] + prod;
-                }
-              }
-              Numerics.encodeRow(dtype, U, acc, dst + t * rowBytes, h, rs);
-            }
-          });
-      return out;
-    } catch (RuntimeException | Error e) {
-      out.close();
-      throw e;
-    }
+              });
+          return out;
+        });
   }
 
   @Override
@@ -218,41 +249,37 @@ public final class CpuBackend implements KernelBackend {
     for (int i = 0; i < order.length; i++) {
       dstOff[i + 1] = dstOff[i] + sizes[order[i]];
     }
-    HostBuffer rows = null;
-    HostBuffer probs = null;
-    try {
-      rows = HostBuffer.allocate(numRows * rowBytes);
-      probs = in.probs() == null ? null : HostBuffer.allocate(numRows * 4);
-      long dst = addressOf(rows);
-      long src = addressOf(in.rows());
-      long pdst = addressOf(probs);
-      long psrc = in.probs() == null ? 0 : addressOf(in.probs());
-      boolean withProbs = probs != null;
-      CpuPool.forRange(
-          numRows,
-          COPY_GRAIN,
-          (from, to) -> {
-            // copy [from, to) of the output as runs within one chunk each
-            int i = upperBound(dstOff, from) - 1;
-            long pos = from;
-            while (pos < to) {
-              while (dstOff[i + 1] <= pos) {
-                i++;
-              }
-              long end = Math.min(to, dstOff[i + 1]);
-              long s = srcOff[order[i]] + (pos - dstOff[i]);
-              U.copyMemory(src + s * rowBytes, dst + pos * rowBytes, (end - pos) * rowBytes);
-              if (withProbs) {
-                U.copyMemory(psrc + 4 * s, pdst + 4 * pos, 4 * (end - pos));
-              }
-              pos = end;
-            }
-          });
-      return new ChunkSortResult(rows, probs);
-    } catch (RuntimeException | Error e) {
-      closeAll(rows, probs);
-      throw e;
-    }
+    HostBuffer src = in.rows();
+    HostBuffer psrc = in.probs();
+    HostBuffer rows = HostBuffer.allocate(numRows * rowBytes);
+    HostBuffer probs =
+        Closeables.closeOnExcept(
+            () -> psrc == null ? null : HostBuffer.allocate(numRows * 4), rows);
+    return Closeables.closeOnExcept(
+        new ChunkSortResult(rows, probs),
+        r -> {
+          pool.forRange(
+              numRows,
+              COPY_GRAIN,
+              (from, to) -> {
+                // copy [from, to) of the output as runs within one chunk each
+                int i = upperBound(dstOff, from) - 1;
+                long pos = from;
+                while (pos < to) {
+                  while (dstOff[i + 1] <= pos) {
+                    i++;
+                  }
+                  long end = Math.min(to, dstOff[i + 1]);
+                  long s = srcOff[order[i]] + (pos - dstOff[i]);
+                  rows.copyFrom(pos * rowBytes, src, s * rowBytes, (end - pos) * rowBytes);
+                  if (probs != null) {
+                    probs.copyFrom(4 * pos, psrc, 4 * s, 4 * (end - pos));
+                  }
+                  pos = end;
+                }
+              });
+          return r;
+        });
   }
 
   /** Index of the first entry greater than {@code v} in the ascending array {@code a}. */
@@ -270,15 +297,8 @@ public final class CpuBackend implements KernelBackend {
     return lo;
   }
 
-  private static long addressOf(HostBuffer b) {
-    return b == null || b.size() == 0 ? 0 : b.address();
-  }
-
-  private static void closeAll(HostBuffer... buffers) {
-    for (HostBuffer b : buffers) {
-      if (b != null) {
-        b.close();
-      }
-    }
+  @Override
+  public String toString() {
+    return "CpuBackend[" + pool + "]";
   }
 }

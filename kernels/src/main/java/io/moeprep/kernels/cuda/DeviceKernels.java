@@ -455,11 +455,10 @@ public final class DeviceKernels {
     long rowBytes = (long) hidden * dtype.bytes();
     int v = unitBytes(rowBytes, 1, tokens, permuted);
     long units = rowBytes / v;
-    // 8 units per thread when rows allow 16-byte units; a tuning variant by property
-    String variant = v == 16 ? System.getProperty("moeprep.cuda.permuteVariant", "") : "";
-    int lanes = lanes(units, v == 16 && !variant.equals("_u4") ? 8 : 4);
+    // 8 units per thread when rows allow 16-byte units
+    int lanes = lanes(units, v == 16 ? 8 : 4);
     device.launch(
-        "moeprep_permute_rows_v" + v + variant,
+        "moeprep_permute_rows_v" + v,
         rowBlocks(numTokens, lanes),
         BLOCK,
         0,
@@ -522,15 +521,9 @@ public final class DeviceKernels {
     long rowBytes = (long) hidden * dtype.bytes();
     int v = unitBytes(rowBytes, dtype.bytes(), expertOut, out);
     long units = rowBytes / v;
-    // about one kept slot per token (K = 1, masked to a rank): batches across tokens; a tuning
-    // variant by property
-    String variant = v == 16 && numOut <= numTokens + numTokens / 2 ? "_sparse" : "";
-    if (v == 16 && dtype == DType.BF16) {
-      variant = System.getProperty("moeprep.cuda.unpermuteVariant", variant);
-    }
-    int lanes = lanes(units, variant.equals("_s4u2") ? 2 : 4);
+    int lanes = lanes(units, 4);
     device.launch(
-        "moeprep_unpermute_" + name + "_v" + v + variant,
+        "moeprep_unpermute_" + name + "_v" + v,
         rowBlocks(numTokens, lanes),
         BLOCK,
         0,

@@ -23,15 +23,16 @@ import sun.misc.Unsafe;
  * without being closed, and logs it as a leak: it is a backstop, not a way to manage memory.
  *
  * <p>Large blocks (1 MiB and up) are recycled: a closed buffer's memory goes to a size-class cache
- * (at most {@code -Dmoeprep.host.cacheBytes}, default 2 GiB) from which later allocations of the
- * same class are served, so that batch after batch writes into memory whose pages are already
- * mapped, instead of paying the kernel's page faults for every fresh block. {@link #trimCache()}
- * returns the cache to the system.
+ * (at most 2 GiB) from which later allocations of the same class are served, so that batch after
+ * batch writes into memory whose pages are already mapped, instead of paying the kernel's page
+ * faults for every fresh block. {@link #trimCache()} returns the cache to the system. Memory of
+ * another allocator (page-locked memory of a GPU driver) can be given the same accessors with
+ * {@link #adopt}.
  *
- * <p>Accessors take byte offsets and check bounds; bulk copies between buffers and to or from
- * {@code byte[]} are {@link #copyFrom} and {@link #copyTo}, to an output stream {@link #writeTo};
- * the backends' kernels use {@link #address()} with {@link #unsafe()} directly. Multi-byte values
- * are little-endian (the platform order, checked at class load).
+ * <p>Accessors take byte offsets and check bounds: single values, and bulk copies to and from Java
+ * arrays ({@link #copyFrom}, {@link #copyTo}), between buffers and to an output stream ({@link
+ * #writeTo}). Multi-byte values are little-endian (the platform order, checked at class load). This
+ * package is the only user of {@link Unsafe} in the kernels.
  */
 public final class HostBuffer implements AutoCloseable {
   private static final Unsafe UNSAFE = loadUnsafe();
@@ -39,7 +40,7 @@ public final class HostBuffer implements AutoCloseable {
   private static final long STAGE_BYTES = 16L << 20;
   private static final long BUFFER_ADDRESS = bufferAddressOffset();
   private static final long POOL_MIN = 1L << 20;
-  private static final long CACHE_LIMIT = Long.getLong("moeprep.host.cacheBytes", 2L << 30);
+  private static final long CACHE_LIMIT = 2L << 30;
   private static final ConcurrentHashMap<Long, ConcurrentLinkedDeque<Long>> CACHE =
       new ConcurrentHashMap<>();
   private static final AtomicLong CACHED_BYTES = new AtomicLong();
@@ -67,6 +68,13 @@ public final class HostBuffer implements AutoCloseable {
     this.allocation = new NativeAllocation(this, LEDGER, address, size, a -> recycle(a, block));
   }
 
+  private HostBuffer(
+      long address, long size, NativeAllocation.Ledger ledger, NativeAllocation.Free free) {
+    this.address = address;
+    this.size = size;
+    this.allocation = new NativeAllocation(this, ledger, address, size, free);
+  }
+
   /** Allocates {@code bytes} of uninitialised memory. */
   public static HostBuffer allocate(long bytes) {
     return new HostBuffer(bytes, false);
@@ -75,6 +83,21 @@ public final class HostBuffer implements AutoCloseable {
   /** Allocates {@code bytes} of memory set to zero. */
   public static HostBuffer allocateZeroed(long bytes) {
     return new HostBuffer(bytes, true);
+  }
+
+  /**
+   * Takes ownership of {@code size} bytes of host memory at {@code address} that another allocator
+   * made (page-locked memory from a GPU driver): the buffer has this class's accessors, is counted
+   * in {@code ledger} instead of {@link #bytesInUse()}, and {@code free} gives the memory back on
+   * close (never to this class's block cache). {@code free} must not refer to the buffer.
+   */
+  public static HostBuffer adopt(
+      long address, long size, NativeAllocation.Ledger ledger, NativeAllocation.Free free) {
+    if (size < 0 || (size > 0 && address == 0)) {
+      throw new IllegalArgumentException(
+          "adopted memory of " + size + " bytes at " + address + " is invalid");
+    }
+    return new HostBuffer(address, size, ledger, free);
   }
 
   /** Bytes currently allocated by all open host buffers of this process. */
@@ -140,7 +163,10 @@ public final class HostBuffer implements AutoCloseable {
     return LEDGER.liveCount();
   }
 
-  /** The raw {@link Unsafe}, for bulk copies by the backends over {@link #address()}. */
+  /**
+   * The raw {@link Unsafe}, for code outside the kernels module that still addresses buffers
+   * through {@link #address()} (the kernels themselves use the accessors of this class).
+   */
   public static Unsafe unsafe() {
     return UNSAFE;
   }
@@ -161,42 +187,65 @@ public final class HostBuffer implements AutoCloseable {
     return allocation.isClosed();
   }
 
+  /** The byte at byte {@code offset}. */
   public byte getByte(long offset) {
     return UNSAFE.getByte(at(offset, 1));
   }
 
+  /** Writes the byte {@code v} at byte {@code offset}. */
   public void putByte(long offset, byte v) {
     UNSAFE.putByte(at(offset, 1), v);
   }
 
+  /** The int16 at byte {@code offset}. */
   public short getShort(long offset) {
     return UNSAFE.getShort(at(offset, 2));
   }
 
+  /** Writes the int16 {@code v} at byte {@code offset}. */
   public void putShort(long offset, short v) {
     UNSAFE.putShort(at(offset, 2), v);
   }
 
+  /** The int32 at byte {@code offset}. */
   public int getInt(long offset) {
     return UNSAFE.getInt(at(offset, 4));
   }
 
+  /** Writes the int32 {@code v} at byte {@code offset}. */
   public void putInt(long offset, int v) {
     UNSAFE.putInt(at(offset, 4), v);
   }
 
+  /** The int64 at byte {@code offset}. */
   public long getLong(long offset) {
     return UNSAFE.getLong(at(offset, 8));
   }
 
+  /** Writes the int64 {@code v} at byte {@code offset}. */
   public void putLong(long offset, long v) {
     UNSAFE.putLong(at(offset, 8), v);
   }
 
+  /**
+   * Reads the int64 at {@code offset} with volatile semantics: it sees the latest value another
+   * thread, or a device writing into mapped page-locked memory, stored there.
+   */
+  public long getLongVolatile(long offset) {
+    return UNSAFE.getLongVolatile(null, at(offset, 8));
+  }
+
+  /** Writes the int64 at {@code offset} with volatile semantics. */
+  public void putLongVolatile(long offset, long v) {
+    UNSAFE.putLongVolatile(null, at(offset, 8), v);
+  }
+
+  /** The float32 at byte {@code offset}. */
   public float getFloat(long offset) {
     return UNSAFE.getFloat(at(offset, 4));
   }
 
+  /** Writes the float32 {@code v} at byte {@code offset}. */
   public void putFloat(long offset, float v) {
     UNSAFE.putFloat(at(offset, 4), v);
   }
@@ -206,6 +255,33 @@ public final class HostBuffer implements AutoCloseable {
     if (length > 0) {
       UNSAFE.setMemory(at(offset, length), length, value);
     }
+  }
+
+  /** Copies {@code count} int16 values from {@code offset} into {@code dst[0, count)}. */
+  public void getShorts(long offset, short[] dst, int count) {
+    Objects.checkFromIndexSize(0, count, dst.length);
+    UNSAFE.copyMemory(
+        null, at(offset, 2L * count), dst, Unsafe.ARRAY_SHORT_BASE_OFFSET, 2L * count);
+  }
+
+  /** Copies {@code src[0, count)} to {@code count} int16 values from {@code offset}. */
+  public void putShorts(long offset, short[] src, int count) {
+    Objects.checkFromIndexSize(0, count, src.length);
+    UNSAFE.copyMemory(
+        src, Unsafe.ARRAY_SHORT_BASE_OFFSET, null, at(offset, 2L * count), 2L * count);
+  }
+
+  /** Copies {@code src[0, count)} to {@code count} int32 values from {@code offset}. */
+  public void putInts(long offset, int[] src, int count) {
+    Objects.checkFromIndexSize(0, count, src.length);
+    UNSAFE.copyMemory(src, Unsafe.ARRAY_INT_BASE_OFFSET, null, at(offset, 4L * count), 4L * count);
+  }
+
+  /** Copies {@code count} float32 values from {@code offset} into {@code dst[0, count)}. */
+  public void getFloats(long offset, float[] dst, int count) {
+    Objects.checkFromIndexSize(0, count, dst.length);
+    UNSAFE.copyMemory(
+        null, at(offset, 4L * count), dst, Unsafe.ARRAY_FLOAT_BASE_OFFSET, 4L * count);
   }
 
   /**

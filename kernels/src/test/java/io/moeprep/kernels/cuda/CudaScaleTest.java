@@ -50,26 +50,28 @@ class CudaScaleTest extends GpuLeakCheck {
         for (int e = 0; e < 4; e++) {
           assertEquals((n - e + 3) / 4, r.tokensPerExpert()[e], "tokens of expert " + e);
         }
-        CpuPool.forRange(
-            n,
-            1024,
-            (from, to) -> {
-              for (long i = from; i < to; i++) {
-                int e = 0;
-                while (offsets[e + 1] <= i) {
-                  e++;
-                }
-                long t = 4 * (i - offsets[e]) + e;
-                boolean ok =
-                    r.sourceToken().getLong(8 * i) == t
-                        && r.sourceSlot().getLong(8 * i) == 0
-                        && r.rowIdMap().getInt(4 * t) == i
-                        && r.permuted().contentEquals(i * rowBytes, tokens, t * rowBytes, rowBytes);
-                if (!ok) {
-                  bad.compareAndSet(-1, i);
-                }
-              }
-            });
+        CpuPool.common()
+            .forRange(
+                n,
+                1024,
+                (from, to) -> {
+                  for (long i = from; i < to; i++) {
+                    int e = 0;
+                    while (offsets[e + 1] <= i) {
+                      e++;
+                    }
+                    long t = 4 * (i - offsets[e]) + e;
+                    boolean ok =
+                        r.sourceToken().getLong(8 * i) == t
+                            && r.sourceSlot().getLong(8 * i) == 0
+                            && r.rowIdMap().getInt(4 * t) == i
+                            && r.permuted()
+                                .contentEquals(i * rowBytes, tokens, t * rowBytes, rowBytes);
+                    if (!ok) {
+                      bad.compareAndSet(-1, i);
+                    }
+                  }
+                });
         assertEquals(-1, bad.get(), "first output row that is not its source token's row");
       }
     }
@@ -142,18 +144,19 @@ class CudaScaleTest extends GpuLeakCheck {
         // every other slot is -1
         AtomicLong bad = new AtomicLong(-1);
         HostBuffer map = r.rowIdMap();
-        CpuPool.forRange(
-            n,
-            1 << 16,
-            (from, to) -> {
-              for (long t = from; t < to; t++) {
-                for (int j = 1; j < 64; j++) {
-                  if (map.getInt(4 * (t * k + j)) != -1) {
-                    bad.compareAndSet(-1, t * k + j);
+        CpuPool.common()
+            .forRange(
+                n,
+                1 << 16,
+                (from, to) -> {
+                  for (long t = from; t < to; t++) {
+                    for (int j = 1; j < 64; j++) {
+                      if (map.getInt(4 * (t * k + j)) != -1) {
+                        bad.compareAndSet(-1, t * k + j);
+                      }
+                    }
                   }
-                }
-              }
-            });
+                });
         assertEquals(-1, bad.get(), "first slot that should be -1");
 
         // combine back without probs: out[t] = bf16(0 + x + x) for tokens routed twice
@@ -180,7 +183,7 @@ class CudaScaleTest extends GpuLeakCheck {
   }
 
   private static void requireDeviceBytes(long bytes) {
-    long free = CudaDevice.get(CudaSupport.DEVICE).memoryInfo()[0];
+    long free = ((CudaBackend) CudaSupport.backend()).device().memoryInfo()[0];
     Assumptions.assumeTrue(
         free > bytes, "skipped: needs " + bytes + " bytes of device memory, " + free + " free");
   }
@@ -196,17 +199,16 @@ class CudaScaleTest extends GpuLeakCheck {
   /** Random bytes, filled on every core (a seed per range, so the content is reproducible). */
   static void fillRandomParallel(long seed, HostBuffer b) {
     long words = b.size() / 8;
-    long base = b.size() == 0 ? 0 : b.address();
-    var u = HostBuffer.unsafe();
-    CpuPool.forRange(
-        words,
-        1 << 20,
-        (from, to) -> {
-          SplittableRandom r = new SplittableRandom(seed ^ (from * 0x9E3779B97F4A7C15L));
-          for (long i = from; i < to; i++) {
-            u.putLong(base + 8 * i, r.nextLong());
-          }
-        });
+    CpuPool.common()
+        .forRange(
+            words,
+            1 << 20,
+            (from, to) -> {
+              SplittableRandom r = new SplittableRandom(seed ^ (from * 0x9E3779B97F4A7C15L));
+              for (long i = from; i < to; i++) {
+                b.putLong(8 * i, r.nextLong());
+              }
+            });
     for (long i = words * 8; i < b.size(); i++) {
       b.putByte(i, (byte) seed);
     }
