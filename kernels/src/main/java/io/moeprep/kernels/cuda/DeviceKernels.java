@@ -518,13 +518,17 @@ public final class DeviceKernels {
               throw new IllegalArgumentException(
                   "dtype = " + dtype + " cannot be combined: FP8 needs a scale");
         };
-    long rowBytes = (long) hidden * dtype.bytes();
+    long rowBytes = dtype.rowBytes(hidden);
     int v = unitBytes(rowBytes, dtype.bytes(), expertOut, out);
     long units = rowBytes / v;
-    int lanes = lanes(units, 4);
+    // one warp per token; tokens with several kept slots on average (numOut >= 2 n) load two
+    // slots' rows at once, tokens with about one (K = 1, or masked to a rank) one at a time with
+    // fewer registers: measured on an H200 (kernels/src/main/cuda/README.md)
+    String slots = numOut >= 2 * numTokens ? "_pairs" : "";
+    long warpsPerBlock = BLOCK / 32;
     device.launch(
-        "moeprep_unpermute_" + name + "_v" + v,
-        rowBlocks(numTokens, lanes),
+        "moeprep_unpermute_" + name + "_v" + v + slots,
+        Math.min(ceilDiv(numTokens, warpsPerBlock), device.multiprocessors() * 32L),
         BLOCK,
         0,
         s,
@@ -534,8 +538,7 @@ public final class DeviceKernels {
         out,
         numTokens,
         topK,
-        units,
-        lanes);
+        units);
   }
 
   /**
