@@ -8,7 +8,7 @@ namespace moeprep {
 // Thread mapping: one warp per token, grid-stride over tokens (64-bit). Lane j reads slot j's row
 // id and prob (32 slots at a time; K > 32 takes several rounds), and the warp's ballot names the
 // slots that have a row (-1 slots are skipped). Each lane owns units lane, lane + 32, ... of the
-// token's row, kU at a time; for each such step it walks the kept slots in slot order, issuing the
+// token's row, kU at a time, in steps that the whole warp takes together; for each step it walks the kept slots in slot order, issuing the
 // loads of kSlots slots together (memory-level parallelism), then accumulating them in slot order,
 // and stores the rounded sums. A token without a kept slot stores zeros (+0.0 encodes as 0 bits
 // in every dtype), at store bandwidth.
@@ -40,7 +40,10 @@ __device__ void unpermute_warp(const void* __restrict__ expert_out,
     const float p0 = r0 >= 0 && probs != nullptr ? probs[t * k + lane] : 1.0f;
     const unsigned kept0 = __ballot_sync(kAll, r0 >= 0);
     U* dst = static_cast<U*>(out) + t * units;
-    for (int64_t u0 = lane; u0 < units; u0 += 32 * kU) {
+    // warp-uniform steps (every lane takes part in the shuffles and ballots below); lanes past
+    // the row's end load and store nothing
+    for (int64_t base = 0; base < units; base += 32 * kU) {
+      const int64_t u0 = base + lane;
       float acc[kU][kElems];
 #pragma unroll
       for (int j = 0; j < kU; j++) {
