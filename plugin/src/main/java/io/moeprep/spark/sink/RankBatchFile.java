@@ -85,10 +85,18 @@ final class RankBatchFile implements AutoCloseable {
   static RankBatchFile start(ShardPart first, Output output) throws IOException {
     ShardChecks.Spec spec = ShardChecks.first(first);
     ShardChecks.rows(first, spec);
+    SafetensorsHeader header;
+    try {
+      header = header(first, spec);
+    } catch (IllegalArgumentException e) {
+      throw new IllegalArgumentException(
+          first.where() + ": column metadata cannot go in a safetensors header: " + e.getMessage(),
+          e);
+    }
     RankBatchFile f = new RankBatchFile(first.scalars(), spec);
     try {
       f.loadFirst(first);
-      f.writer = new SafetensorsWriter(output.open(), header(first, spec));
+      f.writer = new SafetensorsWriter(output.open(), header);
       f.add(first);
       return f;
     } catch (Throwable t) {

@@ -195,6 +195,12 @@ class RankBatchFileTest {
                 + "column metadata['capacity'] = 'lots' is invalid: must be none, numOut:M,"
                 + " perExpert:C or perExpertPadded:C"),
         new Case(
+            "metadata that is not UTF-8",
+            onMetadata("note", "half a pair \ud800"),
+            w
+                + "column metadata cannot go in a safetensors header: string 'half a pair \ud800'"
+                + " has an unpaired surrogate at index 12: not valid UTF-8"),
+        new Case(
             "metadata conflicts with a column",
             onMetadata("hidden", "6"),
             w + "column metadata['hidden'] = '6' conflicts with the sink's value '5'"),

@@ -126,6 +126,29 @@ class ShardCommitProtocolTest {
   }
 
   @Test
+  void aRankBatchTwiceInOnePartitionFailsItsTask() throws IOException {
+    SplittableRandom rnd = Seeds.fresh("ShardCommitProtocolTest.twiceInPartition");
+    ShardFixture g = fixture(rnd, 4, 1);
+    List<Row> rows = new ArrayList<>(ShardFixture.rows(g.parts(2, rnd)));
+    rows.addAll(ShardFixture.rows(g.parts(1, rnd)));
+    Path out = dir.resolve("out");
+    DataWriterFactory factory = job(out, "q-twice", false).createBatchWriterFactory(null);
+    DataWriter<InternalRow> w = factory.createWriter(3, 5);
+    try {
+      IllegalArgumentException e =
+          assertThrows(IllegalArgumentException.class, () -> write(w, rows));
+      assertEquals(
+          "rank=4 batch=1 part=0: this (rank, batch) comes a second time in partition 3: each"
+              + " (rank, batch) must be written once",
+          e.getMessage());
+      w.abort();
+    } finally {
+      w.close();
+    }
+    assertEquals(Set.of(), SinkFiles.list(out));
+  }
+
+  @Test
   void aTaskAbortDeletesItsFilesAndAJobAbortTheRest() throws IOException {
     SplittableRandom rnd = Seeds.fresh("ShardCommitProtocolTest.abort");
     ShardFixture g = fixture(rnd, 2, 5);
