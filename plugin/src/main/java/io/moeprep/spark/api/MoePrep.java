@@ -5,6 +5,7 @@ import static org.apache.spark.sql.functions.lit;
 import static org.apache.spark.sql.functions.size;
 
 import io.moeprep.spark.exec.BadRowScanner;
+import io.moeprep.spark.exec.BatchClustering;
 import io.moeprep.spark.exec.CombineRunner;
 import io.moeprep.spark.exec.DispatchMapper;
 import io.moeprep.spark.exec.RankPartitioning;
@@ -109,17 +110,29 @@ public final class MoePrep {
     if (s.settings().badRows() == BadRowPolicy.SKIP) {
       badRowCount = spark.sparkContext().longAccumulator("moeprep.badRows");
     }
+    Dataset<Row> mapped =
+        selected.mapPartitions(
+            new DispatchMapper(s, hasProbs, hasBatch, keys, badRowCount),
+            Encoders.row(Schemas.DISPATCH));
     Dataset<Row> dispatched =
-        selected
-            .mapPartitions(
-                new DispatchMapper(s, hasProbs, hasBatch, keys, badRowCount),
-                Encoders.row(Schemas.DISPATCH))
-            .repartition(ranks, col("pkey"))
-            .sortWithinPartitions(col("batch"));
+        switch (s.settings().partitioning()) {
+          case RANK -> mapped.repartition(ranks, col("pkey"));
+          case BATCH ->
+              BatchClustering.holdsWholeBatches(tokens, hasBatch ? c.batch() : null)
+                  ? mapped
+                  : mapped.repartition(batchPartitions(spark, s), col("batch"));
+        };
+    dispatched = dispatched.sortWithinPartitions(col("batch"));
     Dataset<Row> badRows =
         selected.mapPartitions(
             new BadRowScanner(s, hasProbs, hasBatch), Encoders.row(Schemas.BAD_ROWS));
     return new PermuteOutput(dispatched, s, hasProbs, badRows, badRowCount);
+  }
+
+  /** Partitions of the shuffle by batch: the setting, or {@code spark.sql.shuffle.partitions}. */
+  private static int batchPartitions(SparkSession spark, PermuteSpec s) {
+    int p = s.settings().batchPartitions();
+    return p > 0 ? p : Integer.parseInt(spark.conf().get("spark.sql.shuffle.partitions"));
   }
 
   /**

@@ -7,9 +7,12 @@ import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.spark.spec.Dispatch;
 import io.moeprep.spark.spec.DispatchChunk;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.ProblemShape;
+import io.moeprep.spark.spec.RankMasks;
 import io.moeprep.spark.spec.RunSettings;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -17,6 +20,7 @@ import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
 import java.util.NoSuchElementException;
+import java.util.stream.IntStream;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
@@ -24,10 +28,12 @@ import org.apache.spark.sql.RowFactory;
 import org.apache.spark.util.TaskCompletionListener;
 
 /**
- * The reduce side of dispatch: one partition is one EP rank's {@link DispatchChunk}s, sorted by
- * batch. For each batch in turn it builds host buffers (tokens, routing, probs) in token-id order,
- * runs the permute kernel masked to the rank, and emits the requested output lazily from the
- * kernel's result, so a task holds one batch and its result at a time.
+ * The reduce side of dispatch. Under {@link Partitioning#RANK} a partition is one EP rank's {@link
+ * DispatchChunk}s, sorted by batch; under {@link Partitioning#BATCH} it holds whole batches bound
+ * for every rank ({@link DispatchChunk#ALL_RANKS}), sorted by batch. For each batch in turn it
+ * builds host buffers (tokens, routing, probs) in token-id order, runs the permute kernel masked to
+ * each rank the batch is for, one rank after the other, and emits the requested output lazily from
+ * the kernel's result, so a task holds one batch and one result at a time.
  */
 public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
   private static final long serialVersionUID = 1L;
@@ -64,6 +70,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     final int rank;
     final long batch;
     final long[] tokenIds;
+    final int[] members; // the tokens the rank receives (indexes into tokenIds), null for all
     final PermuteResult result;
     final int[] localIndex;
     final int[] localExperts;
@@ -72,10 +79,17 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     long cursor;
     final long count;
 
-    BatchOutput(int rank, long batch, long[] tokenIds, PermuteResult result, ExpertPlacement p) {
+    BatchOutput(
+        int rank,
+        long batch,
+        long[] tokenIds,
+        int[] members,
+        PermuteResult result,
+        ExpertPlacement p) {
       this.rank = rank;
       this.batch = batch;
       this.tokenIds = tokenIds;
+      this.members = members;
       this.result = result;
       this.localExperts = p.expertsOf(rank);
       this.localIndex = new int[p.numExperts()];
@@ -87,7 +101,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           switch (output) {
             case ROWS -> result.numOut();
             case PACKED -> planBlocks();
-            case ROW_MAP -> tokenIds.length;
+            case ROW_MAP -> members == null ? tokenIds.length : members.length;
             case TOKENS_PER_EXPERT -> localExperts.length;
           };
     }
@@ -179,7 +193,8 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           hidden);
     }
 
-    private Row rowMap(int t) {
+    private Row rowMap(int i) {
+      int t = members == null ? i : members[i];
       int k = spec.shape().topK();
       int[] ids = new int[k];
       for (int j = 0; j < k; j++) {
@@ -203,9 +218,89 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     }
   }
 
+  /**
+   * One batch's tokens in token-id order as kernel input, and the ranks still to permute it for:
+   * the chunks' rank under {@link Partitioning#RANK}, every rank under {@link Partitioning#BATCH}.
+   * The input is shared by the ranks; the kernels mask the routing to each.
+   */
+  private final class LoadedBatch implements AutoCloseable {
+    final long batch;
+    final long[] tokenIds;
+    final PermuteInput input;
+    final boolean allRanks;
+    final int[] ranks;
+    int nextRank;
+
+    LoadedBatch(long batch, long[] tokenIds, PermuteInput input, boolean allRanks, int[] ranks) {
+      this.batch = batch;
+      this.tokenIds = tokenIds;
+      this.input = input;
+      this.allRanks = allRanks;
+      this.ranks = ranks;
+    }
+
+    boolean hasNextRank() {
+      return nextRank < ranks.length;
+    }
+
+    /** The permute of the next rank, with the tokens that rank receives. */
+    BatchOutput permuteNext(MoeKernels kernels) {
+      int rank = ranks[nextRank++];
+      ProblemShape shape = spec.shape();
+      PermuteResult result =
+          ExecutorRuntime.runBatch(
+              kernels,
+              spec.settings(),
+              "rank " + rank + ", batch " + batch,
+              backend -> backend.permute(input, shape.optionsForRank(rank)));
+      ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
+      ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * shape.rowBytes());
+      return Closeables.closeOnExcept(
+          result,
+          r -> new BatchOutput(rank, batch, tokenIds, members(rank), r, shape.expertPlacement()));
+    }
+
+    /**
+     * The tokens (indexes into {@link #tokenIds}) that {@code rank} receives, or null for all:
+     * under ALL_TO_ALL, as the all-to-all sends them ({@link RankMasks}), those with an expert on
+     * the rank, and on rank 0 those with no expert at all.
+     */
+    private int[] members(int rank) {
+      if (!allRanks || spec.settings().dispatch() == Dispatch.ALL_GATHER) {
+        return null;
+      }
+      ExpertPlacement placement = spec.shape().expertPlacement();
+      int k = input.topK();
+      int n = tokenIds.length;
+      int[] m = new int[n];
+      int count = 0;
+      for (int t = 0; t < n; t++) {
+        boolean any = false;
+        boolean mine = false;
+        for (int j = 0; j < k && !mine; j++) {
+          int e = input.routing().getInt(4L * ((long) t * k + j));
+          if (e >= 0) {
+            any = true;
+            mine = placement.rankOf(e) == rank;
+          }
+        }
+        if (mine || (!any && rank == 0)) {
+          m[count++] = t;
+        }
+      }
+      return count == n ? null : Arrays.copyOf(m, count);
+    }
+
+    @Override
+    public void close() {
+      Closeables.closeAll(input.tokens(), input.routing(), input.probs());
+    }
+  }
+
   private final class RankIterator implements Iterator<Row> {
     private final BatchReader reader;
     private final MoeKernels kernels;
+    private LoadedBatch loaded;
     private BatchOutput current;
     private int rank = -1;
 
@@ -218,11 +313,16 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     @Override
     public boolean hasNext() {
       while (current == null || !current.hasNext()) {
-        closeCurrent();
+        closeCurrentOutput();
+        if (loaded != null && loaded.hasNextRank()) {
+          current = loaded.permuteNext(kernels);
+          continue;
+        }
+        closeLoaded();
         if (!reader.hasNext()) {
           return false;
         }
-        current = permute(reader.next());
+        loaded = load(reader.next());
       }
       return true;
     }
@@ -235,28 +335,44 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       return current.next();
     }
 
+    /** Frees the batch and the result in hand (at the end of the task, also a failed one). */
     void closeCurrent() {
+      try {
+        closeCurrentOutput();
+      } finally {
+        closeLoaded();
+      }
+    }
+
+    private void closeCurrentOutput() {
       if (current != null) {
         current.result.close();
         current = null;
       }
     }
 
-    private BatchOutput permute(List<Row> rows) {
+    private void closeLoaded() {
+      if (loaded != null) {
+        loaded.close();
+        loaded = null;
+      }
+    }
+
+    /** Reads a batch's chunks into kernel input, in token-id order. */
+    private LoadedBatch load(List<Row> rows) {
       List<DispatchChunk> chunks = new ArrayList<>(rows.size());
       for (Row r : rows) {
         chunks.add(DispatchChunk.of(r));
       }
       rows.clear();
       DispatchChunk first = chunks.get(0);
-      if (rank < 0) {
+      if (rank == -1) {
         rank = first.rank();
       }
       long batch = first.batch();
       ProblemShape shape = spec.shape();
       int k = shape.topK();
       long rowBytes = shape.rowBytes();
-      // the batch's tokens, from all its chunks, in token-id order
       int n = 0;
       for (DispatchChunk c : chunks) {
         if (c.rank() != rank) {
@@ -278,28 +394,31 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
         }
       }
       TokenOrder order = TokenOrder.of(arrived, batch);
-      try (HostBuffer tokens = HostBuffer.allocate(n * rowBytes);
-          HostBuffer routing = HostBuffer.allocate(4L * n * k);
-          HostBuffer probs = hasProbs ? HostBuffer.allocate(4L * n * k) : null) {
-        for (int t = 0; t < n; t++) {
-          int s = order.source(t);
-          chunks.get(chunkOf[s]).copyToken(indexIn[s], k, rowBytes, tokens, routing, probs, t);
-        }
-        chunks.clear();
-        PermuteInput input =
-            new PermuteInput(tokens, n, shape.hidden(), shape.dtype(), routing, k, probs);
-        PermuteResult result =
-            ExecutorRuntime.runBatch(
-                kernels,
-                spec.settings(),
-                "rank " + rank + ", batch " + batch,
-                backend -> backend.permute(input, shape.optionsForRank(rank)));
-        ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
-        ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * rowBytes);
-        return Closeables.closeOnExcept(
-            result,
-            r -> new BatchOutput(rank, batch, order.sortedIds(), r, shape.expertPlacement()));
-      }
+      int tokens = n;
+      HostBuffer[] buffers = new HostBuffer[3]; // filled as allocated: closed on a failure
+      return Closeables.closeOnExcept(
+          () -> {
+            buffers[0] = HostBuffer.allocate(tokens * rowBytes);
+            buffers[1] = HostBuffer.allocate(4L * tokens * k);
+            buffers[2] = hasProbs ? HostBuffer.allocate(4L * tokens * k) : null;
+            for (int t = 0; t < tokens; t++) {
+              int src = order.source(t);
+              chunks
+                  .get(chunkOf[src])
+                  .copyToken(indexIn[src], k, rowBytes, buffers[0], buffers[1], buffers[2], t);
+            }
+            chunks.clear();
+            PermuteInput input =
+                new PermuteInput(
+                    buffers[0], tokens, shape.hidden(), shape.dtype(), buffers[1], k, buffers[2]);
+            boolean allRanks = rank == DispatchChunk.ALL_RANKS;
+            int[] ranks =
+                allRanks
+                    ? IntStream.range(0, shape.expertPlacement().numRanks()).toArray()
+                    : new int[] {rank};
+            return new LoadedBatch(batch, order.sortedIds(), input, allRanks, ranks);
+          },
+          buffers);
     }
   }
 }
