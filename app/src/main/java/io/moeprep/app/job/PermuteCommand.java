@@ -15,6 +15,7 @@ import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
+import io.moeprep.spark.conf.MoePrepConf;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.PermuteSpec;
@@ -43,7 +44,8 @@ import picocli.CommandLine.Option;
       "moeprep permute --input TOKENS --out DIR --ep-size R [--experts E] [--hidden H]",
       "    [--dtype D] [--top-k K] [--placement r0,r1,...] [--num-out M | --capacity C |",
       "    --capacity-factor F] [--pad-to-capacity] [--align A] [--tokens-per-batch T]",
-      "    [--layout rows|packed] [--dispatch all_to_all|all_gather] [--backend auto|cpu|cuda]",
+      "    [--layout rows|packed] [--dispatch all_to_all|all_gather] [--partitioning batch|rank]",
+      "    [--backend auto|cpu|cuda]",
       "    [--max-block-bytes B] [--chunk-bytes B] [--bad-rows fail|skip] [--force]"
     },
     description = {
@@ -150,6 +152,15 @@ final class PermuteCommand implements JobCommand {
   String dispatch;
 
   @Option(
+      names = "--partitioning",
+      paramLabel = "P",
+      description =
+          "batch (each batch permuted for every rank in one task: one shuffle by batch) or rank"
+              + " (the all-to-all: one task per rank) (default: spark.moeprep.partitioning if set,"
+              + " else batch; the outputs are the same)")
+  String partitioning;
+
+  @Option(
       names = "--backend",
       paramLabel = "B",
       description = "auto, cpu or cuda (default: spark.moeprep.backend, auto)")
@@ -239,6 +250,9 @@ final class PermuteCommand implements JobCommand {
     if (badRows != null) {
       badRows = OptionChecks.oneOf("--bad-rows", badRows, "fail", "skip");
     }
+    if (partitioning != null) {
+      partitioning = OptionChecks.oneOf("--partitioning", partitioning, "batch", "rank");
+    }
   }
 
   /**
@@ -305,6 +319,7 @@ final class PermuteCommand implements JobCommand {
     }
     putIfGiven(o, "layout", layout);
     putIfGiven(o, "dispatch", dispatch);
+    putIfGiven(o, "partitioning", partitioning);
     putIfGiven(o, "backend", backend == null ? null : backend.name().toLowerCase(Locale.ROOT));
     putIfGiven(o, "maxBlockBytes", maxBlockBytes);
     putIfGiven(o, "chunkBytes", chunkBytes);
@@ -343,6 +358,7 @@ final class PermuteCommand implements JobCommand {
     Map<String, String> o = new LinkedHashMap<>(given);
     o.put("tokensPerBatch", Integer.toString(s.shape().tokensPerBatch()));
     o.put("dispatch", s.settings().dispatch().name().toLowerCase(Locale.ROOT));
+    o.put("partitioning", s.settings().partitioning().name().toLowerCase(Locale.ROOT));
     o.put("layout", s.settings().layout().name().toLowerCase(Locale.ROOT));
     o.put("backend", s.settings().backend().name().toLowerCase(Locale.ROOT));
     o.put("maxBlockBytes", Long.toString(s.settings().maxBlockBytes()));
@@ -354,7 +370,18 @@ final class PermuteCommand implements JobCommand {
   @Override
   public int run(JobContext ctx) throws Exception {
     long start = System.nanoTime();
+    if (!given.containsKey("partitioning")
+        && ctx.spark.conf().get(MoePrepConf.PARTITIONING.key(), null) == null) {
+      // the output is written per rank (ep_rank=R/): no consumer needs partition r to be rank r
+      given.put("partitioning", "batch");
+    }
     PermuteSpec spec = PermuteSpec.fromOptions(given).resolve(k -> ctx.spark.conf().get(k, null));
+    int ranks = spec.shape().expertPlacement().numRanks();
+    if (ctx.spark.conf().get("spark.sql.maxConcurrentOutputFileWriters", "0").equals("0")) {
+      // partitionBy("ep_rank") writes each task's ranks through open writers, not after sorting
+      // the task's rows by rank (past this many ranks Spark falls back to the sort)
+      ctx.spark.conf().set("spark.sql.maxConcurrentOutputFileWriters", Math.min(ranks, 32));
+    }
     Map<String, String> options = resolvedOptions(spec, given);
     ObjectNode timings = Json.object();
     Dataset<Row> tokens = ctx.spark.read().parquet(input);
@@ -415,7 +442,7 @@ final class PermuteCommand implements JobCommand {
           m.get("rows_out").asLong(),
           spec.shape().expertPlacement().numRanks(),
           options.get("layout"),
-          options.get("dispatch"),
+          options.get("dispatch") + " by " + options.get("partitioning"),
           backendSummary(m),
           dropped,
           slots,

@@ -14,18 +14,26 @@ import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.ProblemShape;
 import io.moeprep.spark.spec.RankMasks;
 import io.moeprep.spark.spec.RunSettings;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
+import java.util.Map;
 import java.util.NoSuchElementException;
+import java.util.stream.Collectors;
 import java.util.stream.IntStream;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.util.TaskCompletionListener;
+import scala.jdk.javaapi.CollectionConverters;
 
 /**
  * The reduce side of dispatch. Under {@link Partitioning#RANK} a partition is one EP rank's {@link
@@ -103,13 +111,13 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
             case PACKED -> planBlocks();
             case ROW_MAP -> members == null ? tokenIds.length : members.length;
             case TOKENS_PER_EXPERT -> localExperts.length;
+            case SHARDS -> Math.max(1, (result.numOut() + rowsPerPart() - 1) / rowsPerPart());
           };
     }
 
-    private long planBlocks() {
-      SegmentLayout l = result.layout();
+    /** Rows per PACKED block or shard part: as many as {@code maxBlockBytes} holds, at least 1. */
+    private long rowsPerPart() {
       long maxBlockBytes = spec.settings().maxBlockBytes();
-      long rowsPerPart = Math.max(1, maxBlockBytes / rowBytes);
       if (rowBytes > maxBlockBytes) {
         throw new IllegalArgumentException(
             "one hidden row has "
@@ -117,6 +125,12 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
                 + " bytes, more than spark.moeprep.packed.maxBlockBytes = "
                 + maxBlockBytes);
       }
+      return maxBlockBytes / rowBytes;
+    }
+
+    private long planBlocks() {
+      SegmentLayout l = result.layout();
+      long rowsPerPart = rowsPerPart();
       for (int x = 0; x < l.numSegments(); x++) {
         long to = l.segmentEnd(x);
         int part = 0;
@@ -138,6 +152,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
         case PACKED -> block(blocks.get((int) i));
         case ROW_MAP -> rowMap((int) i);
         case TOKENS_PER_EXPERT -> tokensPerExpert(localExperts[(int) i]);
+        case SHARDS -> shard((int) i);
       };
     }
 
@@ -203,6 +218,98 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       return RowFactory.create(rank, batch, tokenIds[t], ids);
     }
 
+    /**
+     * Part {@code part} of the (rank, batch)'s shard ({@link ShardSchema#SHARDS}): its rows of the
+     * permuted tensor and of the per-row tensors, and on part 0 the per-token and per-expert
+     * tensors and the spec. {@code source_token} indexes {@code token_id}, the tokens this rank
+     * received.
+     */
+    private Row shard(int part) {
+      long rows = result.numOut();
+      long perPart = rowsPerPart();
+      int parts = (int) count;
+      long from = part * perPart;
+      long to = Math.min(rows, from + perPart);
+      int n = (int) (to - from);
+      byte[] sources = new byte[8 * n];
+      int[] index = members == null ? null : memberIndex();
+      for (int j = 0; j < n; j++) {
+        long src = result.sourceToken().getLong(8 * (from + j));
+        LONGS.set(sources, 8 * j, src < 0 || index == null ? src : index[(int) src]);
+      }
+      boolean first = part == 0;
+      int k = spec.shape().topK();
+      int tokens = members == null ? tokenIds.length : members.length;
+      return RowFactory.create(
+          rank,
+          batch,
+          part,
+          parts,
+          rows,
+          (long) tokens,
+          spec.shape().hidden(),
+          k,
+          spec.shape().numExperts(),
+          spec.shape().dtype().cliName(),
+          bytes(result.permuted(), from * rowBytes, n * rowBytes),
+          sources,
+          bytes(result.sourceSlot(), 8 * from, 8L * n),
+          result.permutedProbs() == null ? null : bytes(result.permutedProbs(), 4 * from, 4L * n),
+          first ? rowIdMapOfMembers(k) : null,
+          first ? longs(result.tokensPerExpert()) : null,
+          first ? longs(result.layout().offsets()) : null,
+          first ? longs(memberIds()) : null,
+          first ? CollectionConverters.asScala(shardMetadata()) : null);
+    }
+
+    /** For each token of the batch, its index among the rank's tokens ({@code -1}: not one). */
+    private int[] memberIndex() {
+      int[] index = new int[tokenIds.length];
+      Arrays.fill(index, -1);
+      for (int i = 0; i < members.length; i++) {
+        index[members[i]] = i;
+      }
+      return index;
+    }
+
+    private long[] memberIds() {
+      if (members == null) {
+        return tokenIds;
+      }
+      long[] ids = new long[members.length];
+      for (int i = 0; i < ids.length; i++) {
+        ids[i] = tokenIds[members[i]];
+      }
+      return ids;
+    }
+
+    private byte[] rowIdMapOfMembers(int k) {
+      if (members == null) {
+        return bytes(result.rowIdMap(), 0, result.rowIdMap().size());
+      }
+      long slots = 4L * k;
+      byte[] out = new byte[Math.toIntExact(members.length * slots)];
+      for (int i = 0; i < members.length; i++) {
+        result.rowIdMap().copyTo(members[i] * slots, out, (int) (i * slots), slots);
+      }
+      return out;
+    }
+
+    private Map<String, String> shardMetadata() {
+      ProblemShape shape = spec.shape();
+      Map<String, String> m = new LinkedHashMap<>();
+      m.put("ep_size", Integer.toString(shape.expertPlacement().numRanks()));
+      m.put("capacity", shape.capacity().optionValue());
+      m.put("align", Integer.toString(shape.align()));
+      m.put("dispatch", spec.settings().dispatch().name().toLowerCase(Locale.ROOT));
+      if (!shape.placement().isEmpty()) {
+        m.put(
+            "placement",
+            shape.placement().stream().map(String::valueOf).collect(Collectors.joining(",")));
+      }
+      return m;
+    }
+
     private Row tokensPerExpert(int e) {
       SegmentLayout l = result.layout();
       long[] dropped = l.droppedPerExpert();
@@ -223,6 +330,23 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
    * the chunks' rank under {@link Partitioning#RANK}, every rank under {@link Partitioning#BATCH}.
    * The input is shared by the ranks; the kernels mask the routing to each.
    */
+  private static final VarHandle LONGS =
+      MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+
+  private static byte[] bytes(HostBuffer b, long offset, long length) {
+    byte[] a = new byte[Math.toIntExact(length)];
+    b.copyTo(offset, a, 0, a.length);
+    return a;
+  }
+
+  private static byte[] longs(long[] values) {
+    byte[] a = new byte[Math.multiplyExact(8, values.length)];
+    for (int i = 0; i < values.length; i++) {
+      LONGS.set(a, 8 * i, values[i]);
+    }
+    return a;
+  }
+
   private final class LoadedBatch implements AutoCloseable {
     final long batch;
     final long[] tokenIds;
