@@ -33,11 +33,13 @@ import org.apache.spark.sql.SparkSession;
  * ({@link Partitioning#RANK}: partition r = rank r, written as it is); {@code rows-batch} and
  * {@code packed-batch}, shuffle-less ({@link Partitioning#BATCH}: one shuffle by batch, written
  * {@code partitionBy("ep_rank")} with up to R concurrent writers per task, as {@code bin/moeprep
- * permute} does), which store the same bytes per rank.
+ * permute} does), which store the same bytes per rank; {@code safetensors}, shuffle-less into the
+ * safetensors sink ({@code PermuteOutput.shards()}, one file per (rank, batch) with every tensor;
+ * {@code format=noop} measures the shard rows without writing).
  *
  * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
  * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu
- * only=plain,rows,packed,rows-batch,packed-batch format=parquet chunkBytes=8388608
+ * only=plain,rows,packed,rows-batch,packed-batch,safetensors format=parquet chunkBytes=8388608
  * maxBlockBytes=1073741824 reuseInput=false} ({@code reuseInput=true} keeps the input of an earlier
  * run of the same shape). Run it with the module's classpath and Spark's {@code --add-opens} flags,
  * e.g.
@@ -121,7 +123,7 @@ public final class SparkPermuteBenchmark {
     a.put("master", "local[2]");
     a.put("runs", "1");
     a.put("backend", "cpu");
-    a.put("only", "plain,rows,packed,rows-batch,packed-batch");
+    a.put("only", "plain,rows,packed,rows-batch,packed-batch,safetensors");
     a.put("format", "parquet");
     a.put("chunkBytes", Long.toString(8L << 20));
     a.put("maxBlockBytes", Long.toString(1L << 30));
@@ -195,7 +197,9 @@ public final class SparkPermuteBenchmark {
     for (int run = 0; run < runs; run++) {
       for (String which : a.get("only").split(",")) {
         Dataset<Row> in = spark.read().parquet(input);
-        Partitioning p = which.endsWith("-batch") ? Partitioning.BATCH : Partitioning.RANK;
+        boolean shards = which.equals("safetensors");
+        Partitioning p =
+            which.endsWith("-batch") || shards ? Partitioning.BATCH : Partitioning.RANK;
         spec.partitioning(p);
         Dataset<Row> out =
             switch (which) {
@@ -204,9 +208,10 @@ public final class SparkPermuteBenchmark {
                   MoePrep.permute(in, spec.layout(Layout.ROWS).build()).data();
               case "packed", "packed-batch" ->
                   MoePrep.permute(in, spec.layout(Layout.PACKED).build()).data();
+              case "safetensors" -> MoePrep.permute(in, spec.build()).shards();
               default ->
                   throw new IllegalArgumentException(
-                      "only: plain, rows, packed, rows-batch, packed-batch");
+                      "only: plain, rows, packed, rows-batch, packed-batch, safetensors");
             };
         waitForListeners(spark);
         bytes.reset();
@@ -214,10 +219,12 @@ public final class SparkPermuteBenchmark {
         double cpuStart = processCpuSeconds();
         // the same writer options for every variant (they suit large binary values)
         var writer = out.write().mode(SaveMode.Overwrite).options(MoePrep.PARQUET_OPTIONS);
-        if (p == Partitioning.BATCH && !a.get("format").equals("noop")) {
+        boolean noop = a.get("format").equals("noop");
+        if (p == Partitioning.BATCH && !shards && !noop) {
           writer = writer.partitionBy("ep_rank");
         }
-        writer.format(a.get("format")).save(dir + "/out-" + which);
+        String format = shards && !noop ? "moeprep-safetensors" : a.get("format");
+        writer.format(format).save(dir + "/out-" + which);
         double s = (System.nanoTime() - start) / 1e9;
         double cpu = processCpuSeconds() - cpuStart;
         waitForListeners(spark);

@@ -45,13 +45,15 @@ import picocli.CommandLine.Option;
       "    [--dtype D] [--top-k K] [--placement r0,r1,...] [--num-out M | --capacity C |",
       "    --capacity-factor F] [--pad-to-capacity] [--align A] [--tokens-per-batch T]",
       "    [--layout rows|packed] [--dispatch all_to_all|all_gather] [--partitioning batch|rank]",
-      "    [--backend auto|cpu|cuda]",
+      "    [--backend auto|cpu|cuda] [--format parquet|safetensors]",
       "    [--max-block-bytes B] [--chunk-bytes B] [--bad-rows fail|skip] [--force]"
     },
     description = {
       "Reads a token table (token_id, hidden as binary or array<float>, expert_ids, optional",
       "probs and batch) and writes, partitioned by ep_rank (DIR/<part>/ep_rank=r/):",
-      "  DIR/data               the permuted tokens (layout rows or packed)",
+      "  DIR/data               the permuted tokens (layout rows or packed), or with --format",
+      "                         safetensors one file per (rank, batch):",
+      "                         DIR/data/rank=R/batch=B.safetensors",
       "  DIR/row_map            the output row of every slot, per (rank, batch, token)",
       "  DIR/tokens_per_expert  kept and dropped slots and the segment per (rank, batch, expert)",
       "  DIR/bad_rows           with --bad-rows skip: the skipped rows (token_id, batch,",
@@ -150,6 +152,14 @@ final class PermuteCommand implements JobCommand {
       paramLabel = "D",
       description = "all_to_all or all_gather (default: spark.moeprep.dispatch)")
   String dispatch;
+
+  @Option(
+      names = "--format",
+      paramLabel = "F",
+      description =
+          "parquet (DIR/data as a table) or safetensors (one file per (rank, batch) with every"
+              + " tensor, for trainers) (default: parquet)")
+  String format;
 
   @Option(
       names = "--partitioning",
@@ -253,6 +263,10 @@ final class PermuteCommand implements JobCommand {
     if (partitioning != null) {
       partitioning = OptionChecks.oneOf("--partitioning", partitioning, "batch", "rank");
     }
+    format =
+        format == null
+            ? "parquet"
+            : OptionChecks.oneOf("--format", format, "parquet", "safetensors");
   }
 
   /**
@@ -390,14 +404,22 @@ final class PermuteCommand implements JobCommand {
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
-      try (Progress.Step s =
-          ctx.progress.step(
-              "data (" + spec.settings().layout().name().toLowerCase(Locale.ROOT) + ")")) {
-        perm.data()
-            .write()
-            .options(MoePrep.PARQUET_OPTIONS)
-            .partitionBy("ep_rank")
-            .parquet(dir.path("data"));
+      boolean shards = format.equals("safetensors");
+      String what = shards ? "safetensors" : options.get("layout");
+      try (Progress.Step s = ctx.progress.step("data (" + what + ")")) {
+        if (shards) {
+          perm.shards()
+              .write()
+              .format("moeprep-safetensors")
+              .mode("overwrite")
+              .save(dir.path("data"));
+        } else {
+          perm.data()
+              .write()
+              .options(MoePrep.PARQUET_OPTIONS)
+              .partitionBy("ep_rank")
+              .parquet(dir.path("data"));
+        }
         timings.put("data", s.done());
       }
       try (Progress.Step s = ctx.progress.step("row map")) {
@@ -466,6 +488,20 @@ final class PermuteCommand implements JobCommand {
     return 0;
   }
 
+  /** Output rows per rank of a Parquet data table. */
+  private static Map<Integer, Long> rowsPerRank(JobContext ctx, String data, Layout layout) {
+    Dataset<Row> d = ctx.spark.read().parquet(data);
+    Dataset<Row> perRank =
+        layout == Layout.PACKED
+            ? d.groupBy("ep_rank").agg(sum(col("rows").cast("long")))
+            : d.groupBy("ep_rank").count();
+    Map<Integer, Long> out = new TreeMap<>();
+    for (Row r : perRank.collectAsList()) {
+      out.put(r.getInt(0), r.isNullAt(1) ? 0L : r.getLong(1));
+    }
+    return out;
+  }
+
   static String backendSummary(JsonNode m) {
     java.util.TreeSet<String> b = new java.util.TreeSet<>();
     for (JsonNode r : m.get("ranks")) {
@@ -480,7 +516,8 @@ final class PermuteCommand implements JobCommand {
       PermuteSpec spec,
       Map<String, String> options,
       JsonNode gen,
-      List<String> backends) {
+      List<String> backends)
+      throws IOException {
     ExpertPlacement placement = spec.shape().expertPlacement();
     int e = spec.shape().numExperts();
     int ranks = placement.numRanks();
@@ -498,6 +535,7 @@ final class PermuteCommand implements JobCommand {
     options.forEach(opts::put);
     ObjectNode outs = m.putObject("outputs");
     outs.put("data", "data");
+    outs.put("format", format);
     outs.put("row_map", "row_map");
     outs.put("tokens_per_expert", "tokens_per_expert");
     outs.put("partitioned_by", "ep_rank");
@@ -516,15 +554,10 @@ final class PermuteCommand implements JobCommand {
       dropped[r.getInt(1)] += r.getLong(3);
     }
     long batches = batchIds.size();
-    Dataset<Row> data = ctx.spark.read().parquet(dir.path("data"));
-    Map<Integer, Long> rowsPerRank = new TreeMap<>();
-    Dataset<Row> perRank =
-        spec.settings().layout() == Layout.PACKED
-            ? data.groupBy("ep_rank").agg(sum(col("rows").cast("long")))
-            : data.groupBy("ep_rank").count();
-    for (Row r : perRank.collectAsList()) {
-      rowsPerRank.put(r.getInt(0), r.isNullAt(1) ? 0L : r.getLong(1));
-    }
+    Map<Integer, Long> rowsPerRank =
+        format.equals("safetensors")
+            ? ShardFiles.rowsPerRank(ctx.hadoop(), dir.path("data"))
+            : rowsPerRank(ctx, dir.path("data"), spec.settings().layout());
     Map<Integer, String[]> backendOf = new TreeMap<>();
     for (String b : backends) {
       String[] f = b.split("\\|", -1);
