@@ -42,6 +42,11 @@ public final class DeviceMoeKernels {
     return kernels.device();
   }
 
+  /** Copies between host and device addresses on {@link #device()} (unchecked). */
+  public DeviceCopies copies() {
+    return kernels.copies();
+  }
+
   /**
    * Step 1 of a permute, validated: checks the routing (shape, addresses, every expert id {@code
    * -1} or in {@code [0, numExperts)}), then builds the row map ({@code rowIdMap}, int32 {@code
