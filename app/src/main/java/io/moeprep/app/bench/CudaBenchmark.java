@@ -1,11 +1,11 @@
 package io.moeprep.app.bench;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.cuda.CudaDevice;
 import io.moeprep.kernels.cuda.CudaSupport;
 import io.moeprep.kernels.cuda.DeviceBuffer;
-import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.cuda.DeviceKernels;
 import io.moeprep.kernels.cuda.DeviceRouting;
 import io.moeprep.kernels.cuda.DeviceRows;
@@ -23,11 +23,12 @@ import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
 /**
- * Times the CUDA kernels on device-resident BF16 batches: map building ({@code RoutingMapLauncher.map}:
- * the fused kernel where it applies, its wait for the layout included; and, for comparison, the
- * unfused plan + buildMaps with their host round trip), permute (data movement) and unpermute with
- * probs, each as the median of many runs timed with CUDA events, against a device-to-device copy
- * ({@code cuMemcpyDtoD}) that moves the same number of bytes, measured in the same run.
+ * Times the CUDA kernels on device-resident BF16 batches: map building ({@code
+ * RoutingMapLauncher.map}: the fused kernel where it applies, its wait for the layout included;
+ * and, for comparison, the unfused plan + buildMaps with their host round trip), permute (data
+ * movement) and unpermute with probs, each as the median of many runs timed with CUDA events,
+ * against a device-to-device copy ({@code cuMemcpyDtoD}) that moves the same number of bytes,
+ * measured in the same run.
  *
  * <p>Bytes moved: permute reads each token row that has a kept slot once and writes every output
  * row; unpermute reads every kept row and writes every token row; a copy of B bytes reads and
@@ -200,8 +201,7 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
-                  try (RoutingMapLauncher.RoutingPlan p =
-                      k.routingMap().plan(dr, o, scratch, s)) {
+                  try (RoutingMapLauncher.RoutingPlan p = k.routingMap().plan(dr, o, scratch, s)) {
                     numOut[0] = p.numOut();
                   }
                 });
@@ -262,8 +262,7 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
-                  try (RoutingMapLauncher.RoutingPlan p =
-                      k.routingMap().plan(dr, o, scratch, s)) {
+                  try (RoutingMapLauncher.RoutingPlan p = k.routingMap().plan(dr, o, scratch, s)) {
                     k.routingMap().buildMaps(p, outputs, s);
                   }
                 });
@@ -292,7 +291,8 @@ public final class CudaBenchmark {
         double permCopyMs =
             timer.median(iters, () -> k.copies().copy(dCopy.address(), src.address(), permCopy, s));
         double unpermCopyMs =
-            timer.median(iters, () -> k.copies().copy(dCopy.address(), src.address(), unpermCopy, s));
+            timer.median(
+                iters, () -> k.copies().copy(dCopy.address(), src.address(), unpermCopy, s));
         long mapBytes = slots * 4 * 3 + keptRows * (8 + 8 + 4) + slots * 4;
         out.add(row(c.label(), "map total", mapMs, mapBytes, Double.NaN, 0));
         out.add(row(c.label(), "map async", asyncMs, mapBytes, Double.NaN, 0));
