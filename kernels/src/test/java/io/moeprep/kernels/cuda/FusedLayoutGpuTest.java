@@ -35,6 +35,9 @@ class FusedLayoutGpuTest extends GpuLeakCheck {
       int kk = 1 + rnd.nextInt(8);
       int e = 1 + rnd.nextInt(c % 2 == 0 ? 16 : RoutingMapLauncher.FUSED_MAX_EXPERTS);
       int ranks = 1 + rnd.nextInt(Math.min(4, e));
+      while (e % ranks != 0) { // contiguous placement: the ranks divide the experts
+        ranks--;
+      }
       PermuteOptions o = PermuteOptions.forRank(e, ranks, rnd.nextInt(ranks));
       int mode = c % 4;
       if (mode == 1 || mode == 2) {
