@@ -68,7 +68,6 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     TaskContext ctx = TaskContext.get();
     if (ctx != null) {
       ctx.addTaskCompletionListener((TaskCompletionListener) c -> it.closeCurrent());
-      ExecutorRuntime.noteTaskDevice(ctx);
     }
     return it;
   }
@@ -431,7 +430,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     RankIterator(Iterator<Row> in) {
       RunSettings s = spec.settings();
       this.reader = new BatchReader(in, DispatchChunk.BATCH);
-      this.kernels = ExecutorRuntime.kernels(s.backend(), s.tuning());
+      this.kernels = ExecutorRuntime.kernels(s.backend(), s.tuning(), TaskContext.get());
     }
 
     @Override
