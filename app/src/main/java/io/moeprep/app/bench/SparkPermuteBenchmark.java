@@ -228,14 +228,16 @@ public final class SparkPermuteBenchmark {
         double s = (System.nanoTime() - start) / 1e9;
         double cpu = processCpuSeconds() - cpuStart;
         waitForListeners(spark);
+        long written = bytes.outputWritten.get();
+        if (shards && !noop) { // a DataSource V2 writer reports no output metrics: count the files
+          org.apache.hadoop.fs.Path o = new org.apache.hadoop.fs.Path(dir + "/out-" + which);
+          written =
+              o.getFileSystem(spark.sparkContext().hadoopConfiguration())
+                  .getContentSummary(o)
+                  .getLength();
+        }
         Result res =
-            new Result(
-                which,
-                s,
-                cpu,
-                bytes.shuffleWritten.get(),
-                bytes.outputWritten.get(),
-                bytes.outputRows.get());
+            new Result(which, s, cpu, bytes.shuffleWritten.get(), written, bytes.outputRows.get());
         System.out.printf(
             Locale.ROOT,
             "run %d %-7s %8.1f s  cpu %8.1f s  shuffled %9.1f MiB  written %9.1f MiB  rows %,d%n",

@@ -11,6 +11,7 @@ import io.moeprep.spark.exec.DispatchMapper;
 import io.moeprep.spark.exec.RankPartitioning;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Columns;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.Schemas;
 import java.util.Arrays;
@@ -105,23 +106,23 @@ public final class MoePrep {
     Column batch = hasBatch ? col(c.batch()).cast(DataTypes.LongType) : lit(null).cast("long");
     Dataset<Row> selected = tokens.select(tokenId, hidden, ids, probs, batch);
     int ranks = s.shape().expertPlacement().numRanks();
-    int[] keys = RankPartitioning.keys(ranks);
+    boolean byBatch = s.settings().partitioning() == Partitioning.BATCH;
+    boolean shuffle =
+        !byBatch || !BatchClustering.holdsWholeBatches(tokens, hasBatch ? c.batch() : null);
+    // the partitions of the shuffle: rank r in partition r, or batch b in partition b mod n
+    int partitions = byBatch ? batchPartitions(spark, s) : ranks;
+    int[] keys = RankPartitioning.keys(shuffle ? partitions : 1);
     LongAccumulator badRowCount = null;
     if (s.settings().badRows() == BadRowPolicy.SKIP) {
       badRowCount = spark.sparkContext().longAccumulator("moeprep.badRows");
     }
-    Dataset<Row> mapped =
+    Dataset<Row> dispatched =
         selected.mapPartitions(
             new DispatchMapper(s, hasProbs, hasBatch, keys, badRowCount),
             Encoders.row(Schemas.DISPATCH));
-    Dataset<Row> dispatched =
-        switch (s.settings().partitioning()) {
-          case RANK -> mapped.repartition(ranks, col("pkey"));
-          case BATCH ->
-              BatchClustering.holdsWholeBatches(tokens, hasBatch ? c.batch() : null)
-                  ? mapped
-                  : mapped.repartition(batchPartitions(spark, s), col("batch"));
-        };
+    if (shuffle) {
+      dispatched = dispatched.repartition(partitions, col("pkey"));
+    }
     dispatched = dispatched.sortWithinPartitions(col("batch"));
     Dataset<Row> badRows =
         selected.mapPartitions(

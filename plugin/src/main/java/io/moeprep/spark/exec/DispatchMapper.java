@@ -27,8 +27,9 @@ import org.apache.spark.util.LongAccumulator;
  * row-map entry. Under ALL_GATHER every rank gets the token unmasked.
  *
  * <p>Under {@link Partitioning#BATCH} there is one destination per batch: the chunks go, unmasked,
- * to {@link DispatchChunk#ALL_RANKS} (partition key 0; the plan partitions them by batch), and the
- * task that holds the batch does the masking by permuting it for each rank.
+ * to {@link DispatchChunk#ALL_RANKS} with the key of partition {@code batch mod n} (consecutive
+ * batches in distinct partitions, none sharing one while others stay empty), and the task that
+ * holds the batch does the masking by permuting it for each rank.
  *
  * <p>A chunk is emitted when it holds {@code chunkBytes} of hidden data; when the open chunks of a
  * task hold 8 times that, all are emitted. After its last token, a task sends every rank an empty
@@ -49,8 +50,9 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
       org.slf4j.LoggerFactory.getLogger(DispatchMapper.class);
 
   /**
-   * @param partitionKeys per rank, a key that Spark's hash partitioning sends to partition {@code
-   *     rank} (see {@link RankPartitioning})
+   * @param partitionKeys per partition of the shuffle, a key that Spark's hash partitioning sends
+   *     there (see {@link RankPartitioning}): one per rank, or under {@link Partitioning#BATCH} one
+   *     per partition of batches
    */
   public DispatchMapper(PermuteSpec spec, boolean hasProbs, boolean hasBatch, int[] partitionKeys) {
     this(spec, hasProbs, hasBatch, partitionKeys, null);
@@ -83,7 +85,10 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
    */
   private DispatchChunk.Writer chunk(int rank, long batch, int tokens) {
     ProblemShape s = spec.shape();
-    int key = rank == DispatchChunk.ALL_RANKS ? 0 : partitionKeys[rank];
+    int key =
+        rank == DispatchChunk.ALL_RANKS
+            ? partitionKeys[(int) Math.floorMod(batch, (long) partitionKeys.length)]
+            : partitionKeys[rank];
     return new DispatchChunk.Writer(
         rank, key, batch, s.topK(), s.rowBytes(), hasProbs, tokens, chunkTokens);
   }

@@ -23,6 +23,7 @@ import java.util.regex.Pattern;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.functions;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -116,7 +117,16 @@ class ShuffleLessTest {
     PermuteOutput shuffled = MoePrep.permute(spread, spec);
     assertEquals(1, exchanges(spread), "the input's own round robin");
     assertEquals(2, exchanges(shuffled.rows()), "the input's and one by batch:\n" + plan(shuffled));
-    assertTrue(plan(shuffled).contains("hashpartitioning(batch"), plan(shuffled));
+    assertTrue(plan(shuffled).contains("hashpartitioning(pkey"), plan(shuffled));
+    // batch b in partition b mod n (n = spark.sql.shuffle.partitions = 3 in the tests)
+    int n = Integer.parseInt(spark.conf().get("spark.sql.shuffle.partitions"));
+    long misplaced =
+        shuffled
+            .rows()
+            .withColumn("pid", spark_partition_id())
+            .where(col("pid").notEqual(functions.pmod(col("batch"), functions.lit(n))))
+            .count();
+    assertEquals(0, misplaced, "batch b in partition b mod " + n);
     PermuteTest.assertMatchesKernels(tb, shuffled, true);
 
     Dataset<Row> byBatch = spread.repartition(4, col("batch"));
