@@ -117,11 +117,11 @@ public final class SinkBenchmark {
                     topK,
                     experts,
                     "bf16",
-                    bytes(res.permuted(), a * rowBytes, (b - a) * rowBytes),
-                    bytes(res.sourceToken(), 8 * a, 8 * (b - a)),
-                    bytes(res.sourceSlot(), 8 * a, 8 * (b - a)),
-                    bytes(res.permutedProbs(), 4 * a, 4 * (b - a)),
-                    first ? bytes(res.rowIdMap(), 0, res.rowIdMap().size()) : null,
+                    res.permuted().toBytes(a * rowBytes, (b - a) * rowBytes),
+                    res.sourceToken().toBytes(8 * a, 8 * (b - a)),
+                    res.sourceSlot().toBytes(8 * a, 8 * (b - a)),
+                    res.permutedProbs().toBytes(4 * a, 4 * (b - a)),
+                    first ? res.rowIdMap().toBytes(0, res.rowIdMap().size()) : null,
                     first ? longs(res.tokensPerExpert()) : null,
                     first ? longs(res.layout().offsets()) : null,
                     first ? longs(ids) : null,
@@ -130,12 +130,6 @@ public final class SinkBenchmark {
         }
       }
       return out.iterator();
-    }
-
-    private static byte[] bytes(HostBuffer b, long offset, long length) {
-      byte[] a = new byte[Math.toIntExact(length)];
-      b.copyTo(offset, a, 0, a.length);
-      return a;
     }
 
     private static byte[] longs(long[] v) {

@@ -318,6 +318,16 @@ public final class HostBuffer implements AutoCloseable {
   }
 
   /**
+   * A new array holding {@code length} bytes of this buffer from {@code offset} (under 2 GiB: a
+   * Java array's limit, checked).
+   */
+  public byte[] toBytes(long offset, long length) {
+    byte[] out = new byte[Math.toIntExact(length)];
+    copyTo(offset, out, 0, out.length);
+    return out;
+  }
+
+  /**
    * Writes {@code length} bytes from {@code offset} to {@code out} (any length, 64-bit), through a
    * heap staging array of at most 1 MiB; {@code out} is neither flushed nor closed.
    *

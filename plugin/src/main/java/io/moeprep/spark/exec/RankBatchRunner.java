@@ -250,10 +250,10 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           k,
           spec.shape().numExperts(),
           spec.shape().dtype().cliName(),
-          bytes(result.permuted(), from * rowBytes, n * rowBytes),
+          result.permuted().toBytes(from * rowBytes, n * rowBytes),
           sources,
-          bytes(result.sourceSlot(), 8 * from, 8L * n),
-          result.permutedProbs() == null ? null : bytes(result.permutedProbs(), 4 * from, 4L * n),
+          result.sourceSlot().toBytes(8 * from, 8L * n),
+          result.permutedProbs() == null ? null : result.permutedProbs().toBytes(4 * from, 4L * n),
           first ? rowIdMapOfMembers(k) : null,
           first ? longs(result.tokensPerExpert()) : null,
           first ? longs(result.layout().offsets()) : null,
@@ -284,7 +284,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
 
     private byte[] rowIdMapOfMembers(int k) {
       if (members == null) {
-        return bytes(result.rowIdMap(), 0, result.rowIdMap().size());
+        return result.rowIdMap().toBytes(0, result.rowIdMap().size());
       }
       long slots = 4L * k;
       byte[] out = new byte[Math.toIntExact(members.length * slots)];
@@ -331,12 +331,6 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
    */
   private static final VarHandle LONGS =
       MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
-
-  private static byte[] bytes(HostBuffer b, long offset, long length) {
-    byte[] a = new byte[Math.toIntExact(length)];
-    b.copyTo(offset, a, 0, a.length);
-    return a;
-  }
 
   private static byte[] longs(long[] values) {
     byte[] a = new byte[Math.multiplyExact(8, values.length)];

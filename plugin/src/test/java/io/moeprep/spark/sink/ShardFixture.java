@@ -173,11 +173,11 @@ final class ShardFixture implements AutoCloseable {
               shape.topK(),
               shape.experts(),
               shape.dtype().cliName(),
-              bytes(result.permuted(), a * rowBytes(), (b - a) * rowBytes()),
-              bytes(result.sourceToken(), 8 * a, 8 * (b - a)),
-              bytes(result.sourceSlot(), 8 * a, 8 * (b - a)),
-              shape.probs() ? bytes(result.permutedProbs(), 4 * a, 4 * (b - a)) : null,
-              first ? bytes(result.rowIdMap(), 0, result.rowIdMap().size()) : null,
+              result.permuted().toBytes(a * rowBytes(), (b - a) * rowBytes()),
+              result.sourceToken().toBytes(8 * a, 8 * (b - a)),
+              result.sourceSlot().toBytes(8 * a, 8 * (b - a)),
+              shape.probs() ? result.permutedProbs().toBytes(4 * a, 4 * (b - a)) : null,
+              first ? result.rowIdMap().toBytes(0, result.rowIdMap().size()) : null,
               first ? longs(result.tokensPerExpert()) : null,
               first ? longs(result.layout().offsets()) : null,
               first ? longs(tokenIds) : null,
@@ -216,12 +216,6 @@ final class ShardFixture implements AutoCloseable {
       out.add(row(p));
     }
     return out;
-  }
-
-  private static byte[] bytes(HostBuffer b, long offset, long length) {
-    byte[] a = new byte[Math.toIntExact(length)];
-    b.copyTo(offset, a, 0, a.length);
-    return a;
   }
 
   static byte[] longs(long[] values) {
@@ -295,7 +289,7 @@ final class ShardFixture implements AutoCloseable {
     shapeIs(r, "row_id_map", "I32", t, k);
     byte[] permuted = r.bytes("permuted");
     assertArrayEquals(
-        bytes(result.permuted(), 0, result.permuted().size()), permuted, where + ": permuted");
+        result.permuted().toBytes(0, result.permuted().size()), permuted, where + ": permuted");
     long[] srcToken = r.longs("source_token");
     long[] srcSlot = r.longs("source_slot");
     int[] rowIdMap = r.ints("row_id_map");
