@@ -13,6 +13,7 @@ import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.exec.ExecutorRuntime;
 import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import java.util.List;
 import java.util.SplittableRandom;
@@ -41,7 +42,14 @@ class GpuPathTest {
         PermuteSpec.builder(16, 4).hidden(129, DType.BF16).topK(4).perExpertCapacity(90, true);
     long gpuBefore = ExecutorRuntime.GPU_BATCHES.getCount();
     for (Layout layout : Layout.values()) {
+      // the CPU all-to-all against the GPU shuffle-less run and the GPU all-to-all
       PermuteOutput cpu = MoePrep.permute(df, b.backend(BackendChoice.CPU).layout(layout).build());
+      PermuteSpec batchGpu =
+          b.backend(BackendChoice.CUDA).layout(layout).partitioning(Partitioning.BATCH).build();
+      b.partitioning(null);
+      PermuteOutput byBatch = MoePrep.permute(df, batchGpu);
+      assertSame(cpu.data(), byBatch.data(), layout == Layout.ROWS ? "ep_rank, batch, row" : null);
+      assertSame(cpu.rowMap(), byBatch.rowMap(), "ep_rank, batch, token_id");
       PermuteOutput gpu = MoePrep.permute(df, b.backend(BackendChoice.CUDA).layout(layout).build());
       assertSame(cpu.data(), gpu.data(), layout == Layout.ROWS ? "ep_rank, batch, row" : null);
       assertSame(cpu.rowMap(), gpu.rowMap(), "ep_rank, batch, token_id");
