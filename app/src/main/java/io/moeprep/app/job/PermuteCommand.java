@@ -391,7 +391,7 @@ final class PermuteCommand implements JobCommand {
       if (spec.settings().badRows() == BadRowPolicy.SKIP) {
         try (Progress.Step s = ctx.progress.step("bad rows")) {
           perm.badRows().write().parquet(dir.path("bad_rows"));
-          badRows = ctx.spark.read().parquet(dir.path("bad_rows")).count();
+          badRows = ctx.table(dir.path("bad_rows"), Schemas.BAD_ROWS).count();
           timings.put("bad_rows", s.done());
         }
       }
@@ -453,7 +453,8 @@ final class PermuteCommand implements JobCommand {
       PermuteSpec spec,
       Map<String, String> options,
       JsonNode gen,
-      List<String> backends) {
+      List<String> backends)
+      throws IOException {
     ExpertPlacement placement = spec.shape().expertPlacement();
     int e = spec.shape().numExperts();
     int ranks = placement.numRanks();
@@ -479,9 +480,7 @@ final class PermuteCommand implements JobCommand {
     long[] dropped = new long[e];
     java.util.Set<Long> batchIds = new java.util.HashSet<>();
     for (Row r :
-        ctx.spark
-            .read()
-            .parquet(dir.path("tokens_per_expert"))
+        ctx.table(dir.path("tokens_per_expert"), Schemas.TOKENS_PER_EXPERT)
             .select("batch", "expert", "kept", "dropped")
             .collectAsList()) {
       batchIds.add(r.getLong(0));
@@ -489,7 +488,8 @@ final class PermuteCommand implements JobCommand {
       dropped[r.getInt(1)] += r.getLong(3);
     }
     long batches = batchIds.size();
-    Dataset<Row> data = ctx.spark.read().parquet(dir.path("data"));
+    Dataset<Row> data =
+        ctx.table(dir.path("data"), JobContext.dataSchema(spec.settings().layout()));
     Map<Integer, Long> rowsPerRank = new TreeMap<>();
     Dataset<Row> perRank =
         spec.settings().layout() == Layout.PACKED

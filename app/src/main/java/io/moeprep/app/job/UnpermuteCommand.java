@@ -12,6 +12,7 @@ import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.io.IOException;
 import java.util.Locale;
 import java.util.Map;
@@ -137,8 +138,8 @@ final class UnpermuteCommand implements JobCommand {
     long tokens;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s = ctx.progress.step("combine")) {
-        Dataset<Row> experts = ctx.spark.read().parquet(x);
-        Dataset<Row> rowMap = ctx.spark.read().parquet(permuted.dir + "/row_map");
+        Dataset<Row> experts = ctx.table(x, JobContext.dataSchema(spec.settings().layout()));
+        Dataset<Row> rowMap = ctx.table(permuted.dir + "/row_map", Schemas.ROW_MAP);
         withSourceRank(
                 MoePrep.unpermute(experts, rowMap, spec), spec.shape().expertPlacement().numRanks())
             .write()
@@ -147,7 +148,7 @@ final class UnpermuteCommand implements JobCommand {
             .parquet(dir.path("combined"));
         timings.put("combine", s.done());
       }
-      tokens = ctx.spark.read().parquet(dir.path("combined")).count();
+      tokens = ctx.table(dir.path("combined"), JobContext.COMBINED).count();
       ObjectNode m = Json.object();
       m.put("command", "unpermute");
       m.put("version", JobMain.VERSION);
