@@ -2,7 +2,10 @@ package io.moeprep.app.job;
 
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.MoePrepCommandLine;
+import io.moeprep.spark.conf.MoePrepConf;
 import java.io.PrintStream;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.function.Supplier;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.sql.AnalysisException;
@@ -57,6 +60,7 @@ public final class JobMain {
       String name, JobCommand cmd, PrintStream out, PrintStream err, Supplier<SparkSession> session)
       throws Exception {
     cmd.validate();
+    checkSettings();
     cmd.checkPaths(hadoopConfiguration());
     SparkSession spark;
     try {
@@ -75,6 +79,21 @@ public final class JobMain {
     } finally {
       spark.sparkContext().removeSparkListener(progress);
     }
+  }
+
+  /**
+   * Checks the {@code spark.moeprep.*} settings given to the JVM as system properties (as
+   * spark-submit's {@code --conf} and bin/moeprep's {@code -D} pass them) against MoePrep's typed
+   * entries, before Spark starts: a bad value is the user's to fix, not a failure of SparkContext.
+   *
+   * @throws IllegalArgumentException naming the key, the value and what it must be
+   */
+  static void checkSettings() {
+    Map<String, String> settings = new TreeMap<>();
+    for (String key : System.getProperties().stringPropertyNames()) {
+      settings.put(key, System.getProperty(key));
+    }
+    MoePrepConf.checkAll(settings);
   }
 
   /**
