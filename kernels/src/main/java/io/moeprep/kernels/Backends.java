@@ -5,7 +5,8 @@ import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.cuda.CudaBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
 import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.logging.Logger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Chooses a backend at run time. This is the one place where backend {@code auto} falls back to the
@@ -13,7 +14,7 @@ import java.util.logging.Logger;
  * read the reason from the {@link Selection}.
  */
 public final class Backends {
-  private static final Logger LOG = Logger.getLogger(Backends.class.getName());
+  private static final Logger LOG = LoggerFactory.getLogger(Backends.class);
   private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
 
   private Backends() {}
@@ -56,7 +57,10 @@ public final class Backends {
         try {
           yield new Selection(cuda(device), null);
         } catch (RuntimeException | LinkageError e) {
-          yield fallback("the CUDA backend failed to start: " + e);
+          LOG.debug("moeprep: the CUDA backend failed to start", e);
+          yield fallback(
+              "the CUDA backend failed to start: "
+                  + (e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage()));
         }
       }
     };
@@ -70,7 +74,7 @@ public final class Backends {
 
   private static Selection fallback(String reason) {
     if (FALLBACK_LOGGED.compareAndSet(false, true)) {
-      LOG.info("moeprep: backend auto runs on the CPU: " + reason);
+      LOG.info("moeprep: backend auto runs on the CPU: {}", reason);
     }
     return new Selection(CpuBackend.INSTANCE, reason);
   }

@@ -41,12 +41,16 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
         ExecutorRuntime.kernels(
             BackendChoice.AUTO, TuningSettings.read(k -> ctx.conf().get(k, null)));
       }
-      LOG.info(
-          "moeprep: executor {}: GPU {} ({}), device {}",
-          ctx.executorID(),
-          p.available() ? "available" : "unavailable",
-          p.reason(),
-          ExecutorRuntime.device());
+      if (p.available()) {
+        LOG.info(
+            "moeprep: executor {}: GPU available ({}), device {}",
+            ctx.executorID(),
+            p.reason(),
+            ExecutorRuntime.device());
+      } else {
+        // said once, where backend auto falls back (Backends), or in the error of backend cuda
+        LOG.debug("moeprep: executor {}: GPU unavailable ({})", ctx.executorID(), p.reason());
+      }
     } catch (Throwable t) {
       LOG.warn("moeprep: the GPU probe failed; tasks run on the CPU", t);
     }
