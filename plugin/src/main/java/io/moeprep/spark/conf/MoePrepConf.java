@@ -86,7 +86,7 @@ public final class MoePrepConf {
           8L << 20,
           1,
           1L << 30,
-          false);
+          true);
 
   /** Whether the executor plugin fails when the GPU was asked for and cannot run. */
   public static final ConfigEntry<Boolean> GPU_REQUIRED =
@@ -129,7 +129,7 @@ public final class MoePrepConf {
           0,
           0,
           Integer.MAX_VALUE,
-          false);
+          true);
 
   /** What a permute does with an input row that fails validation. */
   public static final ConfigEntry<String> BAD_ROWS =
