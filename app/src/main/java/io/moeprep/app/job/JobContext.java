@@ -21,11 +21,20 @@ final class JobContext {
   final PrintStream err;
   final Progress progress;
 
+  /** Whether the command ends with its summary line of counters (the demo has its own). */
+  final boolean summary;
+
   JobContext(SparkSession spark, PrintStream out, PrintStream err, Progress progress) {
+    this(spark, out, err, progress, true);
+  }
+
+  JobContext(
+      SparkSession spark, PrintStream out, PrintStream err, Progress progress, boolean summary) {
     this.spark = spark;
     this.out = out;
     this.err = err;
     this.progress = progress;
+    this.summary = summary;
   }
 
   Configuration hadoop() {

@@ -15,6 +15,7 @@ import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.PermuteSpec;
@@ -362,6 +363,7 @@ final class PermuteCommand implements JobCommand {
     perm.persist(StorageLevel.MEMORY_AND_DISK());
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
+    long badRows;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s =
           ctx.progress.step(
@@ -387,7 +389,7 @@ final class PermuteCommand implements JobCommand {
             .parquet(dir.path("tokens_per_expert"));
         timings.put("tokens_per_expert", s.done());
       }
-      long badRows = 0;
+      badRows = 0;
       if (spec.settings().badRows() == BadRowPolicy.SKIP) {
         try (Progress.Step s = ctx.progress.step("bad rows")) {
           perm.badRows().write().parquet(dir.path("bad_rows"));
@@ -399,6 +401,9 @@ final class PermuteCommand implements JobCommand {
       try (Progress.Step s = ctx.progress.step("manifest")) {
         m = manifest(ctx, dir, spec, options, gen, backends.value());
         m.put("bad_rows", badRows);
+        if (spec.settings().badRows() == BadRowPolicy.SKIP) {
+          ((ObjectNode) m.get("outputs")).put("bad_rows", "bad_rows");
+        }
         timings.put("manifest", s.done());
       }
       timings.put("total", (System.nanoTime() - start) / 1e9);
@@ -424,6 +429,22 @@ final class PermuteCommand implements JobCommand {
               ? ", " + badRows + " bad rows skipped"
               : "",
           out);
+      if (ctx.summary) {
+        BatchCounters c = perm.counters();
+        ctx.out.printf(
+            Locale.ROOT,
+            "permute: %d rows, %s, %d ranks, %d rank batches (gpu %d, cpu %d), %d fallbacks, %d bad"
+                + " rows in %.1f s%n",
+            c.rows(),
+            BatchCounters.bytes(c.bytes()),
+            spec.shape().expertPlacement().numRanks(),
+            c.gpuBatches() + c.cpuBatches(),
+            c.gpuBatches(),
+            c.cpuBatches(),
+            c.fallbacks(),
+            badRows,
+            (System.nanoTime() - start) / 1e9);
+      }
     } catch (Exception ex) {
       IllegalArgumentException bad = MoePrepCommandLine.badInput(ex);
       if (bad != null && !(ex instanceof IllegalArgumentException)) {

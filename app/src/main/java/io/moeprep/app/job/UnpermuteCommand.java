@@ -11,6 +11,7 @@ import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.api.MoePrep;
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.Schemas;
 import java.io.IOException;
@@ -135,13 +136,16 @@ final class UnpermuteCommand implements JobCommand {
     }
     String x = expertOut == null ? permuted.dir + "/data" : expertOut;
     ObjectNode timings = Json.object();
+    BatchCounters counters =
+        BatchCounters.register(ctx.spark.sparkContext(), "unpermute", spec.settings().backend());
     long tokens;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s = ctx.progress.step("combine")) {
         Dataset<Row> experts = ctx.table(x, JobContext.dataSchema(spec.settings().layout()));
         Dataset<Row> rowMap = ctx.table(permuted.dir + "/row_map", Schemas.ROW_MAP);
         withSourceRank(
-                MoePrep.unpermute(experts, rowMap, spec), spec.shape().expertPlacement().numRanks())
+                MoePrep.unpermute(experts, rowMap, spec, counters),
+                spec.shape().expertPlacement().numRanks())
             .write()
             .options(MoePrep.PARQUET_OPTIONS)
             .partitionBy("ep_rank")
@@ -179,6 +183,18 @@ final class UnpermuteCommand implements JobCommand {
         tokens,
         expertOut == null ? "identity experts" : expertOut,
         out);
+    if (ctx.summary) {
+      ctx.out.printf(
+          Locale.ROOT,
+          "unpermute: %d tokens, %s, %d batches (gpu %d, cpu %d), %d fallbacks in %.1f s%n",
+          counters.rows(),
+          BatchCounters.bytes(counters.bytes()),
+          counters.gpuBatches() + counters.cpuBatches(),
+          counters.gpuBatches(),
+          counters.cpuBatches(),
+          counters.fallbacks(),
+          (System.nanoTime() - start) / 1e9);
+    }
     return 0;
   }
 }
