@@ -35,6 +35,8 @@ import picocli.CommandLine.Mixin;
       DemoCommand.class
     })
 public final class JobMain {
+  private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(JobMain.class);
+
   /** The version written in manifests. */
   static final String VERSION = "0.1.0";
 
@@ -62,6 +64,7 @@ public final class JobMain {
     cmd.validate();
     checkSettings();
     cmd.checkPaths(hadoopConfiguration());
+    long checked = System.nanoTime();
     SparkSession spark;
     try {
       spark = session.get();
@@ -71,6 +74,7 @@ public final class JobMain {
     }
     Progress progress = new Progress(err, name, 3000, spark.sparkContext());
     spark.sparkContext().addSparkListener(progress);
+    long started = System.nanoTime();
     try {
       return cmd.run(new JobContext(spark, out, err, progress));
     } catch (AnalysisException e) {
@@ -78,6 +82,17 @@ public final class JobMain {
       throw new IllegalArgumentException(e.getMessage(), e);
     } finally {
       spark.sparkContext().removeSparkListener(progress);
+      // where a command's seconds go (logger io.moeprep.app.job.JobMain at debug)
+      LOG.debug(
+          "moeprep {}: JVM start to checks done {} s, Spark session {} s, command {} s",
+          name,
+          String.format(
+              java.util.Locale.ROOT,
+              "%.2f",
+              java.lang.management.ManagementFactory.getRuntimeMXBean().getUptime() / 1e3
+                  - (System.nanoTime() - checked) / 1e9),
+          String.format(java.util.Locale.ROOT, "%.2f", (started - checked) / 1e9),
+          String.format(java.util.Locale.ROOT, "%.2f", (System.nanoTime() - started) / 1e9));
     }
   }
 

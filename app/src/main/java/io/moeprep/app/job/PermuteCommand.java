@@ -360,7 +360,11 @@ final class PermuteCommand implements JobCommand {
     ObjectNode timings = Json.object();
     Dataset<Row> tokens = ctx.spark.read().parquet(input);
     PermuteOutput perm = MoePrep.permute(tokens, spec);
-    perm.persist(StorageLevel.MEMORY_AND_DISK());
+    try (Progress.Step s = ctx.progress.step("dispatch")) {
+      // the dispatch (map tasks and the all-to-all shuffle), cached for the three outputs
+      perm.persist(StorageLevel.MEMORY_AND_DISK());
+      timings.put("dispatch", s.done());
+    }
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
     long badRows;
