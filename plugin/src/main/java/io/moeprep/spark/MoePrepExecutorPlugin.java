@@ -29,7 +29,7 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
     try {
       ResourceInformation gpu = ctx.resources().get("gpu");
       if (gpu != null && gpu.addresses().length > 0) {
-        ExecutorRuntime.useDevice(Integer.parseInt(gpu.addresses()[0].trim()));
+        ExecutorRuntime.useExecutorDevice(Integer.parseInt(gpu.addresses()[0].trim()));
       }
     } catch (Throwable t) {
       LOG.warn("moeprep: could not read the executor's gpu resource", t);
@@ -39,14 +39,16 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
       if (p.available()) {
         // loads the module once, tuned as the executor's configuration says
         ExecutorRuntime.kernels(
-            BackendChoice.AUTO, TuningSettings.read(k -> ctx.conf().get(k, null)));
+            BackendChoice.AUTO,
+            TuningSettings.read(k -> ctx.conf().get(k, null)),
+            ExecutorRuntime.executorDevice());
       }
       if (p.available()) {
         LOG.info(
             "moeprep: executor {}: GPU available ({}), device {}",
             ctx.executorID(),
             p.reason(),
-            ExecutorRuntime.device());
+            ExecutorRuntime.executorDevice());
       } else {
         // said once, where backend auto falls back (Backends), or in the error of backend cuda
         LOG.debug("moeprep: executor {}: GPU unavailable ({})", ctx.executorID(), p.reason());
