@@ -4,7 +4,8 @@ import io.moeprep.kernels.contract.KernelBackend;
 import io.moeprep.kernels.cpu.CpuBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
 import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.logging.Logger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Chooses a backend at run time. This is the one place where backend {@code auto} falls back to the
@@ -12,7 +13,7 @@ import java.util.logging.Logger;
  * read the reason from the {@link Selection}.
  */
 public final class Backends {
-  private static final Logger LOG = Logger.getLogger(Backends.class.getName());
+  private static final Logger LOG = LoggerFactory.getLogger(Backends.class);
   private static final AtomicBoolean FALLBACK_LOGGED = new AtomicBoolean();
 
   private Backends() {}
@@ -64,7 +65,11 @@ public final class Backends {
         try {
           yield new Selection(cuda(device, tuning), null);
         } catch (RuntimeException | LinkageError e) {
-          yield fallback("the CUDA backend failed to start: " + e, tuning);
+          LOG.debug("moeprep: the CUDA backend failed to start", e);
+          yield fallback(
+              "the CUDA backend failed to start: "
+                  + (e.getMessage() == null ? e.getClass().getSimpleName() : e.getMessage()),
+              tuning);
         }
       }
     };
@@ -84,7 +89,7 @@ public final class Backends {
 
   private static Selection fallback(String reason, KernelTuning tuning) {
     if (FALLBACK_LOGGED.compareAndSet(false, true)) {
-      LOG.info("moeprep: backend auto runs on the CPU: " + reason);
+      LOG.info("moeprep: backend auto runs on the CPU: {}", reason);
     }
     return new Selection(cpu(tuning), reason);
   }

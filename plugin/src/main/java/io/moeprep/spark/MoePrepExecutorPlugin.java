@@ -43,12 +43,16 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
             TuningSettings.read(k -> ctx.conf().get(k, null)),
             ExecutorRuntime.executorDevice());
       }
-      LOG.info(
-          "moeprep: executor {}: GPU {} ({}), device {}",
-          ctx.executorID(),
-          p.available() ? "available" : "unavailable",
-          p.reason(),
-          ExecutorRuntime.executorDevice());
+      if (p.available()) {
+        LOG.info(
+            "moeprep: executor {}: GPU available ({}), device {}",
+            ctx.executorID(),
+            p.reason(),
+            ExecutorRuntime.executorDevice());
+      } else {
+        // said once, where backend auto falls back (Backends), or in the error of backend cuda
+        LOG.debug("moeprep: executor {}: GPU unavailable ({})", ctx.executorID(), p.reason());
+      }
     } catch (Throwable t) {
       LOG.warn("moeprep: the GPU probe failed; tasks run on the CPU", t);
     }

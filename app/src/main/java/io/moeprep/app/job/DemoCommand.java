@@ -138,7 +138,7 @@ final class DemoCommand implements JobCommand {
       int code;
       try {
         steps[i].checkPaths(ctx.hadoop()); // the outputs of the steps before exist now
-        code = steps[i].run(new JobContext(ctx.spark, ctx.out, ctx.err, p));
+        code = steps[i].run(new JobContext(ctx.spark, ctx.out, ctx.err, p, false));
       } finally {
         ctx.spark.sparkContext().removeSparkListener(p);
       }

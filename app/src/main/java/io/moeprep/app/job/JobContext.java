@@ -1,8 +1,18 @@
 package io.moeprep.app.job;
 
+import java.io.IOException;
 import java.io.PrintStream;
+import java.util.List;
 import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.fs.FileSystem;
+import org.apache.hadoop.fs.LocatedFileStatus;
+import org.apache.hadoop.fs.Path;
+import org.apache.hadoop.fs.RemoteIterator;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
+import org.apache.spark.sql.types.StructField;
+import org.apache.spark.sql.types.StructType;
 
 /** What a running subcommand uses: the session, the output streams and the progress reporter. */
 final class JobContext {
@@ -11,15 +21,87 @@ final class JobContext {
   final PrintStream err;
   final Progress progress;
 
+  /** Whether the command ends with its summary line of counters (the demo has its own). */
+  final boolean summary;
+
   JobContext(SparkSession spark, PrintStream out, PrintStream err, Progress progress) {
+    this(spark, out, err, progress, true);
+  }
+
+  JobContext(
+      SparkSession spark, PrintStream out, PrintStream err, Progress progress, boolean summary) {
     this.spark = spark;
     this.out = out;
     this.err = err;
     this.progress = progress;
+    this.summary = summary;
   }
 
   Configuration hadoop() {
     return spark.sparkContext().hadoopConfiguration();
+  }
+
+  /** The schema of a permute's {@code data} in {@code layout}. */
+  static StructType dataSchema(io.moeprep.spark.spec.Layout layout) {
+    return layout == io.moeprep.spark.spec.Layout.PACKED
+        ? io.moeprep.spark.spec.Schemas.PACKED
+        : io.moeprep.spark.spec.Schemas.ROWS;
+  }
+
+  /** The schema of unpermute's {@code combined}: the combined rows and their {@code ep_rank}. */
+  static final StructType COMBINED =
+      io.moeprep.spark.spec.Schemas.COMBINED.add(
+          "ep_rank", org.apache.spark.sql.types.DataTypes.IntegerType, true);
+
+  /**
+   * A Parquet table that MoePrep wrote, read as Spark reads it; an empty table when the directory
+   * holds no data file. An empty output partitioned by {@code ep_rank} has no file (there is no
+   * partition to write one into), and Spark cannot infer a schema from no file: {@code schema} is
+   * the table's, partition columns included.
+   */
+  Dataset<Row> table(String path, StructType schema) throws IOException {
+    if (!hasDataFile(hadoop(), path)) {
+      // as Spark reads a partitioned table: the partition column last
+      StructType s = new StructType();
+      for (StructField f : schema.fields()) {
+        if (!f.name().equals("ep_rank")) {
+          s = s.add(f);
+        }
+      }
+      if (s.length() < schema.length()) {
+        s = s.add(schema.apply("ep_rank"));
+      }
+      return spark.createDataFrame(List.<Row>of(), s);
+    }
+    return spark.read().parquet(path);
+  }
+
+  /**
+   * True when {@code path} or a directory below it holds a file that is not hidden ({@code _x,
+   * .x}).
+   */
+  static boolean hasDataFile(Configuration hadoop, String path) throws IOException {
+    Path p = new Path(path);
+    FileSystem fs = p.getFileSystem(hadoop);
+    if (!fs.exists(p)) {
+      return true; // Spark's own error names the missing path
+    }
+    RemoteIterator<LocatedFileStatus> files = fs.listFiles(p, true);
+    while (files.hasNext()) {
+      Path f = files.next().getPath();
+      boolean hidden = false;
+      for (Path q = f; q != null && !q.equals(p); q = q.getParent()) {
+        String n = q.getName();
+        if (n.startsWith("_") || n.startsWith(".")) {
+          hidden = true;
+          break;
+        }
+      }
+      if (!hidden) {
+        return true;
+      }
+    }
+    return false;
   }
 
   /**

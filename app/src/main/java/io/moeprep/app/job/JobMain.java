@@ -2,7 +2,10 @@ package io.moeprep.app.job;
 
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.MoePrepCommandLine;
+import io.moeprep.spark.conf.MoePrepConf;
 import java.io.PrintStream;
+import java.util.Map;
+import java.util.TreeMap;
 import java.util.function.Supplier;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.spark.sql.AnalysisException;
@@ -32,6 +35,8 @@ import picocli.CommandLine.Mixin;
       DemoCommand.class
     })
 public final class JobMain {
+  private static final org.slf4j.Logger LOG = org.slf4j.LoggerFactory.getLogger(JobMain.class);
+
   /** The version written in manifests. */
   static final String VERSION = "0.1.0";
 
@@ -57,7 +62,9 @@ public final class JobMain {
       String name, JobCommand cmd, PrintStream out, PrintStream err, Supplier<SparkSession> session)
       throws Exception {
     cmd.validate();
+    checkSettings();
     cmd.checkPaths(hadoopConfiguration());
+    long checked = System.nanoTime();
     SparkSession spark;
     try {
       spark = session.get();
@@ -67,6 +74,7 @@ public final class JobMain {
     }
     Progress progress = new Progress(err, name, 3000, spark.sparkContext());
     spark.sparkContext().addSparkListener(progress);
+    long started = System.nanoTime();
     try {
       return cmd.run(new JobContext(spark, out, err, progress));
     } catch (AnalysisException e) {
@@ -74,7 +82,33 @@ public final class JobMain {
       throw new IllegalArgumentException(e.getMessage(), e);
     } finally {
       spark.sparkContext().removeSparkListener(progress);
+      // where a command's seconds go (logger io.moeprep.app.job.JobMain at debug)
+      LOG.debug(
+          "moeprep {}: JVM start to checks done {} s, Spark session {} s, command {} s",
+          name,
+          String.format(
+              java.util.Locale.ROOT,
+              "%.2f",
+              java.lang.management.ManagementFactory.getRuntimeMXBean().getUptime() / 1e3
+                  - (System.nanoTime() - checked) / 1e9),
+          String.format(java.util.Locale.ROOT, "%.2f", (started - checked) / 1e9),
+          String.format(java.util.Locale.ROOT, "%.2f", (System.nanoTime() - started) / 1e9));
     }
+  }
+
+  /**
+   * Checks the {@code spark.moeprep.*} settings given to the JVM as system properties (as
+   * spark-submit's {@code --conf} and bin/moeprep's {@code -D} pass them) against MoePrep's typed
+   * entries, before Spark starts: a bad value is the user's to fix, not a failure of SparkContext.
+   *
+   * @throws IllegalArgumentException naming the key, the value and what it must be
+   */
+  static void checkSettings() {
+    Map<String, String> settings = new TreeMap<>();
+    for (String key : System.getProperties().stringPropertyNames()) {
+      settings.put(key, System.getProperty(key));
+    }
+    MoePrepConf.checkAll(settings);
   }
 
   /**

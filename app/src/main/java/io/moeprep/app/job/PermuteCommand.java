@@ -16,6 +16,7 @@ import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.conf.MoePrepConf;
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.PermuteSpec;
@@ -400,9 +401,14 @@ final class PermuteCommand implements JobCommand {
     ObjectNode timings = Json.object();
     Dataset<Row> tokens = ctx.spark.read().parquet(input);
     PermuteOutput perm = MoePrep.permute(tokens, spec);
-    perm.persist(StorageLevel.MEMORY_AND_DISK());
+    try (Progress.Step s = ctx.progress.step("dispatch")) {
+      // the dispatch (map tasks and the shuffle), cached for the three outputs
+      perm.persist(StorageLevel.MEMORY_AND_DISK());
+      timings.put("dispatch", s.done());
+    }
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
+    long badRows;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       boolean shards = format.equals("safetensors");
       String what = shards ? "safetensors" : options.get("layout");
@@ -436,11 +442,11 @@ final class PermuteCommand implements JobCommand {
             .parquet(dir.path("tokens_per_expert"));
         timings.put("tokens_per_expert", s.done());
       }
-      long badRows = 0;
+      badRows = 0;
       if (spec.settings().badRows() == BadRowPolicy.SKIP) {
         try (Progress.Step s = ctx.progress.step("bad rows")) {
           perm.badRows().write().parquet(dir.path("bad_rows"));
-          badRows = ctx.spark.read().parquet(dir.path("bad_rows")).count();
+          badRows = ctx.table(dir.path("bad_rows"), Schemas.BAD_ROWS).count();
           timings.put("bad_rows", s.done());
         }
       }
@@ -448,6 +454,9 @@ final class PermuteCommand implements JobCommand {
       try (Progress.Step s = ctx.progress.step("manifest")) {
         m = manifest(ctx, dir, spec, options, gen, backends.value());
         m.put("bad_rows", badRows);
+        if (spec.settings().badRows() == BadRowPolicy.SKIP) {
+          ((ObjectNode) m.get("outputs")).put("bad_rows", "bad_rows");
+        }
         timings.put("manifest", s.done());
       }
       timings.put("total", (System.nanoTime() - start) / 1e9);
@@ -473,6 +482,22 @@ final class PermuteCommand implements JobCommand {
               ? ", " + badRows + " bad rows skipped"
               : "",
           out);
+      if (ctx.summary) {
+        BatchCounters c = perm.counters();
+        ctx.out.printf(
+            Locale.ROOT,
+            "permute: %d rows, %s, %d ranks, %d rank batches (gpu %d, cpu %d), %d fallbacks, %d bad"
+                + " rows in %.1f s%n",
+            c.rows(),
+            BatchCounters.bytes(c.bytes()),
+            spec.shape().expertPlacement().numRanks(),
+            c.gpuBatches() + c.cpuBatches(),
+            c.gpuBatches(),
+            c.cpuBatches(),
+            c.fallbacks(),
+            badRows,
+            (System.nanoTime() - start) / 1e9);
+      }
     } catch (Exception ex) {
       IllegalArgumentException bad = MoePrepCommandLine.badInput(ex);
       if (bad != null && !(ex instanceof IllegalArgumentException)) {
@@ -489,8 +514,9 @@ final class PermuteCommand implements JobCommand {
   }
 
   /** Output rows per rank of a Parquet data table. */
-  private static Map<Integer, Long> rowsPerRank(JobContext ctx, String data, Layout layout) {
-    Dataset<Row> d = ctx.spark.read().parquet(data);
+  private static Map<Integer, Long> rowsPerRank(JobContext ctx, String data, Layout layout)
+      throws IOException {
+    Dataset<Row> d = ctx.table(data, JobContext.dataSchema(layout));
     Dataset<Row> perRank =
         layout == Layout.PACKED
             ? d.groupBy("ep_rank").agg(sum(col("rows").cast("long")))
@@ -544,9 +570,7 @@ final class PermuteCommand implements JobCommand {
     long[] dropped = new long[e];
     java.util.Set<Long> batchIds = new java.util.HashSet<>();
     for (Row r :
-        ctx.spark
-            .read()
-            .parquet(dir.path("tokens_per_expert"))
+        ctx.table(dir.path("tokens_per_expert"), Schemas.TOKENS_PER_EXPERT)
             .select("batch", "expert", "kept", "dropped")
             .collectAsList()) {
       batchIds.add(r.getLong(0));

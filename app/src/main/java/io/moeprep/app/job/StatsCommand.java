@@ -6,6 +6,7 @@ import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.io.IOException;
 import java.util.Locale;
 import java.util.Map;
@@ -96,9 +97,7 @@ final class StatsCommand implements JobCommand {
     ExpertLoad load = new ExpertLoad(spec.shape().expertPlacement());
     try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
       for (Row r :
-          ctx.spark
-              .read()
-              .parquet(permuted.dir + "/tokens_per_expert")
+          ctx.table(permuted.dir + "/tokens_per_expert", Schemas.TOKENS_PER_EXPERT)
               .select("batch", "expert", "kept", "dropped")
               .collectAsList()) {
         load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));

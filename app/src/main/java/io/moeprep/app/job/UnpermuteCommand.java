@@ -11,7 +11,9 @@ import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.spark.api.MoePrep;
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.io.IOException;
 import java.util.Locale;
 import java.util.Map;
@@ -141,20 +143,23 @@ final class UnpermuteCommand implements JobCommand {
     }
     String x = expertOut == null ? permuted.dir + "/data" : expertOut;
     ObjectNode timings = Json.object();
+    BatchCounters counters =
+        BatchCounters.register(ctx.spark.sparkContext(), "unpermute", spec.settings().backend());
     long tokens;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s = ctx.progress.step("combine")) {
-        Dataset<Row> experts = ctx.spark.read().parquet(x);
-        Dataset<Row> rowMap = ctx.spark.read().parquet(permuted.dir + "/row_map");
+        Dataset<Row> experts = ctx.table(x, JobContext.dataSchema(spec.settings().layout()));
+        Dataset<Row> rowMap = ctx.table(permuted.dir + "/row_map", Schemas.ROW_MAP);
         withSourceRank(
-                MoePrep.unpermute(experts, rowMap, spec), spec.shape().expertPlacement().numRanks())
+                MoePrep.unpermute(experts, rowMap, spec, counters),
+                spec.shape().expertPlacement().numRanks())
             .write()
             .options(MoePrep.PARQUET_OPTIONS)
             .partitionBy("ep_rank")
             .parquet(dir.path("combined"));
         timings.put("combine", s.done());
       }
-      tokens = ctx.spark.read().parquet(dir.path("combined")).count();
+      tokens = ctx.table(dir.path("combined"), JobContext.COMBINED).count();
       ObjectNode m = Json.object();
       m.put("command", "unpermute");
       m.put("version", JobMain.VERSION);
@@ -185,6 +190,18 @@ final class UnpermuteCommand implements JobCommand {
         tokens,
         expertOut == null ? "identity experts" : expertOut,
         out);
+    if (ctx.summary) {
+      ctx.out.printf(
+          Locale.ROOT,
+          "unpermute: %d tokens, %s, %d batches (gpu %d, cpu %d), %d fallbacks in %.1f s%n",
+          counters.rows(),
+          BatchCounters.bytes(counters.bytes()),
+          counters.gpuBatches() + counters.cpuBatches(),
+          counters.gpuBatches(),
+          counters.cpuBatches(),
+          counters.fallbacks(),
+          (System.nanoTime() - start) / 1e9);
+    }
     return 0;
   }
 }

@@ -20,6 +20,7 @@ import io.moeprep.spark.sink.ShardSchema;
 import io.moeprep.spark.spec.Columns;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.PermuteSpec;
+import io.moeprep.spark.spec.Schemas;
 import java.io.IOException;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
@@ -36,6 +37,7 @@ import org.apache.spark.sql.Column;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructType;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
@@ -140,7 +142,7 @@ final class VerifyCommand implements JobCommand {
   }
 
   private String verify(JobContext ctx, PermuteSpec spec, String in, boolean checkCombined)
-      throws Mismatch {
+      throws Mismatch, IOException {
     Columns cols = spec.columns();
     String[] c = {cols.tokenId(), cols.hidden(), cols.expertIds(), cols.probs(), cols.batch()};
     Dataset<Row> tokens = ctx.spark.read().parquet(in);
@@ -154,7 +156,7 @@ final class VerifyCommand implements JobCommand {
         fields.contains(c[4])
             ? col(c[4]).cast("long")
             : floor(col(c[0]).cast("long").divide(lit(spec.shape().tokensPerBatch()))).cast("long");
-    Dataset<Row> tpe = ctx.spark.read().parquet(permuted.dir + "/tokens_per_expert");
+    Dataset<Row> tpe = ctx.table(permuted.dir + "/tokens_per_expert", Schemas.TOKENS_PER_EXPERT);
     List<Long> all = new ArrayList<>();
     for (Row r : tpe.select("batch").distinct().collectAsList()) {
       all.add(r.getLong(0));
@@ -215,16 +217,27 @@ final class VerifyCommand implements JobCommand {
     boolean shards =
         permuted.manifest.path("outputs").path("format").asText("parquet").equals("safetensors");
     Map<String, List<Row>> data =
-        shards ? Map.of() : group(ctx, permuted.dir + "/data", keys, dataOrder);
-    Map<String, List<Row>> rowMap = group(ctx, permuted.dir + "/row_map", keys, "token_id");
+        shards
+            ? Map.of()
+            : group(
+                ctx,
+                permuted.dir + "/data",
+                JobContext.dataSchema(spec.settings().layout()),
+                keys,
+                dataOrder);
+    Map<String, List<Row>> rowMap =
+        group(ctx, permuted.dir + "/row_map", Schemas.ROW_MAP, keys, "token_id");
     Map<String, List<Row>> perExpert =
-        group(ctx, permuted.dir + "/tokens_per_expert", keys, "local_expert");
+        group(
+            ctx,
+            permuted.dir + "/tokens_per_expert",
+            Schemas.TOKENS_PER_EXPERT,
+            keys,
+            "local_expert");
     Map<Long, Map<Long, byte[]>> comb = new HashMap<>();
     if (checkCombined) {
       for (Row r :
-          ctx.spark
-              .read()
-              .parquet(combined + "/combined")
+          ctx.table(combined + "/combined", JobContext.COMBINED)
               .where(col("batch").isin(keys))
               .collectAsList()) {
         comb.computeIfAbsent(r.getLong(r.fieldIndex("batch")), b -> new HashMap<>())
@@ -270,8 +283,9 @@ final class VerifyCommand implements JobCommand {
 
   /** Rows of a permute output for the sampled batches, by "rank/batch", in output order. */
   private static Map<String, List<Row>> group(
-      JobContext ctx, String path, Object[] keys, String order) {
-    Dataset<Row> d = ctx.spark.read().parquet(path).where(col("batch").isin(keys));
+      JobContext ctx, String path, StructType schema, Object[] keys, String order)
+      throws IOException {
+    Dataset<Row> d = ctx.table(path, schema).where(col("batch").isin(keys));
     Map<String, List<Row>> m = new HashMap<>();
     for (Row r : d.orderBy("ep_rank", "batch", order).collectAsList()) {
       m.computeIfAbsent(

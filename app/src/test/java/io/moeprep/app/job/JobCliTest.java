@@ -148,6 +148,34 @@ class JobCliTest {
     assertFalse(Files.exists(fresh), "nothing written");
   }
 
+  /** Bad spark.moeprep.* settings (-D, spark-submit --conf) are reported before Spark starts. */
+  @ParameterizedTest
+  @CsvSource(
+      delimiter = '|',
+      value = {
+        "spark.moeprep.backend|gpu|'gpu' in spark.moeprep.backend is invalid: must be one of auto,"
+            + " cpu, cuda",
+        "spark.moeprep.tokensPerBatch|0|'0' in spark.moeprep.tokensPerBatch is invalid: must be in"
+            + " [1, 2147483647]",
+        "spark.moeprep.gpu.memoryLimit|lots|'lots' in spark.moeprep.gpu.memoryLimit is invalid",
+        "spark.moeprep.bakend|cpu|spark.moeprep.bakend is not a MoePrep setting"
+      })
+  void badSettingsAreOneLineBeforeSparkStarts(String key, String value, String expected) {
+    System.setProperty(key, value);
+    try {
+      for (String cmd : List.of("generate --out x", "permute --input t --out o --ep-size 2")) {
+        Result r = run(NO_SPARK, cmd.split(" "));
+        assertEquals(2, r.code(), r.err());
+        assertTrue(
+            r.err().startsWith("moeprep " + cmd.split(" ")[0] + ": error: " + expected), r.err());
+        assertEquals(1, r.err().lines().count(), "one line: " + r.err());
+        assertFalse(r.err().contains("Exception"), r.err());
+      }
+    } finally {
+      System.clearProperty(key);
+    }
+  }
+
   @Test
   void sparkThatDoesNotStartIsAnUnavailableResource(@TempDir Path dir) {
     AtomicInteger asked = new AtomicInteger();

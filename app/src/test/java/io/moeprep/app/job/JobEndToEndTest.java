@@ -223,6 +223,23 @@ class JobEndToEndTest {
             "--backend",
             "cpu");
     assertTrue(r.out().startsWith("permute: " + N + " tokens -> "), r.out());
+    // the summary of the counters (the accumulators moeprep.permute.*): every (rank, batch) on the
+    // CPU, asked for: no fallback
+    JsonNode pm = manifest(out.resolve("manifest.json"));
+    String summary = r.out().lines().toList().get(1);
+    assertTrue(
+        summary.matches(
+            "permute: "
+                + pm.get("rows_out").asLong()
+                + " rows, [0-9.]+ [KM]iB, "
+                + R
+                + " ranks, "
+                + R * (N / T)
+                + " rank batches \\(gpu 0, cpu "
+                + R * (N / T)
+                + "\\), 0 fallbacks, 0 bad rows in [0-9.]+ s"),
+        summary);
+    assertFalse(pm.get("outputs").has("bad_rows"), "no bad_rows without --bad-rows skip");
     for (String part : List.of("data", "row_map", "tokens_per_expert")) {
       for (int rank = 0; rank < R; rank++) {
         assertTrue(Files.isDirectory(out.resolve(part).resolve("ep_rank=" + rank)), part + rank);
@@ -312,6 +329,8 @@ class JobEndToEndTest {
     assertTrue(s.out().contains(", 1 bad rows skipped"), s.out());
     JsonNode m = manifest(skipped.resolve("manifest.json"));
     assertEquals(1, m.get("bad_rows").asLong());
+    assertEquals("bad_rows", m.get("outputs").get("bad_rows").asText());
+    assertTrue(s.out().lines().toList().get(1).contains(", 1 bad rows in "), s.out());
     assertEquals("skip", m.get("options").get("badRows").asText());
     List<Row> bad = spark.read().parquet(skipped.resolve("bad_rows").toString()).collectAsList();
     assertEquals(1, bad.size(), bad.toString());
@@ -358,6 +377,20 @@ class JobEndToEndTest {
     JobCliTest.Result u =
         ok("unpermute", "--permuted", out.toString(), "--out", comb.toString(), "--backend", "cpu");
     assertTrue(u.out().startsWith("unpermute: " + N + " tokens combined"), u.out());
+    assertTrue(
+        u.out()
+            .lines()
+            .toList()
+            .get(1)
+            .matches(
+                "unpermute: "
+                    + N
+                    + " tokens, [0-9.]+ [KM]iB, "
+                    + N / T
+                    + " batches \\(gpu 0, cpu "
+                    + N / T
+                    + "\\), 0 fallbacks in [0-9.]+ s"),
+        u.out());
     assertEquals(N, spark.read().parquet(comb.resolve("combined").toString()).count());
     // each rank gets back its contiguous quarter of every batch
     for (int rank = 0; rank < R; rank++) {
@@ -742,6 +775,7 @@ class JobEndToEndTest {
       assertTrue(lines.stream().anyMatch(l -> l.startsWith(p)), p + " in\n" + r.out());
     }
     assertTrue(r.out().contains("demo: chart " + out + "/stats/expert_load.png"), r.out());
+    assertFalse(r.out().contains(" rank batches ("), "the demo has its own summary: " + r.out());
     assertEquals(1200, ImageIO.read(out.resolve("stats/expert_load.png").toFile()).getWidth());
     // a second run replaces the first
     ok("demo", "--out", out.toString(), "--tokens", "1024", "--capacity-factor", "0");

@@ -341,6 +341,9 @@ class KernelCliTest {
     assertTrue(err.toString().startsWith("moeprep-kernels: error: backend cuda is unavailable"));
     assertTrue(
         err.toString().endsWith(": use --backend cpu (or auto, the GPU when there is one)\n"));
+    assertEquals(1, err.toString().lines().count(), err.toString());
+    assertFalse(
+        err.toString().contains("Exception") || err.toString().contains("Error:"), err.toString());
     assertFalse(Files.exists(dir.resolve("o")));
   }
 

@@ -4,9 +4,13 @@ import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.contract.KernelBackend;
 import jcuda.driver.CUresult;
 import jcuda.driver.JCudaDriver;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /** Whether the CUDA backend can run here, and the reason when it cannot. */
 public final class CudaSupport {
+  private static final Logger LOG = LoggerFactory.getLogger(CudaSupport.class);
+
   private CudaSupport() {}
 
   /** The outcome of probing for a driver, a device and the fatbin. */
@@ -56,20 +60,33 @@ public final class CudaSupport {
   }
 
   /**
-   * The first line of a link error and, when JCuda nests the attempts' stack traces in its message,
-   * the innermost cause (such as {@code libcuda.so.1: cannot open shared object file}).
+   * Why a link error keeps the CUDA backend from running, short and in the user's words: {@code no
+   * CUDA driver (libcuda.so not found)} when the driver library is missing, {@code JCuda is not on
+   * the class path} when its classes are; otherwise the innermost cause that JCuda nests in its
+   * message (its stack traces left out, a temporary path shortened to the library's name). The full
+   * error goes to the debug log.
    */
   static String briefly(LinkageError e) {
+    LOG.debug("moeprep: the CUDA driver library could not be loaded", e);
     String msg = String.valueOf(e.getMessage());
+    if (msg.contains("libcuda.so")) {
+      return "no CUDA driver (libcuda.so not found)";
+    }
+    if (e instanceof NoClassDefFoundError) {
+      return "JCuda is not on the class path (" + msg + " is missing)";
+    }
     String[] lines = msg.split("\\R");
-    String first = e.getClass().getSimpleName() + ": " + lines[0];
+    String cause = lines[0];
     for (int i = lines.length - 1; i > 0; i--) {
       int at = lines[i].indexOf("UnsatisfiedLinkError: ");
       if (at >= 0) {
-        return first + " (" + lines[i].substring(at + "UnsatisfiedLinkError: ".length()) + ")";
+        cause = lines[i].substring(at + "UnsatisfiedLinkError: ".length());
+        break;
       }
     }
-    return first;
+    // "/tmp/libJCudaDriver-12.6.0-linux-x86_64.so: reason": the library's name, not its temp path
+    cause = cause.replaceFirst("^/\\S*/([^/\\s]+\\.so[^:\\s]*):", "$1:");
+    return "the CUDA driver library could not be loaded: " + cause;
   }
 
   private static final class Holder {
@@ -98,11 +115,12 @@ public final class CudaSupport {
         BACKEND = CudaBackend.on(0);
         return new Probe(true, "CUDA on " + BACKEND.device());
       } catch (LinkageError e) {
-        return new Probe(false, "the CUDA driver library could not be loaded: " + briefly(e));
+        return new Probe(false, briefly(e));
       } catch (MoePrepCudaException e) {
         return new Probe(false, e.getMessage());
       } catch (RuntimeException e) {
-        return new Probe(false, "probing CUDA failed: " + e);
+        LOG.debug("moeprep: probing CUDA failed", e);
+        return new Probe(false, "probing CUDA failed: " + e.getMessage());
       }
     }
   }

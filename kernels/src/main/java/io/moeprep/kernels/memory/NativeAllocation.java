@@ -3,7 +3,8 @@ package io.moeprep.kernels.memory;
 import java.lang.ref.Cleaner;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
-import java.util.logging.Logger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * The ownership of one native block (host, pinned or device memory): freed exactly once, by an
@@ -12,7 +13,7 @@ import java.util.logging.Logger;
  * each, so that the rules are written once.
  */
 public final class NativeAllocation {
-  private static final Logger LOG = Logger.getLogger(NativeAllocation.class.getName());
+  private static final Logger LOG = LoggerFactory.getLogger(NativeAllocation.class);
   private static final Cleaner CLEANER = Cleaner.create();
 
   /** Live bytes and blocks of one kind of memory, for leak checks. */
@@ -105,7 +106,7 @@ public final class NativeAllocation {
         return;
       }
       if (!explicit) {
-        LOG.warning("leak: " + ledger.kind + "#" + id + " of " + size + " bytes was never closed");
+        LOG.warn("leak: {}#{} of {} bytes was never closed", ledger.kind, id, size);
       }
       try {
         if (address != 0) {

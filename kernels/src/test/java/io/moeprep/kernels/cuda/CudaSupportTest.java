@@ -32,13 +32,29 @@ class CudaSupportTest {
             + " shared object file: No such file or directory\n"
             + "\tat java.base/jdk.internal.loader.NativeLibraries.load(Native Method)\n";
     assertEquals(
-        "UnsatisfiedLinkError: Error while loading native library \"JCudaDriver-12.6.0-linux-x86_64\""
-            + " (/tmp/libJCudaDriver.so: libcuda.so.1: cannot open shared object file: No such file"
-            + " or directory)",
+        "no CUDA driver (libcuda.so not found)",
         CudaSupport.briefly(new UnsatisfiedLinkError(jcuda)));
     assertEquals(
-        "NoClassDefFoundError: jcuda/driver/JCudaDriver",
+        "JCuda is not on the class path (jcuda/driver/JCudaDriver is missing)",
         CudaSupport.briefly(new NoClassDefFoundError("jcuda/driver/JCudaDriver")));
+    String other =
+        "Error while loading native library \"JCudaDriver-12.6.0-linux-x86_64\"\n"
+            + "java.lang.UnsatisfiedLinkError: /tmp/x1/libJCudaDriver-12.6.0-linux-x86_64.so:"
+            + " libstdc++.so.6: version `GLIBCXX_3.4.29' not found\n";
+    assertEquals(
+        "the CUDA driver library could not be loaded: libJCudaDriver-12.6.0-linux-x86_64.so:"
+            + " libstdc++.so.6: version `GLIBCXX_3.4.29' not found",
+        CudaSupport.briefly(new UnsatisfiedLinkError(other)));
+  }
+
+  /** The reason a GPU cannot run is short: no stack trace, no temporary path, no class name. */
+  @Test
+  void theProbesReasonIsOneShortLine() {
+    String r = CudaSupport.probe().reason();
+    assertFalse(r.contains("\n"), r);
+    assertTrue(r.length() <= 120, r);
+    assertFalse(r.contains("Error:") || r.contains("Exception"), r);
+    assertFalse(r.contains("/tmp/"), r);
   }
 
   @Test

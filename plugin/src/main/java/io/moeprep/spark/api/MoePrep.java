@@ -6,6 +6,7 @@ import static org.apache.spark.sql.functions.size;
 
 import io.moeprep.spark.exec.BadRowScanner;
 import io.moeprep.spark.exec.BatchClustering;
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.exec.CombineRunner;
 import io.moeprep.spark.exec.DispatchMapper;
 import io.moeprep.spark.exec.RankPartitioning;
@@ -127,7 +128,9 @@ public final class MoePrep {
     Dataset<Row> badRows =
         selected.mapPartitions(
             new BadRowScanner(s, hasProbs, hasBatch), Encoders.row(Schemas.BAD_ROWS));
-    return new PermuteOutput(dispatched, s, hasProbs, badRows, badRowCount);
+    BatchCounters counters =
+        BatchCounters.register(spark.sparkContext(), "permute", s.settings().backend());
+    return new PermuteOutput(dispatched, s, hasProbs, badRows, badRowCount, counters);
   }
 
   /** Partitions of the shuffle by batch: the setting, or {@code spark.sql.shuffle.partitions}. */
@@ -150,8 +153,22 @@ public final class MoePrep {
    */
   public static Dataset<Row> unpermute(
       Dataset<Row> expertOutputs, Dataset<Row> rowMap, PermuteSpec spec) {
+    return unpermute(expertOutputs, rowMap, spec, null);
+  }
+
+  /**
+   * {@link #unpermute(Dataset, Dataset, PermuteSpec)}, counting the combine's tokens, bytes and
+   * batches in {@code counters} ({@link BatchCounters#register}, operation {@code unpermute}); with
+   * {@code null}, the accumulators {@code moeprep.unpermute.*} are registered here.
+   */
+  public static Dataset<Row> unpermute(
+      Dataset<Row> expertOutputs, Dataset<Row> rowMap, PermuteSpec spec, BatchCounters counters) {
     SparkSession spark = expertOutputs.sparkSession();
     PermuteSpec s = spec.resolve(k -> spark.conf().get(k, null));
+    BatchCounters c0 =
+        counters != null
+            ? counters
+            : BatchCounters.register(spark.sparkContext(), "unpermute", s.settings().backend());
     List<String> fields = Arrays.asList(expertOutputs.schema().fieldNames());
     Dataset<Row> slots;
     if (fields.contains("token_ids")) {
@@ -194,7 +211,7 @@ public final class MoePrep {
         partitions > 0 ? all.repartition(partitions, col("batch")) : all.repartition(col("batch"));
     return byBatch
         .sortWithinPartitions(col("batch"), col("token_id"), col("slot"))
-        .mapPartitions(new CombineRunner(s), Encoders.row(Schemas.COMBINED));
+        .mapPartitions(new CombineRunner(s, c0), Encoders.row(Schemas.COMBINED));
   }
 
   private static java.util.Iterator<Row> explodeBlock(Row r, long rowBytes) {

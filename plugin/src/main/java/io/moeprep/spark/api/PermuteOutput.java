@@ -1,5 +1,6 @@
 package io.moeprep.spark.api;
 
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.exec.CachedPlans;
 import io.moeprep.spark.exec.RankBatchRunner;
 import io.moeprep.spark.exec.RankOutput;
@@ -31,19 +32,24 @@ public final class PermuteOutput {
   private final RapidsRoute route;
   private final Dataset<Row> badRows;
   private final LongAccumulator badRowCount;
+  private final BatchCounters counters;
 
   PermuteOutput(
       Dataset<Row> dispatched,
       PermuteSpec spec,
       boolean hasProbs,
       Dataset<Row> badRows,
-      LongAccumulator badRowCount) {
+      LongAccumulator badRowCount,
+      BatchCounters counters) {
+    this.counters = counters;
     this.badRows = badRows;
     this.badRowCount = badRowCount;
     this.dispatched = dispatched;
     this.spec = spec;
     this.hasProbs = hasProbs;
-    this.route = RapidsRoute.plan(dispatched.sparkSession(), spec.settings().backend());
+    this.route =
+        RapidsRoute.plan(
+            dispatched.sparkSession(), spec.settings().backend(), spec.settings().layout());
   }
 
   /**
@@ -157,6 +163,15 @@ public final class PermuteOutput {
     return badRowCount;
   }
 
+  /**
+   * The named accumulators {@code moeprep.permute.*} of this permute (rows, bytes, batches on the
+   * GPU and the CPU, fallbacks), updated by the tasks that compute {@link #data()}; see {@link
+   * BatchCounters} for exactly what they count.
+   */
+  public BatchCounters counters() {
+    return counters;
+  }
+
   /** The resolved spec this output was planned with. */
   public PermuteSpec spec() {
     return spec;
@@ -164,6 +179,12 @@ public final class PermuteOutput {
 
   private Dataset<Row> run(RankOutput out) {
     return dispatched.mapPartitions(
-        new RankBatchRunner(spec, out, hasProbs), Encoders.row(out.schema()));
+        new RankBatchRunner(spec, out, hasProbs, counters), Encoders.row(out.schema()));
+  }
+
+  /** One line: the path, the spec, and whether the input has probs. */
+  @Override
+  public String toString() {
+    return "PermuteOutput[" + route.path() + ", probs " + hasProbs + ", " + spec + "]";
   }
 }

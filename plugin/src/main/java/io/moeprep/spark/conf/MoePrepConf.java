@@ -3,7 +3,9 @@ package io.moeprep.spark.conf;
 import io.moeprep.kernels.KernelTuning;
 import java.util.List;
 import java.util.Locale;
+import java.util.Map;
 import java.util.Set;
+import java.util.TreeMap;
 import java.util.function.Function;
 
 /**
@@ -109,7 +111,7 @@ public final class MoePrepConf {
           8L << 20,
           1,
           1L << 30,
-          false);
+          true);
 
   /** Whether the executor plugin fails when the GPU was asked for and cannot run. */
   public static final ConfigEntry<Boolean> GPU_REQUIRED =
@@ -152,7 +154,7 @@ public final class MoePrepConf {
           0,
           0,
           Integer.MAX_VALUE,
-          false);
+          true);
 
   /** What a permute does with an input row that fails validation. */
   public static final ConfigEntry<String> BAD_ROWS =
@@ -251,6 +253,34 @@ public final class MoePrepConf {
           CUDA_FUSED_TAGGED_CELLS,
           CUDA_SYNC_LAUNCHES,
           CUDA_FAIL_LAUNCH);
+
+  /**
+   * Checks every {@code spark.moeprep.*} key of a configuration up front: each names an entry of
+   * {@link #ALL}, and its value parses and passes the entry's check. Keys outside {@code
+   * spark.moeprep.*} are ignored.
+   *
+   * @param settings keys and raw values, such as a Spark configuration or the JVM's system
+   *     properties
+   * @throws IllegalArgumentException for the first unknown key or invalid value (sorted by key), in
+   *     the form {@code 'gpu' in spark.moeprep.backend is invalid: must be one of auto, cpu, cuda}
+   */
+  public static void checkAll(Map<String, String> settings) {
+    Map<String, ConfigEntry<?>> byKey = new TreeMap<>();
+    for (ConfigEntry<?> e : ALL) {
+      byKey.put(e.key(), e);
+    }
+    for (Map.Entry<String, String> s : new TreeMap<>(settings).entrySet()) {
+      if (!s.getKey().startsWith(PREFIX)) {
+        continue;
+      }
+      ConfigEntry<?> e = byKey.get(s.getKey());
+      if (e == null) {
+        throw new IllegalArgumentException(
+            s.getKey() + " is not a MoePrep setting: check its spelling against docs/configs.md");
+      }
+      e.parse(s.getValue());
+    }
+  }
 
   private static ConfigEntry<String> choice(
       String name, String doc, String def, Set<String> values, boolean user) {

@@ -33,10 +33,20 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
   private static final int HIDDEN = 5;
 
   private final PermuteSpec spec;
+  private final BatchCounters counters;
 
   /** The combine of {@code spec}'s shape, run with its settings. */
   public CombineRunner(PermuteSpec spec) {
+    this(spec, null);
+  }
+
+  /**
+   * The combine of {@code spec}'s shape, run with its settings, counting its batches in {@code
+   * counters} (or not, when null).
+   */
+  public CombineRunner(PermuteSpec spec, BatchCounters counters) {
     this.spec = spec;
+    this.counters = counters;
   }
 
   @Override
@@ -159,9 +169,14 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
           new UnpermuteInput(expertOut, numOut, rowIds, n, k, shape.hidden(), shape.dtype(), probs);
       String where =
           "combine partition " + org.apache.spark.TaskContext.getPartitionId() + ", batch " + batch;
+      String[] ranOn = {""};
       try (HostBuffer combined =
-          ExecutorRuntime.runBatch(kernels, spec.settings(), where, kk -> kk.unpermute(input))) {
+          ExecutorRuntime.runBatch(
+              kernels, spec.settings(), where, kk -> kk.unpermute(input), b -> ranOn[0] = b)) {
         ExecutorRuntime.ROWS_COMBINED.inc(n);
+        if (counters != null) {
+          counters.batch(n, n * rowBytes, ranOn[0]);
+        }
         for (int t = 0; t < n; t++) {
           byte[] h = new byte[(int) rowBytes];
           combined.copyTo(t * rowBytes, h, 0, rowBytes);

@@ -15,6 +15,7 @@ import io.moeprep.spark.spec.TuningSettings;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
+import java.util.function.Consumer;
 import java.util.function.Function;
 import org.apache.spark.TaskContext;
 import org.slf4j.Logger;
@@ -150,9 +151,25 @@ public final class ExecutorRuntime {
    */
   public static <T> T runBatch(
       MoeKernels kernels, RunSettings settings, String where, Function<MoeKernels, T> op) {
+    return runBatch(kernels, settings, where, op, backend -> {});
+  }
+
+  /**
+   * {@link #runBatch(MoeKernels, RunSettings, String, Function)}, telling {@code ranOn} the name of
+   * the backend that ran the batch ({@code cuda}, or {@code cpu}, also after running out of device
+   * memory) once it ran.
+   */
+  public static <T> T runBatch(
+      MoeKernels kernels,
+      RunSettings settings,
+      String where,
+      Function<MoeKernels, T> op,
+      Consumer<String> ranOn) {
     kernels.backend().limitDeviceMemory(settings.gpuMemoryLimit());
     try {
-      return timed(kernels, op);
+      T result = timed(kernels, op);
+      ranOn.accept(kernels.backend().name());
+      return result;
     } catch (DeviceOutOfMemoryException e) {
       if (!settings.oomFallback()) {
         throw e.in(where);
@@ -161,7 +178,10 @@ public final class ExecutorRuntime {
       OOM_FALLBACKS.inc();
       countFallback(reason);
       LOG.warn("moeprep: {}; running this batch again on the CPU", reason);
-      return timed(kernels(BackendChoice.CPU, settings.tuning(), -1), op);
+      MoeKernels cpu = kernels(BackendChoice.CPU, settings.tuning(), -1);
+      T result = timed(cpu, op);
+      ranOn.accept(cpu.backend().name());
+      return result;
     } catch (MoePrepCudaException e) {
       throw e.in(where);
     }

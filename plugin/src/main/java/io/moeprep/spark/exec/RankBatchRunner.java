@@ -49,14 +49,29 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
   private final PermuteSpec spec;
   private final RankOutput output;
   private final boolean hasProbs;
+  private final BatchCounters counters;
 
   /**
    * @param hasProbs whether the input has probs (then every output carries them, 0 on padding)
    */
   public RankBatchRunner(PermuteSpec spec, RankOutput output, boolean hasProbs) {
+    this(spec, output, hasProbs, null);
+  }
+
+  /**
+   * @param hasProbs whether the input has probs (then every output carries them, 0 on padding)
+   * @param counters where the data outputs ({@code ROWS}, {@code PACKED}, {@code SHARDS}) count
+   *     their batches, or null
+   */
+  public RankBatchRunner(
+      PermuteSpec spec, RankOutput output, boolean hasProbs, BatchCounters counters) {
     this.spec = spec;
     this.output = output;
     this.hasProbs = hasProbs;
+    this.counters =
+        output == RankOutput.ROWS || output == RankOutput.PACKED || output == RankOutput.SHARDS
+            ? counters
+            : null;
   }
 
   @Override
@@ -364,12 +379,17 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     BatchOutput permuteNext(MoeKernels kernels) {
       int rank = ranks[nextRank++];
       ProblemShape shape = spec.shape();
+      String[] ranOn = {""};
       PermuteResult result =
           ExecutorRuntime.runBatch(
               kernels,
               spec.settings(),
               "rank " + rank + ", batch " + batch,
-              backend -> backend.permute(input, shape.optionsForRank(rank)));
+              backend -> backend.permute(input, shape.optionsForRank(rank)),
+              b -> ranOn[0] = b);
+      if (counters != null) {
+        counters.batch(result.numOut(), result.numOut() * shape.rowBytes(), ranOn[0]);
+      }
       ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
       ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * shape.rowBytes());
       return Closeables.closeOnExcept(

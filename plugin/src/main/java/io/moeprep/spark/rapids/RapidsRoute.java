@@ -1,6 +1,7 @@
 package io.moeprep.spark.rapids;
 
 import io.moeprep.kernels.BackendChoice;
+import io.moeprep.spark.spec.Layout;
 import java.io.Serializable;
 import java.util.Arrays;
 import java.util.Locale;
@@ -55,6 +56,7 @@ public final class RapidsRoute implements Serializable {
   private final String mode;
   private final BackendChoice backend;
   private final String reason;
+  private final Layout layout;
 
   private RapidsRoute(
       Path path,
@@ -64,6 +66,19 @@ public final class RapidsRoute implements Serializable {
       String mode,
       BackendChoice backend,
       String reason) {
+    this(path, listed, loadable, sqlEnabled, mode, backend, reason, Layout.ROWS);
+  }
+
+  private RapidsRoute(
+      Path path,
+      boolean listed,
+      boolean loadable,
+      boolean sqlEnabled,
+      String mode,
+      BackendChoice backend,
+      String reason,
+      Layout layout) {
+    this.layout = layout;
     this.path = path;
     this.pluginListed = listed;
     this.pluginLoadable = loadable;
@@ -78,12 +93,21 @@ public final class RapidsRoute implements Serializable {
    * decision once per distinct description.
    */
   public static RapidsRoute plan(SparkSession spark, BackendChoice backend) {
+    return plan(spark, backend, Layout.ROWS);
+  }
+
+  /**
+   * The route of a permute planned in {@code spark} with the resolved backend choice, whose data
+   * comes out in {@code layout} (named in the description); logs the decision once per distinct
+   * description.
+   */
+  public static RapidsRoute plan(SparkSession spark, BackendChoice backend, Layout layout) {
     Function<String, String> conf =
         k -> {
           String v = spark.conf().get(k, null);
           return v != null ? v : spark.sparkContext().getConf().get(k, null);
         };
-    RapidsRoute r = decide(conf, backend, RapidsRoute::loadable);
+    RapidsRoute r = decide(conf, backend, RapidsRoute::loadable).in(layout);
     r.logOnce();
     return r;
   }
@@ -142,6 +166,12 @@ public final class RapidsRoute implements Serializable {
         Path.RAPIDS_CUDF, true, true, true, mode, backend, "RAPIDS Accelerator active");
   }
 
+  /** This route for a permute whose data comes out in {@code layout}. */
+  RapidsRoute in(Layout layout) {
+    return new RapidsRoute(
+        path, pluginListed, pluginLoadable, sqlEnabled, mode, backend, reason, layout);
+  }
+
   private static boolean loadable(String className) {
     ClassLoader cl = Thread.currentThread().getContextClassLoader();
     if (cl == null) {
@@ -191,10 +221,13 @@ public final class RapidsRoute implements Serializable {
    */
   public String describe() {
     String b = backend.name().toLowerCase(Locale.ROOT);
+    String l = layout.name().toLowerCase(Locale.ROOT) + " layout";
     return switch (path) {
-      case CPU -> "MoePrep path CPU: rows on the cpu backend (" + reason + ")";
+      case CPU -> "MoePrep path CPU: " + l + " on the cpu backend (" + reason + ")";
       case ROWS_AUTO ->
-          "MoePrep path ROWS: rows on backend "
+          "MoePrep path ROWS_AUTO: "
+              + l
+              + " on backend "
               + b
               + " (CUDA where the executor has a GPU, for auto; "
               + reason
@@ -211,7 +244,9 @@ public final class RapidsRoute implements Serializable {
               + COLUMNAR_RDD
               + ") and permute them on the device with the CUDA kernels; "
               + reason
-              + ", so the result is computed on rows with backend "
+              + ", so the result is computed in the "
+              + l
+              + " with backend "
               + b
               + " (the CPU where no GPU)";
     };

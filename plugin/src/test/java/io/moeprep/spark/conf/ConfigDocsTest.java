@@ -38,6 +38,12 @@ class ConfigDocsTest {
       if (e.internal()) {
         assertFalse(e.userFacing(), e.key());
         assertFalse(template.contains(e.key()), e.key() + " is not in the template");
+      } else {
+        // every setting a user may set is in the template, so that it cannot drift
+        assertTrue(e.userFacing(), e.key() + " is not internal: it is user-facing");
+        assertTrue(
+            template.contains("\n# " + e.key() + "  " + e.defaultValue() + "\n"),
+            e.key() + " is in the template with its default");
       }
     }
   }

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.moeprep.kernels.BackendChoice;
+import io.moeprep.spark.spec.Layout;
 import java.util.HashMap;
 import java.util.Map;
 import org.junit.jupiter.api.Test;
@@ -35,6 +36,16 @@ class RapidsRouteTest {
         RapidsRoute.Path.ROWS_AUTO,
         decide(Map.of("spark.plugins", "io.moeprep.spark.MoePrepPlugin"), BackendChoice.CUDA, true)
             .path());
+  }
+
+  @Test
+  void theDescriptionNamesTheLayoutUsed() {
+    RapidsRoute auto = decide(Map.of(), BackendChoice.AUTO, true);
+    assertTrue(auto.describe().startsWith("MoePrep path ROWS_AUTO: rows layout"), auto.describe());
+    String packed = auto.in(Layout.PACKED).describe();
+    assertTrue(packed.startsWith("MoePrep path ROWS_AUTO: packed layout on backend auto"), packed);
+    String cpu = decide(Map.of(), BackendChoice.CPU, true).in(Layout.PACKED).describe();
+    assertTrue(cpu.startsWith("MoePrep path CPU: packed layout on the cpu backend"), cpu);
   }
 
   @Test
