@@ -6,6 +6,7 @@ import static org.apache.spark.sql.functions.sum;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.moeprep.app.cli.CapacityOptions;
 import io.moeprep.app.cli.DTypeOption;
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.MoePrepCommandLine;
@@ -109,32 +110,13 @@ final class PermuteCommand implements JobCommand {
       description = "rank of each expert, comma separated (default: contiguous)")
   String placement;
 
-  @Option(
-      names = "--num-out",
-      paramLabel = "M",
-      description = "keep the first M slots per (rank, batch), pad to M rows")
-  Long numOut;
-
-  @Option(
-      names = "--capacity",
-      paramLabel = "C",
-      description = "keep each expert's first C slots per batch")
-  Long capacity;
+  @Mixin CapacityOptions capacity;
 
   @Option(
       names = "--capacity-factor",
       paramLabel = "F",
       description = "capacity C = ceil(F * T * K / E), T = tokens per batch")
   Double capacityFactor;
-
-  @Option(names = "--pad-to-capacity", description = "pad every expert segment to exactly C rows")
-  boolean padToCapacity;
-
-  @Option(
-      names = "--align",
-      paramLabel = "A",
-      description = "pad every expert segment to a multiple of A rows")
-  Integer align;
 
   @Option(
       names = "--tokens-per-batch",
@@ -214,20 +196,7 @@ final class PermuteCommand implements JobCommand {
       throw new IllegalArgumentException(
           "option --ep-size is missing: give --ep-size R (or --placement r0,r1,...)");
     }
-    int caps = (numOut != null ? 1 : 0) + (capacity != null ? 1 : 0);
-    caps += capacityFactor != null ? 1 : 0;
-    if (caps > 1) {
-      throw new IllegalArgumentException(
-          "--num-out, --capacity and --capacity-factor exclude each other: give one");
-    }
-    if (padToCapacity && capacity == null && capacityFactor == null) {
-      throw new IllegalArgumentException(
-          "--pad-to-capacity needs --capacity C or --capacity-factor F");
-    }
-    if (align != null && numOut != null) {
-      throw new IllegalArgumentException(
-          "--align cannot be combined with --num-out: choose one of them");
-    }
+    capacity.check("--capacity-factor F", capacityFactor != null);
     if (epSize != null) {
       OptionChecks.inRange("--ep-size", epSize, 1, 1 << 20);
     }
@@ -236,18 +205,11 @@ final class PermuteCommand implements JobCommand {
           {"--experts", experts},
           {"--hidden", hidden},
           {"--top-k", topK},
-          {"--align", align},
           {"--tokens-per-batch", tokensPerBatch}
         }) {
       if (v[1] != null) {
         OptionChecks.inRange((String) v[0], (Integer) v[1], 1, Integer.MAX_VALUE);
       }
-    }
-    if (numOut != null) {
-      OptionChecks.inRange("--num-out", numOut, 0, Integer.MAX_VALUE);
-    }
-    if (capacity != null) {
-      OptionChecks.inRange("--capacity", capacity, 0, Integer.MAX_VALUE);
     }
     if (capacityFactor != null) {
       OptionChecks.inRange("--capacity-factor", capacityFactor, 0, 1e6);
@@ -312,20 +274,14 @@ final class PermuteCommand implements JobCommand {
     o.put("dtype", dtype != null ? dtype.cliName() : text(gen, "dtype", "dtype", "D"));
     int k = intFrom(topK, "top-k", "top_k", gen, "K");
     o.put("topK", Integer.toString(k));
-    if (numOut != null) {
-      o.put("capacity", "numOut:" + numOut);
-    } else if (capacity != null || capacityFactor != null) {
-      long c;
-      if (capacity != null) {
-        c = capacity;
-      } else {
-        int t = intFrom(tokensPerBatch, "tokens-per-batch", "tokens_per_batch", gen, "T");
-        c = (long) Math.ceil(capacityFactor * t * k / e);
-      }
-      o.put("capacity", (padToCapacity ? "perExpertPadded:" : "perExpert:") + c);
+    Long c = capacity.capacity();
+    if (capacityFactor != null) {
+      int t = intFrom(tokensPerBatch, "tokens-per-batch", "tokens_per_batch", gen, "T");
+      c = (long) Math.ceil(capacityFactor * t * k / e);
     }
-    if (align != null) {
-      o.put("align", Integer.toString(align));
+    putIfGiven(o, "capacity", CapacityOptions.optionValue(capacity.policy(c)));
+    if (capacity.alignGiven()) {
+      o.put("align", Integer.toString(capacity.align()));
     }
     if (tokensPerBatch != null) {
       o.put("tokensPerBatch", Integer.toString(tokensPerBatch));

@@ -1,5 +1,6 @@
 package io.moeprep.app.kernelcli;
 
+import io.moeprep.app.cli.CapacityOptions;
 import io.moeprep.app.cli.DTypeOption;
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.MoePrepCommandLine;
@@ -7,7 +8,6 @@ import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.MoeKernels;
-import io.moeprep.kernels.contract.CapacityPolicy;
 import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.contract.PermuteOptions;
@@ -139,26 +139,7 @@ public final class KernelCli {
         description = "the rank to permute for (with --ep-size)")
     Integer rank;
 
-    @Option(
-        names = "--num-out",
-        paramLabel = "M",
-        description = "keep the first M slots, pad to M rows")
-    Long numOut;
-
-    @Option(
-        names = "--capacity",
-        paramLabel = "C",
-        description = "keep each expert's first C slots")
-    Long capacity;
-
-    @Option(names = "--pad-to-capacity", description = "pad every expert segment to exactly C rows")
-    boolean padToCapacity;
-
-    @Option(
-        names = "--align",
-        paramLabel = "A",
-        description = "pad every expert segment to a multiple of A rows")
-    Integer align;
+    @Mixin CapacityOptions capacity;
 
     @Option(
         names = "--dtype",
@@ -250,19 +231,9 @@ public final class KernelCli {
                 experts, OptionChecks.inRange("--ep-size", epSize, 1, Integer.MAX_VALUE));
         r = rank;
       }
-      if (numOut != null && capacity != null) {
-        throw new IllegalArgumentException("--num-out and --capacity exclude each other: give one");
-      }
-      if (padToCapacity && capacity == null) {
-        throw new IllegalArgumentException("--pad-to-capacity needs --capacity");
-      }
-      CapacityPolicy cap = CapacityPolicy.NONE;
-      if (numOut != null) {
-        cap = CapacityPolicy.numOut(numOut);
-      } else if (capacity != null) {
-        cap = CapacityPolicy.perExpert(capacity, padToCapacity);
-      }
-      return new PermuteOptions(experts, placement, r, cap, align == null ? 1 : align);
+      capacity.check(null, false);
+      return new PermuteOptions(
+          experts, placement, r, capacity.policy(capacity.capacity()), capacity.align());
     }
   }
 
