@@ -110,7 +110,7 @@ final class PermuteCommand implements JobCommand {
       description = "rank of each expert, comma separated (default: contiguous)")
   String placement;
 
-  @Mixin CapacityOptions capacity;
+  @Mixin CapacityOptions capacity = new CapacityOptions();
 
   @Option(
       names = "--capacity-factor",

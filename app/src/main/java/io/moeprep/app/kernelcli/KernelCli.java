@@ -139,7 +139,7 @@ public final class KernelCli {
         description = "the rank to permute for (with --ep-size)")
     Integer rank;
 
-    @Mixin CapacityOptions capacity;
+    @Mixin CapacityOptions capacity = new CapacityOptions();
 
     @Option(
         names = "--dtype",
