@@ -56,8 +56,10 @@ import picocli.CommandLine.Option;
       "                         reason)",
       "  DIR/manifest.json      inputs, options, backend per rank, tokens per expert, dropped",
       "                         slots, bad rows and timings",
-      "DIR appears only when complete. --experts, --hidden, --dtype and --top-k default to the",
-      "values in TOKENS/_manifest.json when TOKENS was written by moeprep generate."
+      "The datasets lie in DIR/run-ID/, the generation the manifest names; the manifest is",
+      "written last: DIR has it only when complete. --experts, --hidden, --dtype and --top-k",
+      "default to the values in TOKENS/_manifest.json when TOKENS was written by moeprep",
+      "generate."
     })
 final class PermuteCommand implements JobCommand {
   static final String MANIFEST = "manifest.json";
@@ -183,6 +185,9 @@ final class PermuteCommand implements JobCommand {
   /** TOKENS/_manifest.json of moeprep generate, or null; read by {@link #checkPaths}. */
   private JsonNode gen;
 
+  /** The token table's files: TOKENS, or the generation its manifest names. */
+  private String table;
+
   /** The spec options given and taken from {@link #gen}; set by {@link #checkPaths}. */
   private Map<String, String> given;
 
@@ -254,6 +259,7 @@ final class PermuteCommand implements JobCommand {
         gm.getFileSystem(hadoop).exists(gm)
             ? Json.read(hadoop, input, GenerateCommand.MANIFEST, "--input")
             : null;
+    table = GenerateCommand.tablePath(input, gen);
     given = specOptions(gen);
     PermuteSpec.fromOptions(given);
   }
@@ -357,12 +363,13 @@ final class PermuteCommand implements JobCommand {
     PermuteSpec spec = PermuteSpec.fromOptions(given).resolve(k -> ctx.spark.conf().get(k, null));
     Map<String, String> options = resolvedOptions(spec, given);
     ObjectNode timings = Json.object();
-    Dataset<Row> tokens = ctx.spark.read().parquet(input);
+    Dataset<Row> tokens = ctx.spark.read().parquet(table);
     PermuteOutput perm = MoePrep.permute(tokens, spec);
-    perm.persist(StorageLevel.MEMORY_AND_DISK());
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
+    // the output's lock first: a second run on DIR fails before any work
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
+      perm.persist(StorageLevel.MEMORY_AND_DISK());
       try (Progress.Step s =
           ctx.progress.step(
               "data (" + spec.settings().layout().name().toLowerCase(Locale.ROOT) + ")")) {
@@ -463,12 +470,13 @@ final class PermuteCommand implements JobCommand {
     m.put("created", java.time.Instant.now().toString());
     ObjectNode in = m.putObject("input");
     in.put("path", input);
-    in.put("rows", ctx.spark.read().parquet(input).count());
+    in.put("rows", ctx.spark.read().parquet(table).count());
     if (gen != null) {
       in.set("generate", gen);
     }
     ObjectNode opts = m.putObject("options");
     options.forEach(opts::put);
+    m.put(OutputDir.GENERATION, dir.generation());
     ObjectNode outs = m.putObject("outputs");
     outs.put("data", "data");
     outs.put("row_map", "row_map");

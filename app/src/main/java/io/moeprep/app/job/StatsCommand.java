@@ -98,7 +98,7 @@ final class StatsCommand implements JobCommand {
       for (Row r :
           ctx.spark
               .read()
-              .parquet(permuted.dir + "/tokens_per_expert")
+              .parquet(permuted.path("tokens_per_expert"))
               .select("batch", "expert", "kept", "dropped")
               .collectAsList()) {
         load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));

@@ -97,6 +97,7 @@ final class VerifyCommand implements JobCommand {
         hadoop,
         inputPath,
         input != null ? "--input" : "the input in --permuted's manifest (give --input)");
+    inputPath = GenerateCommand.tablePath(hadoop, inputPath);
     if (combined != null) {
       JobContext.requireExists(hadoop, combined, "--combined");
       combinedManifest = Json.read(hadoop, combined, UnpermuteCommand.MANIFEST, "--combined");
@@ -150,7 +151,7 @@ final class VerifyCommand implements JobCommand {
         fields.contains(c[4])
             ? col(c[4]).cast("long")
             : floor(col(c[0]).cast("long").divide(lit(spec.shape().tokensPerBatch()))).cast("long");
-    Dataset<Row> tpe = ctx.spark.read().parquet(permuted.dir + "/tokens_per_expert");
+    Dataset<Row> tpe = ctx.spark.read().parquet(permuted.path("tokens_per_expert"));
     List<Long> all = new ArrayList<>();
     for (Row r : tpe.select("batch").distinct().collectAsList()) {
       all.add(r.getLong(0));
@@ -208,16 +209,16 @@ final class VerifyCommand implements JobCommand {
     }
     byBatch.values().forEach(l -> l.sort((a, b) -> Long.compare(a.id(), b.id())));
     String dataOrder = spec.settings().layout() == Layout.PACKED ? "row_offset" : "row";
-    Map<String, List<Row>> data = group(ctx, permuted.dir + "/data", keys, dataOrder);
-    Map<String, List<Row>> rowMap = group(ctx, permuted.dir + "/row_map", keys, "token_id");
+    Map<String, List<Row>> data = group(ctx, permuted.path("data"), keys, dataOrder);
+    Map<String, List<Row>> rowMap = group(ctx, permuted.path("row_map"), keys, "token_id");
     Map<String, List<Row>> perExpert =
-        group(ctx, permuted.dir + "/tokens_per_expert", keys, "local_expert");
+        group(ctx, permuted.path("tokens_per_expert"), keys, "local_expert");
     Map<Long, Map<Long, byte[]>> comb = new HashMap<>();
     if (checkCombined) {
       for (Row r :
           ctx.spark
               .read()
-              .parquet(combined + "/combined")
+              .parquet(OutputDir.datasetPath(combined, combinedManifest, "combined"))
               .where(col("batch").isin(keys))
               .collectAsList()) {
         comb.computeIfAbsent(r.getLong(r.fieldIndex("batch")), b -> new HashMap<>())

@@ -101,6 +101,13 @@ class JobEndToEndTest {
     return spark.read().parquet(table.toString()).orderBy("token_id").collectAsList();
   }
 
+  /** Dataset {@code name} of a job's output {@code dir}: in the generation its manifest names. */
+  static Path dataset(Path dir, String name) throws IOException {
+    Path m = dir.resolve("manifest.json");
+    String gen = manifest(m).path(OutputDir.GENERATION).asText("");
+    return (gen.isEmpty() ? dir : dir.resolve(gen)).resolve(name);
+  }
+
   static JsonNode manifest(Path file) throws IOException {
     return Json.MAPPER.readTree(file.toFile());
   }
@@ -249,7 +256,7 @@ class JobEndToEndTest {
     for (String t : List.of("data", "row_map", "tokens_per_expert", "manifest", "total")) {
       assertTrue(m.get("timings_s").get(t).asDouble() > 0, t);
     }
-    long rows = spark.read().parquet(out.resolve("data").toString()).count();
+    long rows = spark.read().parquet(dataset(out, "data").toString()).count();
     assertEquals(Arrays.stream(kept).sum(), rows, "no padding: one row per kept slot");
     assertEquals(rows, m.get("rows_out").asLong());
     assertEquals(R, m.get("ranks").size());
@@ -259,7 +266,7 @@ class JobEndToEndTest {
       assertEquals(
           spark
               .read()
-              .parquet(out.resolve("data").toString())
+              .parquet(dataset(out, "data").toString())
               .where(col("ep_rank").equalTo(rank))
               .count(),
           rn.get("rows").asLong());
@@ -313,7 +320,7 @@ class JobEndToEndTest {
     JsonNode m = manifest(skipped.resolve("manifest.json"));
     assertEquals(1, m.get("bad_rows").asLong());
     assertEquals("skip", m.get("options").get("badRows").asText());
-    List<Row> bad = spark.read().parquet(skipped.resolve("bad_rows").toString()).collectAsList();
+    List<Row> bad = spark.read().parquet(dataset(skipped, "bad_rows").toString()).collectAsList();
     assertEquals(1, bad.size(), bad.toString());
     assertEquals(777L, bad.get(0).getLong(0));
     assertEquals(1L, bad.get(0).getLong(1));
@@ -348,7 +355,7 @@ class JobEndToEndTest {
     long rows =
         spark
             .read()
-            .parquet(out.resolve("data").toString())
+            .parquet(dataset(out, "data").toString())
             .agg(org.apache.spark.sql.functions.sum("rows"))
             .first()
             .getLong(0);
@@ -358,11 +365,11 @@ class JobEndToEndTest {
     JobCliTest.Result u =
         ok("unpermute", "--permuted", out.toString(), "--out", comb.toString(), "--backend", "cpu");
     assertTrue(u.out().startsWith("unpermute: " + N + " tokens combined"), u.out());
-    assertEquals(N, spark.read().parquet(comb.resolve("combined").toString()).count());
+    assertEquals(N, spark.read().parquet(dataset(comb, "combined").toString()).count());
     // each rank gets back its contiguous quarter of every batch
     for (int rank = 0; rank < R; rank++) {
       Dataset<Row> mine =
-          spark.read().parquet(comb.resolve("combined").resolve("ep_rank=" + rank).toString());
+          spark.read().parquet(dataset(comb, "combined").resolve("ep_rank=" + rank).toString());
       assertEquals(N / R, mine.count());
       Row range =
           mine.agg(
@@ -397,9 +404,9 @@ class JobEndToEndTest {
     Path bad = tmp.resolve("perm-corrupt");
     Files.createDirectories(bad);
     Files.copy(good.resolve("manifest.json"), bad.resolve("manifest.json"));
-    copyTree(good.resolve("row_map"), bad.resolve("row_map"));
-    copyTree(good.resolve("tokens_per_expert"), bad.resolve("tokens_per_expert"));
-    Dataset<Row> data = spark.read().parquet(good.resolve("data").toString());
+    copyTree(dataset(good, "row_map"), dataset(bad, "row_map"));
+    copyTree(dataset(good, "tokens_per_expert"), dataset(bad, "tokens_per_expert"));
+    Dataset<Row> data = spark.read().parquet(dataset(good, "data").toString());
     int hiddenAt = data.schema().fieldIndex("hidden");
     int rowAt = data.schema().fieldIndex("row");
     int rankAt = data.schema().fieldIndex("ep_rank");
@@ -424,7 +431,7 @@ class JobEndToEndTest {
             Encoders.row(data.schema()))
         .write()
         .partitionBy("ep_rank")
-        .parquet(bad.resolve("data").toString());
+        .parquet(dataset(bad, "data").toString());
     JobCliTest.Result r = job("verify", "--permuted", bad.toString(), "--batches", "0");
     assertEquals(1, r.code(), r.out() + r.err());
     assertTrue(r.out().contains("MISMATCH: rank 1, batch 2, row 3"), r.out());
@@ -529,7 +536,7 @@ class JobEndToEndTest {
     Path perm = permuteOnce();
     // expert outputs: the permuted rows with every hidden value zero
     Path zeros = tmp.resolve("expert-zeros");
-    Dataset<Row> data = spark.read().parquet(perm.resolve("data").toString());
+    Dataset<Row> data = spark.read().parquet(dataset(perm, "data").toString());
     int hiddenAt = data.schema().fieldIndex("hidden");
     data.map(
             (MapFunction<Row, Row>)
@@ -555,7 +562,7 @@ class JobEndToEndTest {
             "--out",
             comb.toString());
     assertTrue(u.out().contains("combined from " + zeros), u.out());
-    List<Row> rows = spark.read().parquet(comb.resolve("combined").toString()).collectAsList();
+    List<Row> rows = spark.read().parquet(dataset(comb, "combined").toString()).collectAsList();
     assertEquals(N, rows.size());
     for (Row r : rows) {
       for (byte b : (byte[]) r.get(r.fieldIndex("hidden"))) {
