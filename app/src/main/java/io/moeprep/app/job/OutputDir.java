@@ -33,7 +33,7 @@ import org.apache.hadoop.fs.RawLocalFileSystem;
  *       FileSystem.create} without overwrite) and holding this run's id: a second run on the same
  *       directory fails at once, naming the run that holds it.
  *   <li>Spark writes each dataset in place, through its own commit protocol, under this run's
- *       generation directory {@code DIR/run-ID/} ({@link #path}).
+ *       generation directory {@code DIR/generation=ID/} ({@link #path}).
  *   <li>{@link #commit()} checks that the lock is still this run's, then writes the small files
  *       ({@link #writeText}, {@link #writeBytes}) at the top of {@code DIR}, each through a hidden
  *       temporary file, the last one (the manifest, which names the generation) being the commit
@@ -53,7 +53,11 @@ final class OutputDir implements AutoCloseable {
   /** The manifest key naming the generation directory of the datasets. */
   static final String GENERATION = "generation";
 
-  private static final String RUN_PREFIX = "run-";
+  /**
+   * The prefix of a generation directory: a partition directory to Spark, so that a plain read of a
+   * whole {@code generate} directory still finds the table (with a {@code generation} column).
+   */
+  static final String GENERATION_PREFIX = "generation=";
 
   private final FileSystem fs;
   private final Path target;
@@ -68,7 +72,7 @@ final class OutputDir implements AutoCloseable {
     this.fs = fs;
     this.target = target;
     this.runId = runId;
-    this.generation = RUN_PREFIX + runId;
+    this.generation = GENERATION_PREFIX + runId;
     this.createdTarget = createdTarget;
   }
 
@@ -166,7 +170,7 @@ final class OutputDir implements AutoCloseable {
    * the manifest last.
    */
   void writeBytes(String child, byte[] bytes) {
-    if (child.contains("/") || child.equals(LOCK) || child.startsWith(RUN_PREFIX)) {
+    if (child.contains("/") || child.equals(LOCK) || child.startsWith(GENERATION_PREFIX)) {
       throw new IllegalArgumentException("invalid top-level file name " + child);
     }
     files.remove(child);

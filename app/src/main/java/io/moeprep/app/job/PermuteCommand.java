@@ -56,7 +56,7 @@ import picocli.CommandLine.Option;
       "                         reason)",
       "  DIR/manifest.json      inputs, options, backend per rank, tokens per expert, dropped",
       "                         slots, bad rows and timings",
-      "The datasets lie in DIR/run-ID/, the generation the manifest names; the manifest is",
+      "The datasets lie in DIR/generation=ID/, the generation the manifest names; the manifest is",
       "written last: DIR has it only when complete. --experts, --hidden, --dtype and --top-k",
       "default to the values in TOKENS/_manifest.json when TOKENS was written by moeprep",
       "generate."

@@ -97,8 +97,14 @@ class JobEndToEndTest {
     };
   }
 
-  private List<Row> sortedRows(Path table) {
-    return spark.read().parquet(table.toString()).orderBy("token_id").collectAsList();
+  /** The files of a generate output's table: the generation its manifest names. */
+  static Path table(Path dir) throws IOException {
+    return Path.of(
+        GenerateCommand.tablePath(dir.toString(), manifest(dir.resolve(GenerateCommand.MANIFEST))));
+  }
+
+  private List<Row> sortedRows(Path dir) throws IOException {
+    return spark.read().parquet(table(dir).toString()).orderBy("token_id").collectAsList();
   }
 
   /** Dataset {@code name} of a job's output {@code dir}: in the generation its manifest names. */
@@ -120,7 +126,11 @@ class JobEndToEndTest {
     assertEquals(N, rows.size());
     assertEquals(
         TokenGenerator.SCHEMA.simpleString(),
-        spark.read().parquet(tokens.toString()).schema().simpleString());
+        spark.read().parquet(table(tokens).toString()).schema().simpleString());
+    assertEquals(
+        N,
+        spark.read().parquet(tokens.toString()).count(),
+        "a plain read of the directory finds the table");
     for (int i = 0; i < N; i++) {
       Row r = rows.get(i);
       assertEquals(i, r.getLong(0));
@@ -180,7 +190,7 @@ class JobEndToEndTest {
   }
 
   private static List<Path> partFiles(Path dir) throws IOException {
-    try (Stream<Path> s = Files.list(dir)) {
+    try (Stream<Path> s = Files.list(table(dir))) {
       return s.filter(p -> p.getFileName().toString().startsWith("part-"))
           .sorted(
               (x, y) ->
@@ -195,7 +205,7 @@ class JobEndToEndTest {
   // ---------------------------------------------------------------- permute
 
   /** Per expert: kept and dropped slots under per-expert capacity {@code c}, counted directly. */
-  private long[][] directTokensPerExpert(long c) {
+  private long[][] directTokensPerExpert(long c) throws IOException {
     Map<Long, long[]> perBatch = new HashMap<>();
     for (Row r : sortedRows(tokens)) {
       long[] counts = perBatch.computeIfAbsent(r.getLong(1), b -> new long[E]);
@@ -232,7 +242,7 @@ class JobEndToEndTest {
     assertTrue(r.out().startsWith("permute: " + N + " tokens -> "), r.out());
     for (String part : List.of("data", "row_map", "tokens_per_expert")) {
       for (int rank = 0; rank < R; rank++) {
-        assertTrue(Files.isDirectory(out.resolve(part).resolve("ep_rank=" + rank)), part + rank);
+        assertTrue(Files.isDirectory(dataset(out, part).resolve("ep_rank=" + rank)), part + rank);
       }
     }
     JsonNode m = manifest(out.resolve("manifest.json"));
