@@ -48,9 +48,27 @@ class JobCountsUnderRecomputationTest {
 
   private static String[] permute(Path in, Path out) {
     return new String[] {
-      "permute", "--input", in.toString(), "--out", out.toString(), "--ep-size", "2",
-      "--experts", "8", "--hidden", "2", "--dtype", "f32", "--top-k", "2",
-      "--tokens-per-batch", "4096", "--bad-rows", "skip", "--backend", "cpu"
+      "permute",
+      "--input",
+      in.toString(),
+      "--out",
+      out.toString(),
+      "--ep-size",
+      "2",
+      "--experts",
+      "8",
+      "--hidden",
+      "2",
+      "--dtype",
+      "f32",
+      "--top-k",
+      "2",
+      "--tokens-per-batch",
+      "4096",
+      "--bad-rows",
+      "skip",
+      "--backend",
+      "cpu"
     };
   }
 
@@ -85,7 +103,10 @@ class JobCountsUnderRecomputationTest {
     c.set("input_rows", m.get("input").get("rows"));
     var ranks = c.putArray("ranks");
     for (JsonNode r : m.get("ranks")) {
-      ranks.addObject().put("rows", r.get("rows").asLong()).put("kept", r.get("kept_slots").asLong());
+      ranks
+          .addObject()
+          .put("rows", r.get("rows").asLong())
+          .put("kept", r.get("kept_slots").asLong());
     }
     return c;
   }
@@ -136,24 +157,30 @@ class JobCountsUnderRecomputationTest {
                 new SparkListener() {
                   @Override
                   public void onTaskEnd(SparkListenerTaskEnd e) {
-                    if (e.taskInfo().successful()) {
-                      for (AccumulableInfo a :
-                          CollectionConverters.asJava(e.taskInfo().accumulables())) {
-                        if (a.name().isDefined()
-                            && a.name().get().equals("moeprep.badRows")
-                            && a.update().isDefined()) {
-                          accumulated.addAndGet(((Number) a.update().get()).longValue());
-                        }
+                    if (!e.taskInfo().successful()) {
+                      return;
+                    }
+                    long update = 0;
+                    for (AccumulableInfo a :
+                        CollectionConverters.asJava(e.taskInfo().accumulables())) {
+                      if (a.name().isDefined()
+                          && a.name().get().equals("moeprep.badRows")
+                          && a.update().isDefined()) {
+                        update += ((Number) a.update().get()).longValue();
                       }
                     }
-                    // the first result task after arming: the dispatch's shuffle outputs and the
-                    // cached plan of the killed executor are lost and must be computed again
-                    if (killed.get() == null
-                        && e.taskInfo().launchTime() >= armedAt[0]
-                        && e.taskType().equals("ResultTask")) {
-                      List<ProcessHandle> ex = c.executors();
-                      if (!ex.isEmpty() && killed.compareAndSet(null, ex.get(0))) {
-                        ex.get(0).destroyForcibly();
+                    accumulated.addAndGet(update);
+                    // the executor of the first dispatch task that counted bad rows after arming:
+                    // its map output is lost with it, and Spark runs that dispatch task again
+                    if (update > 0
+                        && killed.get() == null
+                        && e.taskInfo().launchTime() >= armedAt[0]) {
+                      String id = "--executor-id " + e.taskInfo().executorId() + " ";
+                      for (ProcessHandle h : c.executors()) {
+                        if (StandaloneCluster.commandLine(h).contains(id)
+                            && killed.compareAndSet(null, h)) {
+                          h.destroyForcibly();
+                        }
                       }
                     }
                   }
@@ -162,6 +189,7 @@ class JobCountsUnderRecomputationTest {
         StringBuilder log = new StringBuilder();
         Path calm = dir.resolve("calm");
         assertEquals(0, run(cs, permute(in, calm), log), log.toString());
+        Thread.sleep(2000); // the listener bus delivers the last task ends after the job
         long calmAccumulated = accumulated.getAndSet(0);
 
         armedAt[0] = System.currentTimeMillis();
@@ -169,6 +197,7 @@ class JobCountsUnderRecomputationTest {
         assertEquals(0, run(cs, permute(in, hit), log), log.toString());
         assertTrue(killed.get() != null, "an executor was killed");
         assertTrue(!killed.get().isAlive(), "the executor JVM is dead");
+        Thread.sleep(2000);
 
         long exact = badRows();
         assertEquals(exact, calmAccumulated, "undisturbed, the dispatch ran once");
@@ -182,7 +211,8 @@ class JobCountsUnderRecomputationTest {
         JsonNode want = counts(calm);
         assertEquals(exact, want.get("bad_rows").asLong());
         assertEquals(N, want.get("input_rows").asLong());
-        assertEquals(want.toPrettyString(), counts(hit).toPrettyString(), "manifest after the kill");
+        assertEquals(
+            want.toPrettyString(), counts(hit).toPrettyString(), "manifest after the kill");
         assertTrue(Files.exists(hit.resolve("manifest.json")));
       } finally {
         cs.stop();
