@@ -186,17 +186,20 @@ final class OutputDir implements AutoCloseable {
   void commit() throws IOException {
     checkLock();
     FileSystem raw = raw();
+    // every file first, hidden; then each moved into place, the commit point last
     for (Map.Entry<String, byte[]> f : files.entrySet()) {
-      Path dst = new Path(target, f.getKey());
-      Path tmp = new Path(target, "." + f.getKey() + ".tmp-" + runId);
-      try (OutputStream os = raw.create(tmp, true)) {
+      try (OutputStream os = raw.create(hidden(f.getKey()), true)) {
         os.write(f.getValue());
       }
+    }
+    checkLock();
+    for (String name : files.keySet()) {
+      Path dst = new Path(target, name);
       // delete, then rename: Hadoop's rename does not replace a file (readers see the old file,
       // none, or the new one, never part of one, where renaming a file is atomic)
       raw.delete(dst, false);
-      if (!raw.rename(tmp, dst)) {
-        throw new IOException("could not rename " + tmp + " to " + dst);
+      if (!raw.rename(hidden(name), dst)) {
+        throw new IOException("could not rename " + hidden(name) + " to " + dst);
       }
     }
     committed = true;
@@ -215,7 +218,7 @@ final class OutputDir implements AutoCloseable {
       if (!committed) {
         fs.delete(new Path(target, generation), true);
         for (String f : files.keySet()) {
-          fs.delete(new Path(target, "." + f + ".tmp-" + runId), false);
+          fs.delete(hidden(f), false);
         }
       }
     } catch (IOException e) {
@@ -232,6 +235,11 @@ final class OutputDir implements AutoCloseable {
     } catch (IOException e) {
       // best effort: the lock names this run
     }
+  }
+
+  /** The hidden temporary name of top-level file {@code name} while this run commits it. */
+  private Path hidden(String name) {
+    return new Path(target, "." + name + ".tmp-" + runId);
   }
 
   private void lock(String path) throws IOException {
