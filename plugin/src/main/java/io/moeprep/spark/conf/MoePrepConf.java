@@ -135,8 +135,9 @@ public final class MoePrepConf {
           "badRows",
           "fail: a bad input row (null, wrong hidden length, expert id out of range, K mismatch,"
               + " NaN prob) fails the job with its token id. skip: bad rows are left out of the"
-              + " permute, counted in the moeprep.badRows accumulator and listed with their reason"
-              + " in PermuteOutput.badRows().",
+              + " permute, counted in the moeprep.badRows accumulator (per evaluation: a recomputed"
+              + " stage counts again) and listed with their reason in PermuteOutput.badRows(), whose"
+              + " count is exact.",
           "fail",
           Set.of("fail", "skip"),
           true);
