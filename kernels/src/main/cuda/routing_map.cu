@@ -367,12 +367,17 @@ namespace moeprep {
 constexpr int kFusedWarps = kBlockThreads / 32;
 constexpr int kFusedMaxBlocks = 512;
 constexpr int kFusedTiles = 8;
-// the host's limits (DeviceKernels.FUSED_MAX_EXPERTS, FUSED_MAX_BLOCKS) must match these
+// the host's limits (RoutingMapLauncher.FUSED_MAX_EXPERTS, FUSED_MAX_BLOCKS; CudaConstantsTest)
 constexpr int kFusedMaxExperts = 768;
 // the tagged table's row: 4 x a power of two quads of experts, at most one quad per
-// thread (DeviceKernels.fusedStride)
+// thread (RoutingMapLauncher.fusedStride)
 constexpr int kFusedMaxStride = 4 * kBlockThreads;
 static_assert(kFusedMaxExperts <= kFusedMaxStride, "a table row holds every expert");
+// the fused kernel's cap_mode (RoutingMapLauncher.CAP_*, checked by CudaConstantsTest): no
+// capacity, a capacity per expert (cap, pad_to_cap), a total of output rows (cap = numOut)
+constexpr int kCapNone = 0;
+constexpr int kCapPerExpert = 1;
+constexpr int kCapNumOut = 2;
 
 // A barrier of the whole grid, which must be co-resident (a cooperative launch): the block's
 // writes before it are visible to the whole grid after it. Thread 0 arrives after the block's
@@ -480,8 +485,8 @@ __device__ __forceinline__ void count_tiles(const int32_t (&key)[kFusedTiles],
 // of two, at least E, at most kFusedMaxStride; valid int64 [E] (device scratch); barrier uint64
 // (persistent, zero at first use, see grid_barrier); result int64 [2E + 3] in host memory mapped
 // for the device: numOut, valid[E], offsets[E + 1], then seq, written last; seq: this launch's
-// number on this scratch, from 1 up. cap_mode: 0 none, 1 per expert (cap,
-// pad_to_cap), 2 numOut (cap = M). block_slots: slots per block, a multiple of kBlockThreads;
+// number on this scratch, from 1 up. cap_mode: kCapNone, kCapPerExpert (cap,
+// pad_to_cap) or kCapNumOut (cap = M). block_slots: slots per block, a multiple of kBlockThreads;
 // gridDim.x at most kFusedMaxBlocks. Dynamic shared memory: kept [E], offsets [E + 1] (int64),
 // ranks [kFusedWarps][E] (uint32), local [E] (uint8).
 __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __restrict__ local,
@@ -709,7 +714,7 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
     }
   }
   __syncthreads();  // the layout below overwrites kept_s
-  if (cap_mode == 2) {
+  if (cap_mode == kCapNumOut) {
     // kept(e) = min(valid(e), max(0, M - valid slots of the experts before e))
     block_exclusive_scan(offsets_s, e_count, warp_sums, &scan_total);
     for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
@@ -719,12 +724,12 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
   }
   for (int32_t e = threadIdx.x; e < e_count; e += blockDim.x) {
     long long kept = kept_s[e];
-    if (cap_mode == 1) {
+    if (cap_mode == kCapPerExpert) {
       kept = min(kept, static_cast<long long>(cap));
       kept_s[e] = kept;
     }
     long long rows = kept;
-    if (local_s[e] && cap_mode == 1 && pad_to_cap) {
+    if (local_s[e] && cap_mode == kCapPerExpert && pad_to_cap) {
       rows = cap;
     }
     if (local_s[e] && align > 1) {
@@ -740,7 +745,7 @@ __device__ void map_fused(const int32_t* __restrict__ ids, const uint8_t* __rest
   }
   __syncthreads();
   const long long num_out =
-      cap_mode == 2 ? max(static_cast<long long>(cap), total_rows) : total_rows;
+      cap_mode == kCapNumOut ? max(static_cast<long long>(cap), total_rows) : total_rows;
   if (publishes) {
     if (lane == 0) {
       result[0] = num_out;

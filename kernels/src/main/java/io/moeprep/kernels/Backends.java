@@ -2,7 +2,6 @@ package io.moeprep.kernels;
 
 import io.moeprep.kernels.contract.KernelBackend;
 import io.moeprep.kernels.cpu.CpuBackend;
-import io.moeprep.kernels.cuda.CudaBackend;
 import io.moeprep.kernels.cuda.CudaSupport;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.logging.Logger;
@@ -31,9 +30,14 @@ public final class Backends {
     }
   }
 
-  /** The backend of {@link #choose choose(choice, -1)}. */
+  /** The backend of {@link #choose choose(choice, -1, KernelTuning.DEFAULT)}. */
   public static KernelBackend select(BackendChoice choice) {
     return choose(choice, -1).backend();
+  }
+
+  /** {@link #choose(BackendChoice, int, KernelTuning)} with the shipped tuning. */
+  public static Selection choose(BackendChoice choice, int device) {
+    return choose(choice, device, KernelTuning.DEFAULT);
   }
 
   /**
@@ -42,36 +46,46 @@ public final class Backends {
    * its backend starts, else the CPU with the reason, logged once per process ({@code moeprep:
    * backend auto runs on the CPU: ...}).
    *
-   * @param device the GPU ordinal, or {@code -1} for the CUDA backend's default device
+   * <p>Everything the backend needs is passed here: the device and the {@link KernelTuning} (the
+   * CPU backend's threads, the CUDA launches' knobs); no backend reads a system property.
+   *
+   * @param device the GPU ordinal, or {@code -1} for device 0
+   * @param tuning the backends' internal tuning
    */
-  public static Selection choose(BackendChoice choice, int device) {
+  public static Selection choose(BackendChoice choice, int device, KernelTuning tuning) {
     return switch (choice) {
-      case CPU -> new Selection(CpuBackend.INSTANCE, null);
-      case CUDA -> new Selection(cuda(device), null);
+      case CPU -> new Selection(cpu(tuning), null);
+      case CUDA -> new Selection(cuda(device, tuning), null);
       case AUTO -> {
         CudaSupport.Probe probe = CudaSupport.probe();
         if (!probe.available()) {
-          yield fallback(probe.reason());
+          yield fallback(probe.reason(), tuning);
         }
         try {
-          yield new Selection(cuda(device), null);
+          yield new Selection(cuda(device, tuning), null);
         } catch (RuntimeException | LinkageError e) {
-          yield fallback("the CUDA backend failed to start: " + e);
+          yield fallback("the CUDA backend failed to start: " + e, tuning);
         }
       }
     };
   }
 
-  /** The CUDA backend on {@code device} ({@code < 0}: the default device). */
-  private static KernelBackend cuda(int device) {
-    KernelBackend onDefault = CudaSupport.backend(); // fails with the probe's reason
-    return device < 0 ? onDefault : CudaBackend.on(device);
+  /** The CUDA backend on {@code device} ({@code < 0}: device 0); fails with the reason. */
+  private static KernelBackend cuda(int device, KernelTuning tuning) {
+    return CudaSupport.backend(Math.max(0, device), tuning);
   }
 
-  private static Selection fallback(String reason) {
+  /** The shared CPU backend for the shipped thread count, else one on its own pool. */
+  private static KernelBackend cpu(KernelTuning tuning) {
+    return tuning.cpuThreads() == KernelTuning.DEFAULT.cpuThreads()
+        ? CpuBackend.INSTANCE
+        : CpuBackend.with(tuning);
+  }
+
+  private static Selection fallback(String reason, KernelTuning tuning) {
     if (FALLBACK_LOGGED.compareAndSet(false, true)) {
       LOG.info("moeprep: backend auto runs on the CPU: " + reason);
     }
-    return new Selection(CpuBackend.INSTANCE, reason);
+    return new Selection(cpu(tuning), reason);
   }
 }

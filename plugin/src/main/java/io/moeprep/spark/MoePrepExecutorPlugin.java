@@ -74,7 +74,7 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
     try {
       ResourceInformation gpu = ctx.resources().get("gpu");
       if (gpu != null && gpu.addresses().length > 0) {
-        ExecutorRuntime.useDevice(Integer.parseInt(gpu.addresses()[0].trim()));
+        ExecutorRuntime.useExecutorDevice(Integer.parseInt(gpu.addresses()[0].trim()));
       }
     } catch (Throwable t) {
       LOG.warn("moeprep: could not read the executor's gpu resource", t);
@@ -84,14 +84,16 @@ final class MoePrepExecutorPlugin implements ExecutorPlugin {
       if (p.available()) {
         // loads the module once, tuned as the executor's configuration says
         ExecutorRuntime.kernels(
-            BackendChoice.AUTO, TuningSettings.read(k -> ctx.conf().get(k, null)));
+            BackendChoice.AUTO,
+            TuningSettings.read(k -> ctx.conf().get(k, null)),
+            ExecutorRuntime.executorDevice());
       }
       LOG.info(
           "moeprep: executor {}: GPU {} ({}), device {}",
           ctx.executorID(),
           p.available() ? "available" : "unavailable",
           p.reason(),
-          ExecutorRuntime.device());
+          ExecutorRuntime.executorDevice());
     } catch (Throwable t) {
       LOG.warn("moeprep: the GPU probe failed; tasks run on the CPU", t);
     }

@@ -53,15 +53,10 @@ class GpuPathTest {
           "batch, token_id");
     }
     // the GPU Spark's resource scheduling assigns is the one the kernels run on
-    int before = ExecutorRuntime.device();
-    ExecutorRuntime.useDevice(0);
-    try {
-      var backend =
-          ExecutorRuntime.kernels(BackendChoice.CUDA, b.build().settings().tuning()).backend();
-      assertEquals(0, ((io.moeprep.kernels.cuda.CudaBackend) backend).device().ordinal());
-    } finally {
-      ExecutorRuntime.useDevice(before);
-    }
+    var backend =
+        ExecutorRuntime.kernels(BackendChoice.CUDA, b.build().settings().tuning(), 0).backend();
+    assertEquals(0, backend.deviceOrdinal());
+    assertEquals(0, ((io.moeprep.kernels.cuda.CudaBackend) backend).device().ordinal());
     assertTrue(
         ExecutorRuntime.GPU_BATCHES.getCount() > gpuBefore,
         "the GPU path ran: gpuBatches " + ExecutorRuntime.GPU_BATCHES.getCount());
@@ -121,7 +116,8 @@ class GpuPathTest {
             .topK(2)
             .backend(BackendChoice.CUDA)
             .build();
-    System.setProperty(io.moeprep.kernels.cuda.CudaDevice.FAIL_LAUNCH, "moeprep_permute_rows");
+    // the fault is injected through the job's tuning (an internal entry), passed down
+    spark.conf().set("spark.moeprep.internal.cuda.failLaunch", "moeprep_permute_rows");
     try {
       Exception e =
           org.junit.jupiter.api.Assertions.assertThrows(
@@ -131,7 +127,7 @@ class GpuPathTest {
           all.matches("(?s).*rank \\d, batch 0: kernel moeprep_permute_rows_v\\d+ <<<.*"), all);
       assertTrue(all.contains("CUDA_ERROR_INVALID_VALUE"), all);
     } finally {
-      System.clearProperty(io.moeprep.kernels.cuda.CudaDevice.FAIL_LAUNCH);
+      spark.conf().unset("spark.moeprep.internal.cuda.failLaunch");
     }
   }
 

@@ -1,11 +1,17 @@
 package io.moeprep.app.bench;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.cuda.CudaDevice;
 import io.moeprep.kernels.cuda.CudaSupport;
 import io.moeprep.kernels.cuda.DeviceBuffer;
 import io.moeprep.kernels.cuda.DeviceKernels;
+import io.moeprep.kernels.cuda.DeviceRouting;
+import io.moeprep.kernels.cuda.DeviceRows;
+import io.moeprep.kernels.cuda.PermuteLauncher;
+import io.moeprep.kernels.cuda.RoutingMapLauncher;
+import io.moeprep.kernels.cuda.UnpermuteLauncher;
 import io.moeprep.kernels.memory.HostBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -17,11 +23,12 @@ import jcuda.driver.CUstream;
 import jcuda.driver.JCudaDriver;
 
 /**
- * Times the CUDA kernels on device-resident BF16 batches: map building ({@code DeviceKernels.map}:
- * the fused kernel where it applies, its wait for the layout included; and, for comparison, the
- * unfused plan + buildMaps with their host round trip), permute (data movement) and unpermute with
- * probs, each as the median of many runs timed with CUDA events, against a device-to-device copy
- * ({@code cuMemcpyDtoD}) that moves the same number of bytes, measured in the same run.
+ * Times the CUDA kernels on device-resident BF16 batches: map building ({@code
+ * RoutingMapLauncher.map}: the fused kernel where it applies, its wait for the layout included;
+ * and, for comparison, the unfused plan + buildMaps with their host round trip), permute (data
+ * movement) and unpermute with probs, each as the median of many runs timed with CUDA events,
+ * against a device-to-device copy ({@code cuMemcpyDtoD}) that moves the same number of bytes,
+ * measured in the same run.
  *
  * <p>Bytes moved: permute reads each token row that has a kept slot once and writes every output
  * row; unpermute reads every kept row and writes every token row; a copy of B bytes reads and
@@ -122,7 +129,7 @@ public final class CudaBenchmark {
   }
 
   private static List<String> run(CudaDevice dev, Case c, int iters) {
-    DeviceKernels k = DeviceKernels.on(dev);
+    DeviceKernels k = DeviceKernels.on(dev, KernelTuning.DEFAULT);
     CUstream s = CudaDevice.PER_THREAD_STREAM;
     PermuteOptions o =
         c.rank >= 0 ? PermuteOptions.forRank(c.e, c.epSize, c.rank) : PermuteOptions.of(c.e);
@@ -180,9 +187,10 @@ public final class CudaBenchmark {
           DeviceBuffer dPermuted = DeviceBuffer.allocate(dev, keptRows * rowBytes);
           DeviceBuffer dOut = DeviceBuffer.allocate(dev, n * rowBytes);
           DeviceBuffer dCopy = DeviceBuffer.allocate(dev, copyBytes);
-          DeviceKernels.RoutingScratch scratch = k.scratch(n, kk, c.e)) {
-        k.copyToDevice(dRouting.address(), routing.address(), slots * 4, s);
-        k.copyToDevice(dProbs.address(), probs.address(), slots * 4, s);
+          RoutingMapLauncher.RoutingScratch scratch = k.routingMap().scratch(n, kk, c.e)) {
+        DeviceRouting dr = new DeviceRouting(dRouting.address(), dProbs.address(), n, kk);
+        k.copies().copyToDevice(dRouting.address(), routing.address(), slots * 4, s);
+        k.copies().copyToDevice(dProbs.address(), probs.address(), slots * 4, s);
         // bf16 1.0 in every element: the content does not change the timing
         check(JCudaDriver.cuMemsetD32Async(deviceptr(dTokens), 0x3F803F80, n * rowBytes / 4, s));
         dev.synchronize(s);
@@ -193,8 +201,7 @@ public final class CudaBenchmark {
             timer.median(
                 iters,
                 () -> {
-                  try (DeviceKernels.RoutingPlan p =
-                      k.plan(dRouting.address(), n, kk, o, scratch, s)) {
+                  try (RoutingMapLauncher.RoutingPlan p = k.routingMap().plan(dr, o, scratch, s)) {
                     numOut[0] = p.numOut();
                   }
                 });
@@ -205,13 +212,11 @@ public final class CudaBenchmark {
         // cost of the maps in a pipeline that sizes its outputs for the worst case (no padding
         // here)
         boolean[] waitForLayout = {true};
-        java.util.function.Supplier<DeviceKernels.DeviceMaps> launchMap =
-            () ->
-                k.mapAsync(
-                    dRouting.address(), dProbs.address(), n, kk, o, dRowId.address(), scratch, s);
+        java.util.function.Supplier<RoutingMapLauncher.DeviceMaps> launchMap =
+            () -> k.routingMap().mapAsync(dr, o, dRowId.address(), scratch, s);
         Runnable mapping =
             () -> {
-              try (DeviceKernels.DeviceMaps m = launchMap.get()) {
+              try (RoutingMapLauncher.DeviceMaps m = launchMap.get()) {
                 if (waitForLayout[0]) {
                   numOut[0] = m.numOut();
                 }
@@ -227,7 +232,7 @@ public final class CudaBenchmark {
         double[] hostWaitUs = new double[iters];
         for (int i = 0; i < iters; i++) {
           long t0 = System.nanoTime();
-          try (DeviceKernels.DeviceMaps m = launchMap.get()) {
+          try (RoutingMapLauncher.DeviceMaps m = launchMap.get()) {
             long t1 = System.nanoTime();
             m.numOut();
             hostWaitUs[i] = (System.nanoTime() - t1) / 1e3;
@@ -250,58 +255,44 @@ public final class CudaBenchmark {
                       }
                     })
                 / 10;
+        RoutingMapLauncher.MapOutputs outputs =
+            new RoutingMapLauncher.MapOutputs(
+                dRowId.address(), dSrcToken.address(), dSrcSlot.address(), dPermProbs.address());
         double unfusedMs =
             timer.median(
                 iters,
                 () -> {
-                  try (DeviceKernels.RoutingPlan p =
-                      k.plan(dRouting.address(), n, kk, o, scratch, s)) {
-                    k.buildMaps(
-                        p,
-                        dRowId.address(),
-                        dSrcToken.address(),
-                        dSrcSlot.address(),
-                        dProbs.address(),
-                        dPermProbs.address(),
-                        s);
+                  try (RoutingMapLauncher.RoutingPlan p = k.routingMap().plan(dr, o, scratch, s)) {
+                    k.routingMap().buildMaps(p, outputs, s);
                   }
                 });
-        Runnable permute =
-            () ->
-                k.permuteRows(
-                    dTokens.address(),
-                    dRowId.address(),
-                    n,
-                    kk,
-                    dSrcToken.address(),
-                    dPermuted.address(),
-                    kept,
-                    false,
-                    c.h,
-                    DType.BF16,
-                    s);
-        Runnable unpermute =
-            () ->
-                k.unpermute(
-                    dPermuted.address(),
-                    kept,
-                    dRowId.address(),
-                    dProbs.address(),
-                    dOut.address(),
-                    n,
-                    kk,
-                    c.h,
-                    DType.BF16,
-                    s);
+        PermuteLauncher.Rows rows =
+            new PermuteLauncher.Rows(
+                new DeviceRows(dTokens.address(), n, c.h, DType.BF16),
+                kk,
+                dRowId.address(),
+                dSrcToken.address(),
+                new DeviceRows(dPermuted.address(), kept, c.h, DType.BF16),
+                false);
+        UnpermuteLauncher.Combine combine =
+            new UnpermuteLauncher.Combine(
+                new DeviceRows(dPermuted.address(), kept, c.h, DType.BF16),
+                dRowId.address(),
+                dProbs.address(),
+                kk,
+                new DeviceRows(dOut.address(), n, c.h, DType.BF16));
+        Runnable permute = () -> k.permute().permuteRows(rows, s);
+        Runnable unpermute = () -> k.unpermute().unpermute(combine, s);
         double permMs = timer.median(iters, permute);
         double unpermMs = timer.median(iters, unpermute);
         long permCopy = permBytes / 2;
         long unpermCopy = unpermBytes / 2;
         DeviceBuffer src = dPermuted.size() >= copyBytes ? dPermuted : dOut;
         double permCopyMs =
-            timer.median(iters, () -> k.copy(dCopy.address(), src.address(), permCopy, s));
+            timer.median(iters, () -> k.copies().copy(dCopy.address(), src.address(), permCopy, s));
         double unpermCopyMs =
-            timer.median(iters, () -> k.copy(dCopy.address(), src.address(), unpermCopy, s));
+            timer.median(
+                iters, () -> k.copies().copy(dCopy.address(), src.address(), unpermCopy, s));
         long mapBytes = slots * 4 * 3 + keptRows * (8 + 8 + 4) + slots * 4;
         out.add(row(c.label(), "map total", mapMs, mapBytes, Double.NaN, 0));
         out.add(row(c.label(), "map async", asyncMs, mapBytes, Double.NaN, 0));
@@ -334,7 +325,7 @@ public final class CudaBenchmark {
    * back to back), and one round trip (8 bytes device to pinned host, then a stream synchronise).
    */
   private static String overheads(CudaDevice dev) {
-    DeviceKernels k = DeviceKernels.on(dev);
+    DeviceKernels k = DeviceKernels.on(dev, KernelTuning.DEFAULT);
     CUstream s = CudaDevice.PER_THREAD_STREAM;
     int reps = 2000;
     try (DeviceBuffer a = DeviceBuffer.allocate(dev, 1 << 16);
@@ -342,19 +333,27 @@ public final class CudaBenchmark {
         io.moeprep.kernels.cuda.PinnedBuffer h =
             io.moeprep.kernels.cuda.PinnedBuffer.allocate(dev, 64)) {
       check(JCudaDriver.cuMemsetD32Async(deviceptr(b), -1, 1, s));
+      // one token whose only slot is -1: a launch that does no work
+      PermuteLauncher.Rows idle =
+          new PermuteLauncher.Rows(
+              new DeviceRows(a.address(), 1, 8, DType.BF16),
+              1,
+              b.address(),
+              0,
+              new DeviceRows(a.address(), 0, 8, DType.BF16),
+              false);
       double launchUs = 0;
       double tripUs = 0;
       for (int round = 0; round < 2; round++) { // the first round warms up
         long t0 = System.nanoTime();
         for (int i = 0; i < reps; i++) {
-          // one token whose only slot is -1: a launch that does no work
-          k.permuteRows(a.address(), b.address(), 1, 1, 0, a.address(), 0, false, 8, DType.BF16, s);
+          k.permute().permuteRows(idle, s);
         }
         dev.synchronize(s);
         launchUs = (System.nanoTime() - t0) / 1e3 / reps;
         t0 = System.nanoTime();
         for (int i = 0; i < reps; i++) {
-          k.copyToHost(h.address(), a.address(), 8, s);
+          k.copies().copyToHost(h.address(), a.address(), 8, s);
           dev.synchronize(s);
         }
         tripUs = (System.nanoTime() - t0) / 1e3 / reps;

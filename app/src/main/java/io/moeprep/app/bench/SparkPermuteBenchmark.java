@@ -9,6 +9,7 @@ import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import java.util.LinkedHashMap;
 import java.util.Locale;
@@ -22,17 +23,26 @@ import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
 
 /**
- * MoePrep's permute (ROWS and PACKED) against the plain Spark recipe for the same result
- * (posexplode, filter -1, repartition by rank, sortWithinPartitions by batch, expert and token),
- * Parquet to Parquet, same session and data, on {@code local[2]}, every variant written with the
- * same options ({@link MoePrep#PARQUET_OPTIONS}). Prints times, bytes shuffled and written, and the
- * ratios.
+ * MoePrep's permute (ROWS and PACKED, each with the all-to-all and shuffle-less) against the plain
+ * Spark recipe for the same result (posexplode, filter -1, repartition by rank,
+ * sortWithinPartitions by batch, expert and token), Parquet to Parquet, same session and data, on
+ * {@code local[2]}, every variant written with the same options ({@link MoePrep#PARQUET_OPTIONS}).
+ * Prints times, bytes shuffled and written, the stage lines, and the ratios.
+ *
+ * <p>Variants ({@code only=}): {@code plain}; {@code rows} and {@code packed}, the all-to-all
+ * ({@link Partitioning#RANK}: partition r = rank r, written as it is); {@code rows-batch} and
+ * {@code packed-batch}, shuffle-less ({@link Partitioning#BATCH}: one shuffle by batch, written
+ * {@code partitionBy("ep_rank")} with up to R concurrent writers per task, as {@code bin/moeprep
+ * permute} does), which store the same bytes per rank; {@code safetensors}, shuffle-less into the
+ * safetensors sink ({@code PermuteOutput.shards()}, one file per (rank, batch) with every tensor;
+ * {@code format=noop} measures the shard rows without writing).
  *
  * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
  * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu
- * only=plain,rows,packed format=parquet chunkBytes=8388608 maxBlockBytes=1073741824
- * reuseInput=false} ({@code reuseInput=true} keeps the input of an earlier run of the same shape).
- * Run it with the module's classpath and Spark's {@code --add-opens} flags, e.g.
+ * only=plain,rows,packed,rows-batch,packed-batch,safetensors format=parquet chunkBytes=8388608
+ * maxBlockBytes=1073741824 reuseInput=false} ({@code reuseInput=true} keeps the input of an earlier
+ * run of the same shape). Run it with the module's classpath and Spark's {@code --add-opens} flags,
+ * e.g.
  *
  * <pre>
  * java $OPENS -Xmx8g -cp $(bin/moeprep classpath) \
@@ -113,7 +123,7 @@ public final class SparkPermuteBenchmark {
     a.put("master", "local[2]");
     a.put("runs", "1");
     a.put("backend", "cpu");
-    a.put("only", "plain,rows,packed");
+    a.put("only", "plain,rows,packed,rows-batch,packed-batch,safetensors");
     a.put("format", "parquet");
     a.put("chunkBytes", Long.toString(8L << 20));
     a.put("maxBlockBytes", Long.toString(1L << 30));
@@ -142,6 +152,8 @@ public final class SparkPermuteBenchmark {
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.plugins", "io.moeprep.spark.MoePrepPlugin")
+            // partitionBy("ep_rank") without a sort of the task's rows (as bin/moeprep permute)
+            .config("spark.sql.maxConcurrentOutputFileWriters", Integer.toString(r))
             .getOrCreate();
     spark.sparkContext().setLogLevel("WARN");
     Bytes bytes = new Bytes();
@@ -185,34 +197,47 @@ public final class SparkPermuteBenchmark {
     for (int run = 0; run < runs; run++) {
       for (String which : a.get("only").split(",")) {
         Dataset<Row> in = spark.read().parquet(input);
+        boolean shards = which.equals("safetensors");
+        Partitioning p =
+            which.endsWith("-batch") || shards ? Partitioning.BATCH : Partitioning.RANK;
+        spec.partitioning(p);
         Dataset<Row> out =
             switch (which) {
               case "plain" -> plainRecipe(in, e / r, tpb);
-              case "rows" -> MoePrep.permute(in, spec.layout(Layout.ROWS).build()).data();
-              case "packed" -> MoePrep.permute(in, spec.layout(Layout.PACKED).build()).data();
-              default -> throw new IllegalArgumentException("only: plain, rows, packed");
+              case "rows", "rows-batch" ->
+                  MoePrep.permute(in, spec.layout(Layout.ROWS).build()).data();
+              case "packed", "packed-batch" ->
+                  MoePrep.permute(in, spec.layout(Layout.PACKED).build()).data();
+              case "safetensors" -> MoePrep.permute(in, spec.build()).shards();
+              default ->
+                  throw new IllegalArgumentException(
+                      "only: plain, rows, packed, rows-batch, packed-batch, safetensors");
             };
         waitForListeners(spark);
         bytes.reset();
         long start = System.nanoTime();
         double cpuStart = processCpuSeconds();
         // the same writer options for every variant (they suit large binary values)
-        out.write()
-            .mode(SaveMode.Overwrite)
-            .options(MoePrep.PARQUET_OPTIONS)
-            .format(a.get("format"))
-            .save(dir + "/out-" + which);
+        var writer = out.write().mode(SaveMode.Overwrite).options(MoePrep.PARQUET_OPTIONS);
+        boolean noop = a.get("format").equals("noop");
+        if (p == Partitioning.BATCH && !shards && !noop) {
+          writer = writer.partitionBy("ep_rank");
+        }
+        String format = shards && !noop ? "moeprep-safetensors" : a.get("format");
+        writer.format(format).save(dir + "/out-" + which);
         double s = (System.nanoTime() - start) / 1e9;
         double cpu = processCpuSeconds() - cpuStart;
         waitForListeners(spark);
+        long written = bytes.outputWritten.get();
+        if (shards && !noop) { // a DataSource V2 writer reports no output metrics: count the files
+          org.apache.hadoop.fs.Path o = new org.apache.hadoop.fs.Path(dir + "/out-" + which);
+          written =
+              o.getFileSystem(spark.sparkContext().hadoopConfiguration())
+                  .getContentSummary(o)
+                  .getLength();
+        }
         Result res =
-            new Result(
-                which,
-                s,
-                cpu,
-                bytes.shuffleWritten.get(),
-                bytes.outputWritten.get(),
-                bytes.outputRows.get());
+            new Result(which, s, cpu, bytes.shuffleWritten.get(), written, bytes.outputRows.get());
         System.out.printf(
             Locale.ROOT,
             "run %d %-7s %8.1f s  cpu %8.1f s  shuffled %9.1f MiB  written %9.1f MiB  rows %,d%n",

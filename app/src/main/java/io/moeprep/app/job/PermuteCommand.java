@@ -15,6 +15,7 @@ import io.moeprep.kernels.DType;
 import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
+import io.moeprep.spark.conf.MoePrepConf;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.PermuteSpec;
@@ -43,13 +44,16 @@ import picocli.CommandLine.Option;
       "moeprep permute --input TOKENS --out DIR --ep-size R [--experts E] [--hidden H]",
       "    [--dtype D] [--top-k K] [--placement r0,r1,...] [--num-out M | --capacity C |",
       "    --capacity-factor F] [--pad-to-capacity] [--align A] [--tokens-per-batch T]",
-      "    [--layout rows|packed] [--dispatch all_to_all|all_gather] [--backend auto|cpu|cuda]",
+      "    [--layout rows|packed] [--dispatch all_to_all|all_gather] [--partitioning batch|rank]",
+      "    [--backend auto|cpu|cuda] [--format parquet|safetensors]",
       "    [--max-block-bytes B] [--chunk-bytes B] [--bad-rows fail|skip] [--force]"
     },
     description = {
       "Reads a token table (token_id, hidden as binary or array<float>, expert_ids, optional",
       "probs and batch) and writes, partitioned by ep_rank (DIR/<part>/ep_rank=r/):",
-      "  DIR/data               the permuted tokens (layout rows or packed)",
+      "  DIR/data               the permuted tokens (layout rows or packed), or with --format",
+      "                         safetensors one file per (rank, batch):",
+      "                         DIR/data/rank=R/batch=B.safetensors",
       "  DIR/row_map            the output row of every slot, per (rank, batch, token)",
       "  DIR/tokens_per_expert  kept and dropped slots and the segment per (rank, batch, expert)",
       "  DIR/bad_rows           with --bad-rows skip: the skipped rows (token_id, batch,",
@@ -152,6 +156,23 @@ final class PermuteCommand implements JobCommand {
   String dispatch;
 
   @Option(
+      names = "--format",
+      paramLabel = "F",
+      description =
+          "parquet (DIR/data as a table) or safetensors (one file per (rank, batch) with every"
+              + " tensor, for trainers) (default: parquet)")
+  String format;
+
+  @Option(
+      names = "--partitioning",
+      paramLabel = "P",
+      description =
+          "batch (each batch permuted for every rank in one task: one shuffle by batch) or rank"
+              + " (the all-to-all: one task per rank) (default: spark.moeprep.partitioning if set,"
+              + " else batch; the outputs are the same)")
+  String partitioning;
+
+  @Option(
       names = "--backend",
       paramLabel = "B",
       description = "auto, cpu or cuda (default: spark.moeprep.backend, auto)")
@@ -244,6 +265,13 @@ final class PermuteCommand implements JobCommand {
     if (badRows != null) {
       badRows = OptionChecks.oneOf("--bad-rows", badRows, "fail", "skip");
     }
+    if (partitioning != null) {
+      partitioning = OptionChecks.oneOf("--partitioning", partitioning, "batch", "rank");
+    }
+    format =
+        format == null
+            ? "parquet"
+            : OptionChecks.oneOf("--format", format, "parquet", "safetensors");
   }
 
   /**
@@ -311,6 +339,7 @@ final class PermuteCommand implements JobCommand {
     }
     putIfGiven(o, "layout", layout);
     putIfGiven(o, "dispatch", dispatch);
+    putIfGiven(o, "partitioning", partitioning);
     putIfGiven(o, "backend", backend == null ? null : backend.name().toLowerCase(Locale.ROOT));
     putIfGiven(o, "maxBlockBytes", maxBlockBytes);
     putIfGiven(o, "chunkBytes", chunkBytes);
@@ -349,6 +378,7 @@ final class PermuteCommand implements JobCommand {
     Map<String, String> o = new LinkedHashMap<>(given);
     o.put("tokensPerBatch", Integer.toString(s.shape().tokensPerBatch()));
     o.put("dispatch", s.settings().dispatch().name().toLowerCase(Locale.ROOT));
+    o.put("partitioning", s.settings().partitioning().name().toLowerCase(Locale.ROOT));
     o.put("layout", s.settings().layout().name().toLowerCase(Locale.ROOT));
     o.put("backend", s.settings().backend().name().toLowerCase(Locale.ROOT));
     o.put("maxBlockBytes", Long.toString(s.settings().maxBlockBytes()));
@@ -360,7 +390,18 @@ final class PermuteCommand implements JobCommand {
   @Override
   public int run(JobContext ctx) throws Exception {
     long start = System.nanoTime();
+    if (!given.containsKey("partitioning")
+        && ctx.spark.conf().get(MoePrepConf.PARTITIONING.key(), null) == null) {
+      // the output is written per rank (ep_rank=R/): no consumer needs partition r to be rank r
+      given.put("partitioning", "batch");
+    }
     PermuteSpec spec = PermuteSpec.fromOptions(given).resolve(k -> ctx.spark.conf().get(k, null));
+    int ranks = spec.shape().expertPlacement().numRanks();
+    if (ctx.spark.conf().get("spark.sql.maxConcurrentOutputFileWriters", "0").equals("0")) {
+      // partitionBy("ep_rank") writes each task's ranks through open writers, not after sorting
+      // the task's rows by rank (past this many ranks Spark falls back to the sort)
+      ctx.spark.conf().set("spark.sql.maxConcurrentOutputFileWriters", Math.min(ranks, 32));
+    }
     Map<String, String> options = resolvedOptions(spec, given);
     ObjectNode timings = Json.object();
     Dataset<Row> tokens = ctx.spark.read().parquet(table);
@@ -370,14 +411,22 @@ final class PermuteCommand implements JobCommand {
     // the output's lock first: a second run on DIR fails before any work
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       perm.persist(StorageLevel.MEMORY_AND_DISK());
-      try (Progress.Step s =
-          ctx.progress.step(
-              "data (" + spec.settings().layout().name().toLowerCase(Locale.ROOT) + ")")) {
-        perm.data()
-            .write()
-            .options(MoePrep.PARQUET_OPTIONS)
-            .partitionBy("ep_rank")
-            .parquet(dir.path("data"));
+      boolean shards = format.equals("safetensors");
+      String what = shards ? "safetensors" : options.get("layout");
+      try (Progress.Step s = ctx.progress.step("data (" + what + ")")) {
+        if (shards) {
+          perm.shards()
+              .write()
+              .format("moeprep-safetensors")
+              .mode("overwrite")
+              .save(dir.path("data"));
+        } else {
+          perm.data()
+              .write()
+              .options(MoePrep.PARQUET_OPTIONS)
+              .partitionBy("ep_rank")
+              .parquet(dir.path("data"));
+        }
         timings.put("data", s.done());
       }
       try (Progress.Step s = ctx.progress.step("row map")) {
@@ -422,7 +471,7 @@ final class PermuteCommand implements JobCommand {
           m.get("rows_out").asLong(),
           spec.shape().expertPlacement().numRanks(),
           options.get("layout"),
-          options.get("dispatch"),
+          options.get("dispatch") + " by " + options.get("partitioning"),
           backendSummary(m),
           dropped,
           slots,
@@ -446,6 +495,20 @@ final class PermuteCommand implements JobCommand {
     return 0;
   }
 
+  /** Output rows per rank of a Parquet data table. */
+  private static Map<Integer, Long> rowsPerRank(JobContext ctx, String data, Layout layout) {
+    Dataset<Row> d = ctx.spark.read().parquet(data);
+    Dataset<Row> perRank =
+        layout == Layout.PACKED
+            ? d.groupBy("ep_rank").agg(sum(col("rows").cast("long")))
+            : d.groupBy("ep_rank").count();
+    Map<Integer, Long> out = new TreeMap<>();
+    for (Row r : perRank.collectAsList()) {
+      out.put(r.getInt(0), r.isNullAt(1) ? 0L : r.getLong(1));
+    }
+    return out;
+  }
+
   static String backendSummary(JsonNode m) {
     java.util.TreeSet<String> b = new java.util.TreeSet<>();
     for (JsonNode r : m.get("ranks")) {
@@ -460,7 +523,8 @@ final class PermuteCommand implements JobCommand {
       PermuteSpec spec,
       Map<String, String> options,
       JsonNode gen,
-      List<String> backends) {
+      List<String> backends)
+      throws IOException {
     ExpertPlacement placement = spec.shape().expertPlacement();
     int e = spec.shape().numExperts();
     int ranks = placement.numRanks();
@@ -479,6 +543,7 @@ final class PermuteCommand implements JobCommand {
     m.put(OutputDir.GENERATION, dir.generation());
     ObjectNode outs = m.putObject("outputs");
     outs.put("data", "data");
+    outs.put("format", format);
     outs.put("row_map", "row_map");
     outs.put("tokens_per_expert", "tokens_per_expert");
     outs.put("partitioned_by", "ep_rank");
@@ -497,15 +562,10 @@ final class PermuteCommand implements JobCommand {
       dropped[r.getInt(1)] += r.getLong(3);
     }
     long batches = batchIds.size();
-    Dataset<Row> data = ctx.spark.read().parquet(dir.path("data"));
-    Map<Integer, Long> rowsPerRank = new TreeMap<>();
-    Dataset<Row> perRank =
-        spec.settings().layout() == Layout.PACKED
-            ? data.groupBy("ep_rank").agg(sum(col("rows").cast("long")))
-            : data.groupBy("ep_rank").count();
-    for (Row r : perRank.collectAsList()) {
-      rowsPerRank.put(r.getInt(0), r.isNullAt(1) ? 0L : r.getLong(1));
-    }
+    Map<Integer, Long> rowsPerRank =
+        format.equals("safetensors")
+            ? ShardFiles.rowsPerRank(ctx.hadoop(), dir.path("data"))
+            : rowsPerRank(ctx, dir.path("data"), spec.settings().layout());
     Map<Integer, String[]> backendOf = new TreeMap<>();
     for (String b : backends) {
       String[] f = b.split("\\|", -1);

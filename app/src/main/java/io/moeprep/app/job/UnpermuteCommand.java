@@ -90,6 +90,13 @@ final class UnpermuteCommand implements JobCommand {
   @Override
   public void checkPaths(Configuration hadoop) throws IOException {
     permuted.readManifest(hadoop);
+    if (expertOut == null
+        && permuted.manifest.path("outputs").path("format").asText("").equals("safetensors")) {
+      throw new IllegalArgumentException(
+          "--permuted holds safetensors files (permute --format safetensors), which unpermute does"
+              + " not read as expert outputs: give --expert-out TABLE, or permute with --format"
+              + " parquet");
+    }
     if (expertOut != null) {
       JobContext.requireExists(hadoop, expertOut, "--expert-out");
     }

@@ -1,5 +1,6 @@
 package io.moeprep.app.job;
 
+import static java.nio.ByteOrder.LITTLE_ENDIAN;
 import static org.apache.spark.sql.functions.col;
 import static org.apache.spark.sql.functions.floor;
 import static org.apache.spark.sql.functions.lit;
@@ -14,10 +15,13 @@ import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.cpu.ReferenceBatch;
 import io.moeprep.kernels.cpu.ReferenceBatch.Token;
 import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.spark.sink.SafetensorsFile;
+import io.moeprep.spark.sink.ShardSchema;
 import io.moeprep.spark.spec.Columns;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.PermuteSpec;
 import java.io.IOException;
+import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
@@ -209,7 +213,10 @@ final class VerifyCommand implements JobCommand {
     }
     byBatch.values().forEach(l -> l.sort((a, b) -> Long.compare(a.id(), b.id())));
     String dataOrder = spec.settings().layout() == Layout.PACKED ? "row_offset" : "row";
-    Map<String, List<Row>> data = group(ctx, permuted.path("data"), keys, dataOrder);
+    boolean shards =
+        permuted.manifest.path("outputs").path("format").asText("parquet").equals("safetensors");
+    Map<String, List<Row>> data =
+        shards ? Map.of() : group(ctx, permuted.path("data"), keys, dataOrder);
     Map<String, List<Row>> rowMap = group(ctx, permuted.path("row_map"), keys, "token_id");
     Map<String, List<Row>> perExpert =
         group(ctx, permuted.path("tokens_per_expert"), keys, "local_expert");
@@ -237,7 +244,10 @@ final class VerifyCommand implements JobCommand {
           results.add(res);
           String key = r + "/" + b;
           String at = "rank " + r + ", batch " + b;
-          rows += compareData(at, spec, toks, res, data.getOrDefault(key, List.of()));
+          rows +=
+              shards
+                  ? compareShard(at, ctx, spec, r, b, toks, res)
+                  : compareData(at, spec, toks, res, data.getOrDefault(key, List.of()));
           compareRowMap(at, spec, toks, res, rowMap.getOrDefault(key, List.of()));
           compareTokensPerExpert(at, spec, r, res, perExpert.getOrDefault(key, List.of()));
         }
@@ -378,6 +388,121 @@ final class VerifyCommand implements JobCommand {
           ReferenceBatch.row(exp.permuted(), i, rb));
     }
     return meta.size();
+  }
+
+  /**
+   * Compares the safetensors file of (rank, batch) with the kernels' result: every row's token,
+   * slot, prob and bytes, the row map of the tokens in the file, and the tokens per expert.
+   */
+  private long compareShard(
+      String at,
+      JobContext ctx,
+      PermuteSpec spec,
+      int rank,
+      long batch,
+      List<Token> toks,
+      PermuteResult exp)
+      throws Mismatch {
+    SafetensorsFile f;
+    long[] tokenId;
+    long[] src;
+    long[] slot;
+    byte[] hidden;
+    byte[] probs;
+    int[] rowIds;
+    long[] perExpert;
+    try {
+      f = ShardFiles.open(ctx.hadoop(), permuted.path("data"), rank, batch);
+      tokenId = longs(f.bytes(ShardSchema.TOKEN_ID));
+      src = longs(f.bytes(ShardSchema.SOURCE_TOKEN));
+      slot = longs(f.bytes(ShardSchema.SOURCE_SLOT));
+      hidden = f.bytes(ShardSchema.PERMUTED);
+      probs =
+          f.tensors().containsKey(ShardSchema.PERMUTED_PROBS)
+              ? f.bytes(ShardSchema.PERMUTED_PROBS)
+              : null;
+      ByteBuffer map = ByteBuffer.wrap(f.bytes(ShardSchema.ROW_ID_MAP)).order(LITTLE_ENDIAN);
+      rowIds = new int[map.remaining() / 4];
+      map.asIntBuffer().get(rowIds);
+      perExpert = longs(f.bytes(ShardSchema.TOKENS_PER_EXPERT));
+    } catch (IOException e) {
+      throw new Mismatch(at + ": " + e.getMessage());
+    }
+    long rb = spec.shape().rowBytes();
+    if (src.length != exp.numOut() || hidden.length != exp.numOut() * rb) {
+      throw new Mismatch(at + ": " + src.length + " permuted rows, expected " + exp.numOut());
+    }
+    if ((probs == null) != (exp.permutedProbs() == null)) {
+      throw new Mismatch(at + ": permuted_probs " + (probs == null ? "missing" : "unexpected"));
+    }
+    for (int i = 0; i < src.length; i++) {
+      long s = exp.sourceToken().getLong(8L * i);
+      long token = s < 0 ? -1 : toks.get((int) s).id();
+      long got = src[i] < 0 || src[i] >= tokenId.length ? -1 : tokenId[(int) src[i]];
+      long wantSlot = exp.sourceSlot().getLong(8L * i);
+      if (got != token || slot[i] != wantSlot) {
+        throw new Mismatch(
+            at
+                + ", row "
+                + i
+                + ": token_id "
+                + got
+                + " slot "
+                + slot[i]
+                + ", expected token_id "
+                + token
+                + " slot "
+                + wantSlot);
+      }
+      if (probs != null) {
+        int bits = ByteBuffer.wrap(probs, 4 * i, 4).order(LITTLE_ENDIAN).getInt();
+        int want = Float.floatToRawIntBits(exp.permutedProbs().getFloat(4L * i));
+        if (bits != want) {
+          throw new Mismatch(at + ", row " + i + ": prob bits " + bits + ", expected " + want);
+        }
+      }
+      compareHidden(
+          at + ", row " + i + " (token_id " + token + ", slot " + wantSlot + ")",
+          hidden,
+          (int) (i * rb),
+          ReferenceBatch.row(exp.permuted(), i, rb));
+    }
+    Map<Long, Integer> position = new HashMap<>();
+    for (int t = 0; t < toks.size(); t++) {
+      position.put(toks.get(t).id(), t);
+    }
+    int k = spec.shape().topK();
+    for (int j = 0; j < tokenId.length; j++) {
+      Integer t = position.get(tokenId[j]);
+      if (t == null) {
+        throw new Mismatch(at + ": token_id " + tokenId[j] + " is not in the batch");
+      }
+      for (int x = 0; x < k; x++) {
+        int want = exp.rowIdMap().getInt(4L * ((long) t * k + x));
+        if (rowIds[j * k + x] != want) {
+          throw new Mismatch(
+              at
+                  + ": row_id_map of token_id "
+                  + tokenId[j]
+                  + " slot "
+                  + x
+                  + " is "
+                  + rowIds[j * k + x]
+                  + ", expected "
+                  + want);
+        }
+      }
+    }
+    if (!Arrays.equals(perExpert, exp.tokensPerExpert())) {
+      throw new Mismatch(at + ": tokens_per_expert " + Arrays.toString(perExpert));
+    }
+    return src.length;
+  }
+
+  private static long[] longs(byte[] b) {
+    long[] v = new long[b.length / 8];
+    ByteBuffer.wrap(b).order(LITTLE_ENDIAN).asLongBuffer().get(v);
+    return v;
   }
 
   /** Fails at the first of {@code want}'s bytes that {@code got} (from {@code at}) differs in. */

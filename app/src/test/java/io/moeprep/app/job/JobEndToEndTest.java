@@ -398,6 +398,87 @@ class JobEndToEndTest {
     assertTrue(v.out().contains(N + " combined tokens"), v.out());
   }
 
+  /**
+   * {@code --format safetensors}: one file per (rank, batch) under DIR/data, the manifest's rows
+   * equal to the all-to-all Parquet run's, {@code verify} passing on the files and naming a flipped
+   * byte, and {@code unpermute} refusing them as expert outputs before Spark starts.
+   */
+  @Test
+  void permuteToSafetensorsVerifiesByteForByte() throws IOException {
+    Path st = tmp.resolve("perm-safetensors");
+    ok(
+        "permute",
+        "--input",
+        tokens.toString(),
+        "--out",
+        st.toString(),
+        "--ep-size",
+        "" + R,
+        "--capacity",
+        "60",
+        "--pad-to-capacity",
+        "--format",
+        "safetensors",
+        "--max-block-bytes",
+        "4096",
+        "--backend",
+        "cpu");
+    Path pq = tmp.resolve("perm-parquet-by-rank");
+    ok(
+        "permute",
+        "--input",
+        tokens.toString(),
+        "--out",
+        pq.toString(),
+        "--ep-size",
+        "" + R,
+        "--capacity",
+        "60",
+        "--pad-to-capacity",
+        "--partitioning",
+        "rank",
+        "--backend",
+        "cpu");
+    JsonNode m = manifest(st.resolve("manifest.json"));
+    JsonNode mp = manifest(pq.resolve("manifest.json"));
+    assertEquals("safetensors", m.get("outputs").get("format").asText());
+    assertEquals("batch", m.get("options").get("partitioning").asText());
+    assertEquals("rank", mp.get("options").get("partitioning").asText());
+    assertEquals(mp.get("rows_out").asLong(), m.get("rows_out").asLong());
+    assertEquals(1L * R * (N / T) * (E / R) * 60, m.get("rows_out").asLong(), "padded segments");
+    for (int r = 0; r < R; r++) {
+      assertEquals(
+          mp.get("ranks").get(r).get("rows").asLong(), m.get("ranks").get(r).get("rows").asLong());
+      for (int b = 0; b < N / T; b++) {
+        assertTrue(
+            Files.isRegularFile(
+                dataset(st, "data").resolve("rank=" + r + "/batch=" + b + ".safetensors")),
+            "rank " + r + " batch " + b);
+      }
+    }
+    JobCliTest.Result v = ok("verify", "--permuted", st.toString(), "--batches", "0");
+    assertTrue(v.out().contains("4 of 4 batches"), v.out());
+
+    Path bad = tmp.resolve("perm-safetensors-corrupt");
+    copyTree(st, bad);
+    Path file = dataset(bad, "data").resolve("rank=1/batch=2.safetensors");
+    byte[] f = Files.readAllBytes(file);
+    long headerLength =
+        java.nio.ByteBuffer.wrap(f, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
+    f[(int) (8 + headerLength + 2L * H * 3 + 5)] ^= 0x10; // row 3, byte 5 of permuted
+    Files.write(file, f);
+    Files.deleteIfExists(dataset(bad, "data").resolve("rank=1/.batch=2.safetensors.crc"));
+    JobCliTest.Result r = job("verify", "--permuted", bad.toString(), "--batches", "0");
+    assertEquals(1, r.code(), r.out() + r.err());
+    assertTrue(r.out().contains("MISMATCH: rank 1, batch 2, row 3"), r.out());
+    assertTrue(r.out().contains("hidden byte 5"), r.out());
+
+    JobCliTest.Result u =
+        job("unpermute", "--permuted", st.toString(), "--out", tmp.resolve("u-st").toString());
+    assertEquals(2, u.code(), u.out() + u.err());
+    assertTrue(u.err().contains("give --expert-out"), u.err());
+  }
+
   @Test
   void verifyReportsTheFirstDifference() throws IOException {
     Path good = tmp.resolve("perm-to-corrupt");

@@ -12,6 +12,11 @@ public interface KernelBackend {
   /** A short name: {@code cpu} or {@code cuda}. */
   String name();
 
+  /** The ordinal of the GPU this backend runs on, or {@code -1} for a backend without one. */
+  default int deviceOrdinal() {
+    return -1;
+  }
+
   /** Permutes one validated batch. */
   PermuteResult permute(PermuteInput in, PermuteOptions options);
 

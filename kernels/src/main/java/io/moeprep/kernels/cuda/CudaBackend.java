@@ -1,5 +1,6 @@
 package io.moeprep.kernels.cuda;
 
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.contract.ChunkSortInput;
 import io.moeprep.kernels.contract.ChunkSortResult;
 import io.moeprep.kernels.contract.KernelBackend;
@@ -12,25 +13,44 @@ import jcuda.driver.CUstream;
 
 /**
  * The contract on host-resident batches, run on one GPU: each operation copies its inputs to the
- * device (straight from the host buffers' memory), runs the kernels of {@link DeviceKernels} on the
- * calling thread's per-thread default stream, and copies the results back. It holds no workspace
- * between calls, so concurrent tasks may share it. Results equal the CPU backend's byte for byte.
+ * device (straight from the host buffers' memory), runs the kernels through the launchers of {@link
+ * DeviceKernels} (with this backend's {@link KernelTuning}) on the calling thread's per-thread
+ * default stream, and copies the results back. It holds no workspace between calls, so concurrent
+ * tasks may share it. Results equal the CPU backend's byte for byte.
  */
 public final class CudaBackend implements KernelBackend {
   private final DeviceKernels kernels;
 
-  private CudaBackend(CudaDevice device) {
-    this.kernels = DeviceKernels.on(device);
+  private CudaBackend(CudaDevice device, KernelTuning tuning) {
+    this.kernels = DeviceKernels.on(device, tuning);
   }
 
-  /** The backend on device {@code ordinal}. */
+  /**
+   * The backend on device {@code ordinal} with the shipped tuning ({@link KernelTuning#DEFAULT}).
+   */
   public static CudaBackend on(int ordinal) {
-    return new CudaBackend(CudaDevice.get(ordinal));
+    return on(ordinal, KernelTuning.DEFAULT);
+  }
+
+  /** The backend on device {@code ordinal} with {@code tuning}. */
+  public static CudaBackend on(int ordinal, KernelTuning tuning) {
+    return new CudaBackend(CudaDevice.get(ordinal), tuning);
   }
 
   /** The device this backend runs on. */
   public CudaDevice device() {
     return kernels.device();
+  }
+
+  /** The tuning of this backend's launches. */
+  public KernelTuning tuning() {
+    return kernels.tuning();
+  }
+
+  /** The ordinal of this backend's GPU. */
+  @Override
+  public int deviceOrdinal() {
+    return kernels.device().ordinal();
   }
 
   @Override
@@ -62,31 +82,29 @@ public final class CudaBackend implements KernelBackend {
     try (DeviceBuffer dRouting = upload(in.routing(), slots * 4, s);
         DeviceBuffer dProbs = withProbs ? upload(in.probs(), slots * 4, s) : null;
         DeviceBuffer dRowId = DeviceBuffer.allocate(dev, slots * 4);
-        DeviceKernels.DeviceMaps maps =
-            kernels.map(
-                dRouting.address(),
-                withProbs ? dProbs.address() : 0,
-                n,
-                k,
-                options,
-                dRowId.address(),
-                null,
-                s)) {
+        RoutingMapLauncher.DeviceMaps maps =
+            kernels
+                .routingMap()
+                .map(
+                    new DeviceRouting(dRouting.address(), withProbs ? dProbs.address() : 0, n, k),
+                    options,
+                    dRowId.address(),
+                    null,
+                    s)) {
       long numOut = maps.numOut();
       try (DeviceBuffer dTokens = upload(in.tokens(), n * rowBytes, s);
           DeviceBuffer dPermuted = DeviceBuffer.allocate(dev, numOut * rowBytes)) {
-        kernels.permuteRows(
-            dTokens.address(),
-            dRowId.address(),
-            n,
-            k,
-            maps.srcToken(),
-            dPermuted.address(),
-            numOut,
-            maps.hasPadding(),
-            in.hidden(),
-            in.dtype(),
-            s);
+        kernels
+            .permute()
+            .permuteRows(
+                new PermuteLauncher.Rows(
+                    new DeviceRows(dTokens.address(), n, in.hidden(), in.dtype()),
+                    k,
+                    dRowId.address(),
+                    maps.srcToken(),
+                    new DeviceRows(dPermuted.address(), numOut, in.hidden(), in.dtype()),
+                    maps.hasPadding()),
+                s);
         rowIdMap = download(dRowId.address(), slots * 4, s);
         srcToken = download(maps.srcToken(), numOut * 8, s);
         srcSlot = download(maps.srcSlot(), numOut * 8, s);
@@ -128,17 +146,16 @@ public final class CudaBackend implements KernelBackend {
         DeviceBuffer dMap = upload(in.rowIdMap(), slots * 4, s);
         DeviceBuffer dProbs = withProbs ? upload(in.probs(), slots * 4, s) : null;
         DeviceBuffer dResult = DeviceBuffer.allocate(dev, n * rowBytes)) {
-      kernels.unpermute(
-          dOut.address(),
-          in.numOut(),
-          dMap.address(),
-          withProbs ? dProbs.address() : 0,
-          dResult.address(),
-          n,
-          in.topK(),
-          in.hidden(),
-          in.dtype(),
-          s);
+      kernels
+          .unpermute()
+          .unpermute(
+              new UnpermuteLauncher.Combine(
+                  new DeviceRows(dOut.address(), in.numOut(), in.hidden(), in.dtype()),
+                  dMap.address(),
+                  withProbs ? dProbs.address() : 0,
+                  in.topK(),
+                  new DeviceRows(dResult.address(), n, in.hidden(), in.dtype())),
+              s);
       HostBuffer result = download(dResult.address(), dResult.size(), s);
       dev.synchronize(s);
       return result;
@@ -159,17 +176,17 @@ public final class CudaBackend implements KernelBackend {
         DeviceBuffer dProbs = withProbs ? upload(in.probs(), rows * 4, s) : null;
         DeviceBuffer dOutRows = DeviceBuffer.allocate(dev, bytes);
         DeviceBuffer dOutProbs = withProbs ? DeviceBuffer.allocate(dev, rows * 4) : null) {
-      kernels.chunkSort(
-          dRows.address(),
-          withProbs ? dProbs.address() : 0,
-          dOutRows.address(),
-          withProbs ? dOutProbs.address() : 0,
-          rows,
-          in.hidden(),
-          in.dtype(),
-          in.splitSizes(),
-          in.sortedIndex(),
-          s);
+      kernels
+          .chunkSort()
+          .chunkSort(
+              new ChunkSortLauncher.Chunks(
+                  new DeviceRows(dRows.address(), rows, in.hidden(), in.dtype()),
+                  withProbs ? dProbs.address() : 0,
+                  new DeviceRows(dOutRows.address(), rows, in.hidden(), in.dtype()),
+                  withProbs ? dOutProbs.address() : 0,
+                  in.splitSizes(),
+                  in.sortedIndex()),
+              s);
       outRows = download(dOutRows.address(), bytes, s);
       outProbs = withProbs ? download(dOutProbs.address(), rows * 4, s) : null;
       dev.synchronize(s);
@@ -185,7 +202,7 @@ public final class CudaBackend implements KernelBackend {
     DeviceBuffer d = DeviceBuffer.allocate(kernels.device(), bytes);
     try {
       if (bytes > 0) {
-        kernels.copyToDevice(d.address(), src.address(), bytes, s);
+        kernels.copies().copyToDevice(d.address(), src.address(), bytes, s);
       }
       return d;
     } catch (RuntimeException | Error e) {
@@ -199,7 +216,7 @@ public final class CudaBackend implements KernelBackend {
     HostBuffer h = HostBuffer.allocate(bytes);
     try {
       if (bytes > 0) {
-        kernels.copyToHost(h.address(), src, bytes, s);
+        kernels.copies().copyToHost(h.address(), src, bytes, s);
       }
       return h;
     } catch (RuntimeException | Error e) {

@@ -2,7 +2,6 @@ package io.moeprep.kernels.cuda;
 
 import static io.moeprep.kernels.cuda.Driver.check;
 
-import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
 import jcuda.driver.CUcontext;
@@ -27,21 +26,12 @@ public final class CudaDevice {
 
   private static final Map<Integer, CudaDevice> DEVICES = new ConcurrentHashMap<>();
 
-  /** Launches synchronise and check right away when set, so that a fault names its kernel. */
-  private static final boolean SYNC_LAUNCHES = Boolean.getBoolean("moeprep.cuda.syncLaunches");
-
-  /**
-   * Fault injection for tests: kernels whose name starts with this property's value are launched
-   * with an invalid block size, so that the driver refuses them (CUDA_ERROR_INVALID_VALUE).
-   */
-  public static final String FAIL_LAUNCH = "moeprep.cuda.failLaunch";
-
   private final int ordinal;
   private final CUcontext context = new CUcontext();
   private final int multiprocessors;
   private final String name;
   private final Map<String, CUfunction> functions = new ConcurrentHashMap<>();
-  private final List<CUmodule> modules = new java.util.ArrayList<>();
+  private final Map<String, CUmodule> modules = new ConcurrentHashMap<>();
   private final java.util.concurrent.atomic.AtomicLong allocated =
       new java.util.concurrent.atomic.AtomicLong();
   private volatile long memoryLimit;
@@ -169,41 +159,31 @@ public final class CudaDevice {
   }
 
   /**
-   * Launches kernel {@code name} with a 1-D grid and checks the launch; the error names the kernel
-   * and its grid.
+   * The most blocks of kernel {@code kernel} of {@code module} with this block size and dynamic
+   * shared memory that can be resident on the device at once (the limit of a cooperative launch).
+   */
+  long cooperativeBlocks(String module, String kernel, int threads, int sharedBytes) {
+    int[] perSm = new int[1];
+    check(
+        JCudaDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+            perSm, function(module, kernel), threads, sharedBytes),
+        "cuOccupancyMaxActiveBlocksPerMultiprocessor(" + kernel + ")");
+    return (long) perSm[0] * multiprocessors;
+  }
+
+  /**
+   * Launches kernel {@code name} of {@code module} with a 1-D grid and checks the launch; the error
+   * names the kernel and its grid. The launchers call it through their {@link KernelModule}.
    *
+   * @param cooperative a cooperative launch (all blocks resident at once)
+   * @param sync synchronise the stream right after, so that a fault names its kernel
    * @param args the kernel parameters, each a {@link Long} (int64 or a device pointer), an {@link
    *     Integer} (int32) or a {@link Float}, in the kernel's order
    */
   void launch(
-      String name, long blocks, int threads, int sharedBytes, CUstream stream, Object... args) {
-    launch(false, name, blocks, threads, sharedBytes, stream, args);
-  }
-
-  /**
-   * As {@link #launch}, as a cooperative launch: all blocks are resident at once, so that they may
-   * wait for each other; {@code blocks} must not exceed {@link #cooperativeBlocks}.
-   */
-  void launchCooperative(
-      String name, long blocks, int threads, int sharedBytes, CUstream stream, Object... args) {
-    launch(true, name, blocks, threads, sharedBytes, stream, args);
-  }
-
-  /**
-   * The most blocks of kernel {@code name} with this block size and dynamic shared memory that can
-   * be resident on the device at once (the limit of a cooperative launch).
-   */
-  long cooperativeBlocks(String name, int threads, int sharedBytes) {
-    int[] perSm = new int[1];
-    check(
-        JCudaDriver.cuOccupancyMaxActiveBlocksPerMultiprocessor(
-            perSm, function(name), threads, sharedBytes),
-        "cuOccupancyMaxActiveBlocksPerMultiprocessor(" + name + ")");
-    return (long) perSm[0] * multiprocessors;
-  }
-
-  private void launch(
       boolean cooperative,
+      boolean sync,
+      String module,
       String name,
       long blocks,
       int threads,
@@ -216,11 +196,7 @@ public final class CudaDevice {
     if (blocks > Integer.MAX_VALUE) {
       throw new IllegalStateException(name + ": grid of " + blocks + " blocks exceeds 2^31-1");
     }
-    CUfunction f = function(name);
-    String failing = System.getProperty(FAIL_LAUNCH);
-    if (failing != null && !failing.isEmpty() && name.startsWith(failing)) {
-      threads = 4096; // more than any device allows: the driver itself refuses the launch
-    }
+    CUfunction f = function(module, name);
     // kernelParams built in native memory (values, then the array of pointers to them), so that
     // JCuda passes one address instead of marshalling an object per argument
     var u = io.moeprep.kernels.memory.HostBuffer.unsafe();
@@ -272,7 +248,7 @@ public final class CudaDevice {
     } finally {
       u.freeMemory(mem);
     }
-    if (SYNC_LAUNCHES) {
+    if (sync) {
       check(
           JCudaDriver.cuStreamSynchronize(stream),
           describe(name, blocks, threads, sharedBytes) + " (synchronised)");
@@ -292,38 +268,23 @@ public final class CudaDevice {
         + ordinal;
   }
 
-  private CUfunction function(String name) {
-    CUfunction f = functions.get(name);
+  /** Kernel {@code name} of {@code module}, looked up by its exact name once per device. */
+  private CUfunction function(String module, String name) {
+    String key = module + "/" + name;
+    CUfunction f = functions.get(key);
     if (f != null) {
       return f;
     }
-    String module = moduleOf(name);
+    CUmodule m = modules.get(module);
+    if (m == null) {
+      throw new IllegalStateException("no kernel module " + module + " on device " + ordinal);
+    }
     CUfunction g = new CUfunction();
     check(
-        JCudaDriver.cuModuleGetFunction(g, modules.get(Fatbins.MODULES.indexOf(module)), name),
+        JCudaDriver.cuModuleGetFunction(g, m, name),
         "cuModuleGetFunction(" + module + ", " + name + ")");
-    functions.put(name, g);
+    functions.put(key, g);
     return g;
-  }
-
-  /** The module that defines a kernel, from its name. */
-  private static String moduleOf(String kernel) {
-    if (kernel.startsWith("moeprep_count_")
-        || kernel.startsWith("moeprep_scan_")
-        || kernel.startsWith("moeprep_scatter_")
-        || kernel.startsWith("moeprep_map_")) {
-      return "routing_map";
-    }
-    if (kernel.startsWith("moeprep_permute_") || kernel.startsWith("moeprep_zero_")) {
-      return "permute";
-    }
-    if (kernel.startsWith("moeprep_unpermute_")) {
-      return "unpermute";
-    }
-    if (kernel.startsWith("moeprep_chunk_sort_")) {
-      return "chunk_sort";
-    }
-    throw new IllegalStateException("no module defines kernel " + kernel);
   }
 
   private void loadModule(String module) {
@@ -332,7 +293,7 @@ public final class CudaDevice {
     check(
         JCudaDriver.cuModuleLoadData(m, image),
         "cuModuleLoadData(" + module + ".fatbin) on device " + ordinal + " (" + name + ")");
-    modules.add(m);
+    modules.put(module, m);
   }
 
   private static int strlen(byte[] b) {

@@ -1,14 +1,12 @@
 package io.moeprep.kernels.cuda;
 
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.contract.KernelBackend;
 import jcuda.driver.CUresult;
 import jcuda.driver.JCudaDriver;
 
 /** Whether the CUDA backend can run here, and the reason when it cannot. */
 public final class CudaSupport {
-  /** The device the backend runs on: {@code -Dmoeprep.cuda.device=N}, default 0. */
-  static final int DEVICE = Integer.getInteger("moeprep.cuda.device", 0);
-
   private CudaSupport() {}
 
   /** The outcome of probing for a driver, a device and the fatbin. */
@@ -20,16 +18,41 @@ public final class CudaSupport {
   }
 
   /**
-   * The CUDA backend.
+   * The CUDA backend on device 0 with the shipped tuning ({@link KernelTuning#DEFAULT}).
    *
    * @throws IllegalStateException with the probe's reason when it cannot run
    */
   public static KernelBackend backend() {
+    requireAvailable();
+    return Holder.BACKEND;
+  }
+
+  /**
+   * The CUDA backend on GPU {@code device} with {@code tuning}: the device and the tuning are
+   * passed down, never read from system properties.
+   *
+   * @param device the GPU ordinal, {@code >= 0}
+   * @throws IllegalStateException with the probe's reason when CUDA cannot run, or when there is no
+   *     GPU {@code device}
+   */
+  public static CudaBackend backend(int device, KernelTuning tuning) {
+    requireAvailable();
+    if (device < 0 || device >= Holder.count) {
+      throw new IllegalStateException(
+          "backend cuda is unavailable: device "
+              + device
+              + " requested but only "
+              + Holder.count
+              + " present");
+    }
+    return CudaBackend.on(device, tuning);
+  }
+
+  private static void requireAvailable() {
     Probe p = probe();
     if (!p.available()) {
       throw new IllegalStateException("backend cuda is unavailable: " + p.reason());
     }
-    return Holder.BACKEND;
   }
 
   /**
@@ -51,6 +74,7 @@ public final class CudaSupport {
 
   private static final class Holder {
     static CudaBackend BACKEND;
+    static int count;
     static final Probe PROBE = run();
 
     private static Probe run() {
@@ -67,14 +91,11 @@ public final class CudaSupport {
         if (rc != CUresult.CUDA_SUCCESS) {
           return new Probe(false, "cuDeviceGetCount failed: " + Driver.errorName(rc));
         }
-        if (count[0] <= DEVICE) {
-          return new Probe(
-              false,
-              count[0] == 0
-                  ? "no CUDA device"
-                  : "device " + DEVICE + " requested but only " + count[0] + " present");
+        if (count[0] == 0) {
+          return new Probe(false, "no CUDA device");
         }
-        BACKEND = CudaBackend.on(DEVICE);
+        Holder.count = count[0];
+        BACKEND = CudaBackend.on(0);
         return new Probe(true, "CUDA on " + BACKEND.device());
       } catch (LinkageError e) {
         return new Probe(false, "the CUDA driver library could not be loaded: " + briefly(e));

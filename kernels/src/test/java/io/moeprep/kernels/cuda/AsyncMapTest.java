@@ -3,6 +3,7 @@ package io.moeprep.kernels.cuda;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.MoeKernels;
 import io.moeprep.kernels.contract.CapacityPolicy;
 import io.moeprep.kernels.contract.PermuteOptions;
@@ -29,7 +30,8 @@ class AsyncMapTest extends GpuLeakCheck {
   @Test
   void mapsFeedThePermuteWithoutWaiting() {
     SplittableRandom rnd = Seeds.fresh("AsyncMapTest.mapsFeedThePermuteWithoutWaiting");
-    DeviceKernels k = DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device());
+    DeviceKernels k =
+        DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device(), KernelTuning.DEFAULT);
     CUstream s = CudaDevice.PER_THREAD_STREAM;
     long n = 1000 + rnd.nextInt(3000);
     int h = 200;
@@ -43,31 +45,35 @@ class AsyncMapTest extends GpuLeakCheck {
         DeviceBuffer probs = DeviceBuffer.allocate(k.device(), slots * 4);
         DeviceBuffer rowId = DeviceBuffer.allocate(k.device(), slots * 4);
         DeviceBuffer permuted = DeviceBuffer.allocate(k.device(), slots * rowBytes);
-        DeviceKernels.RoutingScratch scratch = k.scratch(n, kk, e)) {
-      k.copyToDevice(tokens.address(), b.tokens.address(), n * rowBytes, s);
-      k.copyToDevice(routing.address(), b.routing.address(), slots * 4, s);
-      k.copyToDevice(probs.address(), b.probs.address(), slots * 4, s);
+        RoutingMapLauncher.RoutingScratch scratch = k.routingMap().scratch(n, kk, e)) {
+      k.copies().copyToDevice(tokens.address(), b.tokens.address(), n * rowBytes, s);
+      k.copies().copyToDevice(routing.address(), b.routing.address(), slots * 4, s);
+      k.copies().copyToDevice(probs.address(), b.probs.address(), slots * 4, s);
       for (int batch = 0; batch < 6; batch++) {
         int ranks = 4;
         PermuteOptions o = PermuteOptions.forRank(e, ranks, rnd.nextInt(ranks));
         if (batch % 2 == 1) {
           o = o.withCapacity(CapacityPolicy.perExpert(rnd.nextInt(60), false));
         }
-        try (DeviceKernels.DeviceMaps m =
-            k.mapAsync(routing.address(), probs.address(), n, kk, o, rowId.address(), scratch, s)) {
+        try (RoutingMapLauncher.DeviceMaps m =
+            k.routingMap()
+                .mapAsync(
+                    new DeviceRouting(routing.address(), probs.address(), n, kk),
+                    o,
+                    rowId.address(),
+                    scratch,
+                    s)) {
           // no padding under these options: the data kernel needs no output size
-          k.permuteRows(
-              tokens.address(),
-              rowId.address(),
-              n,
-              kk,
-              m.srcToken(),
-              permuted.address(),
-              0,
-              false,
-              h,
-              DType.BF16,
-              s);
+          k.permute()
+              .permuteRows(
+                  new PermuteLauncher.Rows(
+                      new DeviceRows(tokens.address(), n, h, DType.BF16),
+                      kk,
+                      rowId.address(),
+                      m.srcToken(),
+                      new DeviceRows(permuted.address(), 0, h, DType.BF16),
+                      false),
+                  s);
           long numOut = m.numOut(); // waits now
           try (PermuteResult c = cpu.permute(b.input(true), o);
               HostBuffer g = HostBuffer.allocate(numOut * rowBytes);
@@ -75,10 +81,10 @@ class AsyncMapTest extends GpuLeakCheck {
               HostBuffer gSrc = HostBuffer.allocate(numOut * 8);
               HostBuffer gProb = HostBuffer.allocate(numOut * 4)) {
             assertEquals(c.numOut(), numOut, "numOut of batch " + batch);
-            k.copyToHost(g.address(), permuted.address(), numOut * rowBytes, s);
-            k.copyToHost(gRow.address(), rowId.address(), slots * 4, s);
-            k.copyToHost(gSrc.address(), m.srcToken(), numOut * 8, s);
-            k.copyToHost(gProb.address(), m.permutedProbs(), numOut * 4, s);
+            k.copies().copyToHost(g.address(), permuted.address(), numOut * rowBytes, s);
+            k.copies().copyToHost(gRow.address(), rowId.address(), slots * 4, s);
+            k.copies().copyToHost(gSrc.address(), m.srcToken(), numOut * 8, s);
+            k.copies().copyToHost(gProb.address(), m.permutedProbs(), numOut * 4, s);
             k.device().synchronize(s);
             String what = "batch " + batch + " " + o;
             CudaBackendTest.assertBytes(c.permuted(), g, "permuted, " + what);
@@ -100,7 +106,8 @@ class AsyncMapTest extends GpuLeakCheck {
   @Test
   void oneScratchOverManyLaunches() {
     SplittableRandom rnd = Seeds.fresh("AsyncMapTest.oneScratchOverManyLaunches");
-    DeviceKernels k = DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device());
+    DeviceKernels k =
+        DeviceKernels.on(((CudaBackend) CudaSupport.backend()).device(), KernelTuning.DEFAULT);
     CUstream s = CudaDevice.PER_THREAD_STREAM;
     for (int e : new int[] {5, 100}) {
       long n = 500 + rnd.nextInt(500);
@@ -117,20 +124,21 @@ class AsyncMapTest extends GpuLeakCheck {
           HostBuffer gRow = HostBuffer.allocate(slots * 4);
           HostBuffer gSrc0 = HostBuffer.allocate(c0.numOut() * 8);
           HostBuffer gSrc1 = HostBuffer.allocate(c1.numOut() * 8);
-          DeviceKernels.RoutingScratch scratch = k.scratch(n, kk, e)) {
-        k.copyToDevice(r0.address(), b0.routing.address(), slots * 4, s);
-        k.copyToDevice(r1.address(), b1.routing.address(), slots * 4, s);
+          RoutingMapLauncher.RoutingScratch scratch = k.routingMap().scratch(n, kk, e)) {
+        k.copies().copyToDevice(r0.address(), b0.routing.address(), slots * 4, s);
+        k.copies().copyToDevice(r1.address(), b1.routing.address(), slots * 4, s);
         for (int launch = 0; launch < 700; launch++) {
           boolean odd = launch % 2 == 1;
           PermuteResult c = odd ? c1 : c0;
           HostBuffer gSrc = odd ? gSrc1 : gSrc0;
           long routing = odd ? r1.address() : r0.address();
-          try (DeviceKernels.DeviceMaps m =
-              k.map(routing, 0, n, kk, o, rowId.address(), scratch, s)) {
+          try (RoutingMapLauncher.DeviceMaps m =
+              k.routingMap()
+                  .map(new DeviceRouting(routing, 0, n, kk), o, rowId.address(), scratch, s)) {
             String what = "E=" + e + ", launch " + launch;
             assertEquals(c.numOut(), m.numOut(), "numOut, " + what);
-            k.copyToHost(gRow.address(), rowId.address(), slots * 4, s);
-            k.copyToHost(gSrc.address(), m.srcToken(), c.numOut() * 8, s);
+            k.copies().copyToHost(gRow.address(), rowId.address(), slots * 4, s);
+            k.copies().copyToHost(gSrc.address(), m.srcToken(), c.numOut() * 8, s);
             k.device().synchronize(s);
             CudaBackendTest.assertBytes(c.rowIdMap(), gRow, "row map, " + what);
             CudaBackendTest.assertBytes(c.sourceToken(), gSrc, "sources, " + what);

@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.MoeKernels;
 import io.moeprep.kernels.contract.CapacityPolicy;
 import io.moeprep.kernels.contract.ChunkSortInput;
@@ -33,32 +34,42 @@ class CudaBackendTest extends GpuLeakCheck {
   // 64 and 776 make 16-byte rows for every dtype (the vectorised kernels)
   private static final int[] HIDDEN = {1, 3, 7, 64, 100, 776, 4097};
   private static final int[] TOP_K = {1, 2, 8, 129, 256};
-  // 1000 is past the fused map kernel's limit (DeviceKernels.FUSED_MAX_EXPERTS)
+  // 1000 is past the fused map kernel's limit (RoutingMapLauncher.FUSED_MAX_EXPERTS)
   private static final int[] EXPERTS = {1, 7, 256, 1000};
   private static final double[] DENSITY = {0.0, 0.1, 0.5, 0.9, 1.0};
 
   private final MoeKernels cpu = MoeKernels.on(CpuBackend.INSTANCE);
 
   private static MoeKernels gpu() {
-    MoeKernels k = MoeKernels.on(CudaSupport.backend());
+    return gpu(KernelTuning.DEFAULT);
+  }
+
+  /** The CUDA backend on device 0 with {@code tuning}, passed down (no system property). */
+  static MoeKernels gpu(KernelTuning tuning) {
+    MoeKernels k = MoeKernels.on(CudaSupport.backend(0, tuning));
     assertEquals("cuda", k.backend().name(), "the GPU path must run");
     return k;
   }
 
+  /** The shipped tuning with other fused-map settings. */
+  static KernelTuning tuning(boolean fusedMap, long minBlockSlots, long taggedCells) {
+    KernelTuning d = KernelTuning.DEFAULT;
+    return new KernelTuning(
+        d.cpuThreads(), fusedMap, minBlockSlots, taggedCells, d.syncLaunches(), d.failLaunch());
+  }
+
   @Test
   void randomPermuteAndUnpermuteMatchCpu() {
-    randomCases("CudaBackendTest.randomPermuteAndUnpermuteMatchCpu");
+    randomCases("CudaBackendTest.randomPermuteAndUnpermuteMatchCpu", gpu());
   }
 
   /** The same with the maps built by the three unfused kernels. */
   @Test
   void randomCasesWithoutTheFusedMapKernel() {
-    System.setProperty("moeprep.cuda.fusedMap", "false");
-    try {
-      randomCases("CudaBackendTest.randomCasesWithoutTheFusedMapKernel");
-    } finally {
-      System.clearProperty("moeprep.cuda.fusedMap");
-    }
+    KernelTuning d = KernelTuning.DEFAULT;
+    randomCases(
+        "CudaBackendTest.randomCasesWithoutTheFusedMapKernel",
+        gpu(tuning(false, d.fusedMinBlockSlots(), d.fusedTaggedCells())));
   }
 
   /**
@@ -67,14 +78,8 @@ class CudaBackendTest extends GpuLeakCheck {
    */
   @Test
   void randomCasesWithTheFusedKernelsTwoBarrierPath() {
-    System.setProperty("moeprep.cuda.fusedTaggedCells", "0");
-    System.setProperty("moeprep.cuda.fusedMinBlockSlots", "256");
-    try {
-      randomCases("CudaBackendTest.randomCasesWithTheFusedKernelsTwoBarrierPath");
-    } finally {
-      System.clearProperty("moeprep.cuda.fusedTaggedCells");
-      System.clearProperty("moeprep.cuda.fusedMinBlockSlots");
-    }
+    randomCases(
+        "CudaBackendTest.randomCasesWithTheFusedKernelsTwoBarrierPath", gpu(tuning(true, 256, 0)));
   }
 
   /**
@@ -86,13 +91,16 @@ class CudaBackendTest extends GpuLeakCheck {
   @Test
   void fusedMapOverExpertCounts() {
     SplittableRandom rnd = Seeds.fresh("CudaBackendTest.fusedMapOverExpertCounts");
-    MoeKernels gpu = gpu();
     int cases = 0;
+    KernelTuning d = KernelTuning.DEFAULT;
     for (String cells : new String[] {null, Integer.toString(1 << 24)}) {
-      if (cells != null) {
-        System.setProperty("moeprep.cuda.fusedTaggedCells", cells);
-      }
-      try {
+      MoeKernels gpu =
+          gpu(
+              tuning(
+                  true,
+                  d.fusedMinBlockSlots(),
+                  cells == null ? d.fusedTaggedCells() : Long.parseLong(cells)));
+      {
         for (int e : new int[] {3, 5, 9, 17, 33, 100, 129, 511, 768}) {
           for (int k : new int[] {1, 8}) {
             for (int rep = 0; rep < 3; rep++) {
@@ -104,15 +112,12 @@ class CudaBackendTest extends GpuLeakCheck {
             }
           }
         }
-      } finally {
-        System.clearProperty("moeprep.cuda.fusedTaggedCells");
       }
     }
   }
 
-  private void randomCases(String name) {
+  private void randomCases(String name, MoeKernels gpu) {
     SplittableRandom rnd = Seeds.fresh(name);
-    MoeKernels gpu = gpu();
     int cases = 0;
     for (DType d : DTYPES) {
       for (int h : HIDDEN) {

@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import io.moeprep.kernels.DType;
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.MoeKernels;
 import io.moeprep.kernels.contract.PermuteInput;
 import io.moeprep.kernels.contract.PermuteOptions;
@@ -86,26 +87,28 @@ class CudaFaultTest extends GpuLeakCheck {
     try (RandomBatch b = RandomBatch.create(rnd, n, 64, 2, 4, DType.BF16, 0.0)) {
       PermuteInput in = new PermuteInput(b.tokens, n, 64, DType.BF16, b.routing, 2, b.probs);
       PermuteOptions o = PermuteOptions.forRank(4, 1, 0);
-      // the fused map kernel (the default at this size), the unfused one, the data kernel
+      // the fused map kernel (the default at this size), the unfused one, the data kernel; the
+      // fault is injected through the backend's tuning, passed down
       for (String kernel :
           new String[] {"moeprep_map_fused", "moeprep_count_experts", "moeprep_permute_rows"}) {
-        if (kernel.equals("moeprep_count_experts")) {
-          System.setProperty("moeprep.cuda.fusedMap", "false");
-        }
-        System.setProperty(CudaDevice.FAIL_LAUNCH, kernel);
-        try {
-          MoePrepCudaException e =
-              assertThrows(MoePrepCudaException.class, () -> gpu.permute(in, o).close());
-          assertTrue(
-              e.getMessage().matches("kernel " + kernel + "\\w* <<<\\d+, 4096, \\d+ B shared>>>.*"),
-              e.getMessage());
-          assertTrue(e.getMessage().contains("CUDA_ERROR_INVALID_VALUE"), e.getMessage());
-          MoePrepCudaException in2 = e.in("rank 3, batch 17");
-          assertTrue(in2.getMessage().startsWith("rank 3, batch 17: kernel " + kernel));
-        } finally {
-          System.clearProperty(CudaDevice.FAIL_LAUNCH);
-          System.clearProperty("moeprep.cuda.fusedMap");
-        }
+        KernelTuning d = KernelTuning.DEFAULT;
+        KernelTuning failing =
+            new KernelTuning(
+                d.cpuThreads(),
+                !kernel.equals("moeprep_count_experts"),
+                d.fusedMinBlockSlots(),
+                d.fusedTaggedCells(),
+                false,
+                kernel);
+        MoeKernels faulty = MoeKernels.on(CudaSupport.backend(0, failing));
+        MoePrepCudaException e =
+            assertThrows(MoePrepCudaException.class, () -> faulty.permute(in, o).close());
+        assertTrue(
+            e.getMessage().matches("kernel " + kernel + "\\w* <<<\\d+, 4096, \\d+ B shared>>>.*"),
+            e.getMessage());
+        assertTrue(e.getMessage().contains("CUDA_ERROR_INVALID_VALUE"), e.getMessage());
+        MoePrepCudaException in2 = e.in("rank 3, batch 17");
+        assertTrue(in2.getMessage().startsWith("rank 3, batch 17: kernel " + kernel));
       }
       try (PermuteResult c = cpu.permute(in, o);
           PermuteResult g = gpu.permute(in, o);

@@ -43,19 +43,19 @@ class CudaSupportTest {
 
   @Test
   void unitsAreTheWidestAlignedAccess() {
-    assertEquals(16, DeviceKernels.unitBytes(14336, 1, 0x1000, 0x2000));
-    assertEquals(2, DeviceKernels.unitBytes(14, 1, 0x1000, 0x2000)); // H = 7 bf16
-    assertEquals(1, DeviceKernels.unitBytes(3, 1, 0x1000)); // H = 3 fp8
-    assertEquals(8, DeviceKernels.unitBytes(32, 1, 0x1008, 0x2000)); // an address 8-aligned
-    assertEquals(4, DeviceKernels.unitBytes(4, 4, 0x1000)); // H = 1 f32
-    assertThrows(IllegalArgumentException.class, () -> DeviceKernels.unitBytes(8, 4, 0x1002));
+    assertEquals(16, LaunchGeometry.unitBytes(14336, 1, 0x1000, 0x2000));
+    assertEquals(2, LaunchGeometry.unitBytes(14, 1, 0x1000, 0x2000)); // H = 7 bf16
+    assertEquals(1, LaunchGeometry.unitBytes(3, 1, 0x1000)); // H = 3 fp8
+    assertEquals(8, LaunchGeometry.unitBytes(32, 1, 0x1008, 0x2000)); // an address 8-aligned
+    assertEquals(4, LaunchGeometry.unitBytes(4, 4, 0x1000)); // H = 1 f32
+    assertThrows(IllegalArgumentException.class, () -> LaunchGeometry.unitBytes(8, 4, 0x1002));
   }
 
   @Test
   void lanesArePowersOfTwoUpToABlock() {
-    assertEquals(1, DeviceKernels.lanes(1, 8));
-    assertEquals(128, DeviceKernels.lanes(896, 8)); // H = 7168 bf16, 16-byte units
-    assertEquals(256, DeviceKernels.lanes(896, 2));
-    assertEquals(256, DeviceKernels.lanes(1L << 40, 4));
+    assertEquals(1, LaunchGeometry.lanes(1, 8));
+    assertEquals(128, LaunchGeometry.lanes(896, 8)); // H = 7168 bf16, 16-byte units
+    assertEquals(256, LaunchGeometry.lanes(896, 2));
+    assertEquals(256, LaunchGeometry.lanes(1L << 40, 4));
   }
 }

@@ -10,9 +10,9 @@ import java.util.SplittableRandom;
 import org.junit.jupiter.api.Test;
 
 /**
- * The fused map kernel writes its sources into buffers sized by {@code DeviceKernels.outputBound}
- * before the counts are known: the bound must hold the real output rows under every capacity
- * policy, alignment and rank mask (no GPU needed).
+ * The fused map kernel writes its sources into buffers sized by {@code
+ * RoutingMapLauncher.outputBound} before the counts are known: the bound must hold the real output
+ * rows under every capacity policy, alignment and rank mask (no GPU needed).
  */
 class OutputBoundTest {
   @Test
@@ -41,7 +41,7 @@ class OutputBoundTest {
         o = o.withAlign(1 + rnd.nextInt(rnd.nextBoolean() ? 2 : 64));
       }
       long numOut = SegmentLayout.of(valid, local, o.capacity(), o.align()).numOut();
-      long bound = DeviceKernels.outputBound(slots, o);
+      long bound = RoutingMapLauncher.outputBound(slots, o);
       assertTrue(numOut <= bound, "numOut " + numOut + " > bound " + bound + " for " + o);
     }
   }

@@ -5,11 +5,13 @@ import static org.apache.spark.sql.functions.lit;
 import static org.apache.spark.sql.functions.size;
 
 import io.moeprep.spark.exec.BadRowScanner;
+import io.moeprep.spark.exec.BatchClustering;
 import io.moeprep.spark.exec.CombineRunner;
 import io.moeprep.spark.exec.DispatchMapper;
 import io.moeprep.spark.exec.RankPartitioning;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Columns;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.Schemas;
 import java.util.Arrays;
@@ -104,22 +106,34 @@ public final class MoePrep {
     Column batch = hasBatch ? col(c.batch()).cast(DataTypes.LongType) : lit(null).cast("long");
     Dataset<Row> selected = tokens.select(tokenId, hidden, ids, probs, batch);
     int ranks = s.shape().expertPlacement().numRanks();
-    int[] keys = RankPartitioning.keys(ranks);
+    boolean byBatch = s.settings().partitioning() == Partitioning.BATCH;
+    boolean shuffle =
+        !byBatch || !BatchClustering.holdsWholeBatches(tokens, hasBatch ? c.batch() : null);
+    // the partitions of the shuffle: rank r in partition r, or batch b in partition b mod n
+    int partitions = byBatch ? batchPartitions(spark, s) : ranks;
+    int[] keys = RankPartitioning.keys(shuffle ? partitions : 1);
     LongAccumulator badRowCount = null;
     if (s.settings().badRows() == BadRowPolicy.SKIP) {
       badRowCount = spark.sparkContext().longAccumulator("moeprep.badRows");
     }
     Dataset<Row> dispatched =
-        selected
-            .mapPartitions(
-                new DispatchMapper(s, hasProbs, hasBatch, keys, badRowCount),
-                Encoders.row(Schemas.DISPATCH))
-            .repartition(ranks, col("pkey"))
-            .sortWithinPartitions(col("batch"));
+        selected.mapPartitions(
+            new DispatchMapper(s, hasProbs, hasBatch, keys, badRowCount),
+            Encoders.row(Schemas.DISPATCH));
+    if (shuffle) {
+      dispatched = dispatched.repartition(partitions, col("pkey"));
+    }
+    dispatched = dispatched.sortWithinPartitions(col("batch"));
     Dataset<Row> badRows =
         selected.mapPartitions(
             new BadRowScanner(s, hasProbs, hasBatch), Encoders.row(Schemas.BAD_ROWS));
     return new PermuteOutput(dispatched, s, hasProbs, badRows, badRowCount);
+  }
+
+  /** Partitions of the shuffle by batch: the setting, or {@code spark.sql.shuffle.partitions}. */
+  private static int batchPartitions(SparkSession spark, PermuteSpec s) {
+    int p = s.settings().batchPartitions();
+    return p > 0 ? p : Integer.parseInt(spark.conf().get("spark.sql.shuffle.partitions"));
   }
 
   /**

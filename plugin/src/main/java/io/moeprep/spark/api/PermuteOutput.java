@@ -6,6 +6,7 @@ import io.moeprep.spark.exec.RankOutput;
 import io.moeprep.spark.rapids.RapidsRoute;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Layout;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.Schemas;
 import org.apache.spark.sql.Dataset;
@@ -15,10 +16,13 @@ import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.util.LongAccumulator;
 
 /**
- * The outputs of one permute, each a lazy {@link Dataset} with one partition per EP rank (partition
- * {@code r} holds rank {@code r}), batch by batch in permuted order. Each output is computed by its
- * own Spark job over the same dispatch plan: {@link #persist} it (or persist the input) when
- * several are needed.
+ * The outputs of one permute, each a lazy {@link Dataset} whose rows carry their {@code ep_rank}
+ * and {@code batch}. How they lie in partitions follows the spec's {@link Partitioning}: under
+ * {@link Partitioning#RANK} (the default) partition {@code r} holds rank {@code r}, batch by batch;
+ * under {@link Partitioning#BATCH} a partition holds whole batches, each batch's ranks one after
+ * the other ({@code write().partitionBy("ep_rank")} stores them per rank). Either way each (rank,
+ * batch) is in permuted order and has the same bytes. Each output is computed by its own Spark job
+ * over the same dispatch plan: {@link #persist} it (or persist the input) when several are needed.
  */
 public final class PermuteOutput {
   private final Dataset<Row> dispatched;
@@ -85,7 +89,27 @@ public final class PermuteOutput {
     return run(RankOutput.TOKENS_PER_EXPERT);
   }
 
-  /** The dispatched records ({@link Schemas#DISPATCH}), partitioned by rank, sorted by batch. */
+  /**
+   * {@link io.moeprep.spark.sink.ShardSchema#SHARDS}: every tensor of each (rank, batch), in one or
+   * more parts of at most {@code spark.moeprep.packed.maxBlockBytes} of permuted rows, ready for
+   * the safetensors sink, which writes one file per (rank, batch):
+   *
+   * <pre>{@code
+   * out.shards().write().format("moeprep-safetensors").mode("overwrite").save(dir);
+   * }</pre>
+   *
+   * <p>{@code source_token} indexes {@code token_id}, the batch's tokens on that rank (under
+   * ALL_TO_ALL, those with an expert there). Best with {@link Partitioning#BATCH}: the files are
+   * per (rank, batch), so no consumer needs partition r to be rank r.
+   */
+  public Dataset<Row> shards() {
+    return run(RankOutput.SHARDS);
+  }
+
+  /**
+   * The dispatched records ({@link Schemas#DISPATCH}), partitioned by rank (or by batch under
+   * {@link Partitioning#BATCH}), sorted by batch.
+   */
   public Dataset<Row> dispatched() {
     return dispatched;
   }

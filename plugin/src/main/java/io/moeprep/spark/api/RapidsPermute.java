@@ -4,6 +4,7 @@ import ai.rapids.cudf.Table;
 import io.moeprep.spark.rapids.CudfPermuter;
 import io.moeprep.spark.rapids.CudfTables;
 import io.moeprep.spark.rapids.RapidsRoute;
+import io.moeprep.spark.spec.Partitioning;
 import org.apache.spark.api.java.JavaRDD;
 
 /**
@@ -44,6 +45,12 @@ public final class RapidsPermute {
     if (!route.usesCudf()) {
       throw new IllegalStateException(
           "the cudf route is not available in this session: " + route.describe());
+    }
+    if (out.spec().settings().partitioning() != Partitioning.RANK) {
+      throw new IllegalStateException(
+          "the cudf route gives rank r's tables in partition r: plan the permute with"
+              + " partitioning rank (spark.moeprep.partitioning=rank), not "
+              + out.spec().settings().partitioning().name().toLowerCase(java.util.Locale.ROOT));
     }
     return CudfTables.permute(out.dispatched(), out.spec(), out.hasProbs(), maxPieceBytes);
   }

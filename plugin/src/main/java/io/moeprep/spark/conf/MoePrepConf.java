@@ -53,6 +53,31 @@ public final class MoePrepConf {
           Set.of("all_to_all", "all_gather"),
           true);
 
+  /** How the permute's work is laid out over Spark partitions. */
+  public static final ConfigEntry<String> PARTITIONING =
+      choice(
+          "partitioning",
+          "rank: the all-to-all, partition r holds rank r (each token crosses the shuffle once per"
+              + " rank that receives it; one rank task per rank). batch: each batch goes to one"
+              + " task (one shuffle by batch, none when the input is already partitioned by its"
+              + " batch column), which permutes it for every rank; rows carry ep_rank, for output"
+              + " written per rank. Same bytes per (rank, batch) either way.",
+          "rank",
+          Set.of("rank", "batch"),
+          true);
+
+  /** Partitions of the shuffle by batch. */
+  public static final ConfigEntry<Integer> BATCH_PARTITIONS =
+      intRange(
+          "partitioning.batchPartitions",
+          "Partitions of the shuffle by batch under partitioning=batch (each holds whole batches;"
+              + " more partitions than batches leaves some empty); 0 uses"
+              + " spark.sql.shuffle.partitions.",
+          0,
+          0,
+          Integer.MAX_VALUE,
+          true);
+
   /** Output layout. */
   public static final ConfigEntry<String> LAYOUT =
       choice(
@@ -227,6 +252,8 @@ public final class MoePrepConf {
       List.of(
           BACKEND,
           DISPATCH,
+          PARTITIONING,
+          BATCH_PARTITIONS,
           LAYOUT,
           TOKENS_PER_BATCH,
           BAD_ROWS,

@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
+import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
@@ -42,7 +43,7 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
   public Iterator<Row> call(Iterator<Row> in) {
     BatchReader reader = new BatchReader(in, BATCH);
     RunSettings s = spec.settings();
-    MoeKernels kernels = ExecutorRuntime.kernels(s.backend(), s.tuning());
+    MoeKernels kernels = ExecutorRuntime.kernels(s.backend(), s.tuning(), TaskContext.get());
     return new Iterator<>() {
       private Iterator<Row> current = Collections.emptyIterator();
 

@@ -4,6 +4,7 @@ import io.moeprep.kernels.contract.ExpertPlacement;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Dispatch;
 import io.moeprep.spark.spec.DispatchChunk;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.ProblemShape;
 import io.moeprep.spark.spec.RankMasks;
@@ -25,6 +26,11 @@ import org.apache.spark.util.LongAccumulator;
  * -1} sentinels are born here); a token with no valid slot goes to rank 0 so that it still has a
  * row-map entry. Under ALL_GATHER every rank gets the token unmasked.
  *
+ * <p>Under {@link Partitioning#BATCH} there is one destination per batch: the chunks go, unmasked,
+ * to {@link DispatchChunk#ALL_RANKS} with the key of partition {@code batch mod n} (consecutive
+ * batches in distinct partitions, none sharing one while others stay empty), and the task that
+ * holds the batch does the masking by permuting it for each rank.
+ *
  * <p>A chunk is emitted when it holds {@code chunkBytes} of hidden data; when the open chunks of a
  * task hold 8 times that, all are emitted. After its last token, a task sends every rank an empty
  * chunk for each batch it saw and sent that rank nothing, so that every rank permutes every batch,
@@ -44,8 +50,9 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
       org.slf4j.LoggerFactory.getLogger(DispatchMapper.class);
 
   /**
-   * @param partitionKeys per rank, a key that Spark's hash partitioning sends to partition {@code
-   *     rank} (see {@link RankPartitioning})
+   * @param partitionKeys per partition of the shuffle, a key that Spark's hash partitioning sends
+   *     there (see {@link RankPartitioning}): one per rank, or under {@link Partitioning#BATCH} one
+   *     per partition of batches
    */
   public DispatchMapper(PermuteSpec spec, boolean hasProbs, boolean hasBatch, int[] partitionKeys) {
     this(spec, hasProbs, hasBatch, partitionKeys, null);
@@ -72,17 +79,25 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
                 1, Math.min(1 << 20, (spec.settings().chunkBytes() + rowBytes - 1) / rowBytes));
   }
 
-  /** A new open chunk of (rank, batch), its hidden array first sized for {@code tokens}. */
+  /**
+   * A new open chunk of (rank, batch), its hidden array first sized for {@code tokens}; {@code
+   * rank} may be {@link DispatchChunk#ALL_RANKS}.
+   */
   private DispatchChunk.Writer chunk(int rank, long batch, int tokens) {
     ProblemShape s = spec.shape();
+    int key =
+        rank == DispatchChunk.ALL_RANKS
+            ? partitionKeys[(int) Math.floorMod(batch, (long) partitionKeys.length)]
+            : partitionKeys[rank];
     return new DispatchChunk.Writer(
-        rank, partitionKeys[rank], batch, s.topK(), s.rowBytes(), hasProbs, tokens, chunkTokens);
+        rank, key, batch, s.topK(), s.rowBytes(), hasProbs, tokens, chunkTokens);
   }
 
   @Override
   public Iterator<Row> call(Iterator<Row> in) {
     ExpertPlacement placement = spec.shape().expertPlacement();
     int ranks = placement.numRanks();
+    boolean byBatch = spec.settings().partitioning() == Partitioning.BATCH;
     long chunkBytes = spec.settings().chunkBytes();
     Map<Long, DispatchChunk.Writer[]> open = new LinkedHashMap<>();
     Set<Long> sent = new HashSet<>(); // (batch, rank) pairs that got a chunk, as batch * R + rank
@@ -100,7 +115,7 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
             add(in.next());
           } else {
             flushAll();
-            for (long b : seen.keySet()) {
+            for (long b : byBatch ? Set.<Long>of() : seen.keySet()) {
               for (int r = 0; r < ranks; r++) {
                 if (!sent.contains(b * ranks + r)) {
                   ready.add(chunk(r, b, 0).finish().toRow());
@@ -144,10 +159,12 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
         long batch = p.batch();
         seen.put(batch, Boolean.TRUE);
         DispatchChunk.Writer[] chunks =
-            open.computeIfAbsent(batch, b -> new DispatchChunk.Writer[ranks]);
-        if (spec.settings().dispatch() == Dispatch.ALL_GATHER) {
+            open.computeIfAbsent(batch, b -> new DispatchChunk.Writer[byBatch ? 1 : ranks]);
+        if (byBatch) {
+          append(chunks, 0, DispatchChunk.ALL_RANKS, batch, t, ids, probs, hidden);
+        } else if (spec.settings().dispatch() == Dispatch.ALL_GATHER) {
           for (int rank = 0; rank < ranks; rank++) {
-            append(chunks, rank, batch, t, ids, probs, hidden);
+            append(chunks, rank, rank, batch, t, ids, probs, hidden);
           }
         } else {
           boolean any = false;
@@ -155,11 +172,11 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
           for (int rank = 0; rank < ranks; rank++) {
             if (masked[rank] != null) {
               any = true;
-              append(chunks, rank, batch, t, masked[rank], probs, hidden);
+              append(chunks, rank, rank, batch, t, masked[rank], probs, hidden);
             }
           }
           if (!any) {
-            append(chunks, 0, batch, t, ids, probs, hidden);
+            append(chunks, 0, 0, batch, t, ids, probs, hidden);
           }
         }
         if (buffered >= 8 * chunkBytes) {
@@ -167,30 +184,34 @@ public final class DispatchMapper implements MapPartitionsFunction<Row, Row> {
         }
       }
 
+      /** Adds a token to the open chunk {@code chunks[slot]}, bound for {@code rank}. */
       private void append(
           DispatchChunk.Writer[] chunks,
+          int slot,
           int rank,
           long batch,
           long t,
           int[] ids,
           float[] probs,
           byte[] h) {
-        DispatchChunk.Writer c = chunks[rank];
+        DispatchChunk.Writer c = chunks[slot];
         if (c == null) {
           c = chunk(rank, batch, Math.min(chunkTokens, 1024));
-          chunks[rank] = c;
+          chunks[slot] = c;
         }
         c.add(t, ids, probs, h);
         buffered += h.length;
         if (c.tokens() >= chunkTokens) {
           emit(c);
-          chunks[rank] = null;
+          chunks[slot] = null;
         }
       }
 
       private void emit(DispatchChunk.Writer c) {
         ready.add(c.finish().toRow());
-        sent.add(c.batch() * ranks + c.rank());
+        if (!byBatch) {
+          sent.add(c.batch() * ranks + c.rank());
+        }
         buffered -= c.hiddenBytes();
       }
 

@@ -12,18 +12,19 @@ import io.moeprep.kernels.cuda.DeviceOutOfMemoryException;
 import io.moeprep.kernels.cuda.MoePrepCudaException;
 import io.moeprep.spark.spec.RunSettings;
 import io.moeprep.spark.spec.TuningSettings;
-import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
+import org.apache.spark.TaskContext;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The per-JVM state of the tasks: the GPU probe (once), the kernels per backend choice, the device
- * picked from Spark's resource scheduling, and the metrics that the executor plugin registers.
- * Tasks use it whether or not the plugin is loaded.
+ * The per-JVM state of the tasks: the GPU probe (once), the kernels per (backend choice, device,
+ * tuning), the executor's default GPU (set once by the executor plugin), and the metrics that the
+ * executor plugin registers. A task's GPU is its own (its {@code TaskContext}'s resources), never
+ * state shared with other tasks. Tasks use it whether or not the plugin is loaded.
  */
 public final class ExecutorRuntime {
   private static final Logger LOG = LoggerFactory.getLogger(ExecutorRuntime.class);
@@ -54,14 +55,12 @@ public final class ExecutorRuntime {
 
   private static final AtomicReference<CudaSupport.Probe> PROBE = new AtomicReference<>();
   private static final AtomicReference<String> FALLBACK_REASON = new AtomicReference<>("");
-  private static final AtomicInteger DEVICE = new AtomicInteger(-1);
+
+  /** The executor's GPU ({@code spark.executor.resource.gpu}), the fallback of a task's own. */
+  private static final AtomicInteger EXECUTOR_DEVICE = new AtomicInteger(-1);
 
   /** The backend chosen per (choice, device, tuning), once per JVM. */
-  private static final ConcurrentHashMap<Choice, Backends.Selection> CHOSEN =
-      new ConcurrentHashMap<>();
-
-  /** What a backend is chosen for: the device is {@code -1} for the CPU or the default GPU. */
-  private record Choice(BackendChoice choice, int device, TuningSettings tuning) {}
+  private static final KernelSelection SELECTION = new KernelSelection(Backends::choose);
 
   private ExecutorRuntime() {}
 
@@ -83,29 +82,26 @@ public final class ExecutorRuntime {
     return p;
   }
 
-  /** Records the GPU (ordinal) Spark assigned to this executor or task; {@code -1} for none. */
-  public static void useDevice(int ordinal) {
-    DEVICE.set(ordinal);
+  /**
+   * Records the GPU (ordinal) Spark assigned to this executor ({@code
+   * spark.executor.resource.gpu}), the default of tasks that have none of their own; set once by
+   * the executor plugin. {@code -1} for none.
+   */
+  public static void useExecutorDevice(int ordinal) {
+    EXECUTOR_DEVICE.set(ordinal);
+  }
+
+  /** The executor's GPU ordinal, or {@code -1}. */
+  public static int executorDevice() {
+    return EXECUTOR_DEVICE.get();
   }
 
   /**
-   * Records the GPU that Spark's resource scheduling gave a task ({@code
-   * spark.task.resource.gpu.*}), if any. Never throws.
+   * The GPU of one task: the first {@code gpu} address of its own resources ({@code
+   * spark.task.resource.gpu.*}), else the executor's ({@link #executorDevice()}), else {@code -1}.
    */
-  public static void noteTaskDevice(org.apache.spark.TaskContext ctx) {
-    try {
-      var gpus = ctx.resourcesJMap().get("gpu");
-      if (gpus != null && gpus.addresses().length > 0) {
-        useDevice(Integer.parseInt(gpus.addresses()[0].trim()));
-      }
-    } catch (RuntimeException e) {
-      LOG.debug("moeprep: no usable gpu address in the task's resources", e);
-    }
-  }
-
-  /** The GPU ordinal Spark assigned, or {@code -1}. */
-  public static int device() {
-    return DEVICE.get();
+  public static int taskDevice(TaskContext ctx) {
+    return KernelSelection.taskDevice(ctx, executorDevice());
   }
 
   /** Why backend auto runs on the CPU here, or an empty string. */
@@ -114,25 +110,34 @@ public final class ExecutorRuntime {
   }
 
   /**
-   * The kernels for a backend choice with the job's tuning, on the GPU Spark assigned ({@link
-   * #device()}) or the CUDA backend's default device. The choice is made once per JVM by {@link
-   * Backends#choose}, the one place where {@code AUTO} falls back to the CPU and logs why; each
-   * call that runs on such a fallback is counted in {@link #FALLBACKS}, its reason kept for {@link
-   * #fallbackReason()}. {@code CUDA} fails with the reason the GPU cannot run.
+   * The kernels of one task: for a backend choice with the job's tuning, on the task's own GPU
+   * ({@link #taskDevice}: its resources, else the executor's, else the CUDA backend's device 0).
+   * The backend is chosen once per (choice, device, tuning) by {@link Backends#choose}, the one
+   * place where {@code AUTO} falls back to the CPU and logs why; the tuning goes down to it as
+   * {@link TuningSettings#kernelTuning()}. Each call that runs on such a fallback is counted in
+   * {@link #FALLBACKS}, its reason kept for {@link #fallbackReason()}. {@code CUDA} fails with the
+   * reason the GPU cannot run.
+   *
+   * @param ctx the task, or {@code null} outside a task (then the executor's GPU)
    */
+  public static MoeKernels kernels(BackendChoice choice, TuningSettings tuning, TaskContext ctx) {
+    return kernels(choice, tuning, taskDevice(ctx));
+  }
+
+  /** {@link #kernels(BackendChoice, TuningSettings, TaskContext)} of the calling thread's task. */
   public static MoeKernels kernels(BackendChoice choice, TuningSettings tuning) {
-    int device = choice == BackendChoice.CPU ? -1 : device();
-    Backends.Selection s =
-        CHOSEN.computeIfAbsent(new Choice(choice, device, tuning), c -> choose(c));
+    return kernels(choice, tuning, TaskContext.get());
+  }
+
+  /**
+   * The kernels for a backend choice with the job's tuning on GPU {@code device} ({@code -1}: 0).
+   */
+  public static MoeKernels kernels(BackendChoice choice, TuningSettings tuning, int device) {
+    Backends.Selection s = SELECTION.select(choice, device, tuning);
     if (s.fellBack()) {
       countFallback(s.fallbackReason());
     }
     return MoeKernels.on(s.backend());
-  }
-
-  private static Backends.Selection choose(Choice c) {
-    // KernelTuning: pass to the backend once kernels accepts it
-    return Backends.choose(c.choice(), c.device());
   }
 
   /**
@@ -156,7 +161,7 @@ public final class ExecutorRuntime {
       OOM_FALLBACKS.inc();
       countFallback(reason);
       LOG.warn("moeprep: {}; running this batch again on the CPU", reason);
-      return timed(kernels(BackendChoice.CPU, settings.tuning()), op);
+      return timed(kernels(BackendChoice.CPU, settings.tuning(), -1), op);
     } catch (MoePrepCudaException e) {
       throw e.in(where);
     }
@@ -196,6 +201,6 @@ public final class ExecutorRuntime {
     registry.register("fallbacks", FALLBACKS);
     registry.register("oomFallbacks", OOM_FALLBACKS);
     registry.register("fallbackReason", (Gauge<String>) FALLBACK_REASON::get);
-    registry.register("device", (Gauge<Integer>) DEVICE::get);
+    registry.register("device", (Gauge<Integer>) EXECUTOR_DEVICE::get);
   }
 }

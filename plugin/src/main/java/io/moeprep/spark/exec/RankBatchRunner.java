@@ -7,27 +7,41 @@ import io.moeprep.kernels.contract.PermuteResult;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.spark.spec.Dispatch;
 import io.moeprep.spark.spec.DispatchChunk;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.ProblemShape;
+import io.moeprep.spark.spec.RankMasks;
 import io.moeprep.spark.spec.RunSettings;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.Collections;
 import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
+import java.util.Map;
 import java.util.NoSuchElementException;
+import java.util.stream.Collectors;
+import java.util.stream.IntStream;
 import org.apache.spark.TaskContext;
 import org.apache.spark.api.java.function.MapPartitionsFunction;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.RowFactory;
 import org.apache.spark.util.TaskCompletionListener;
+import scala.jdk.javaapi.CollectionConverters;
 
 /**
- * The reduce side of dispatch: one partition is one EP rank's {@link DispatchChunk}s, sorted by
- * batch. For each batch in turn it builds host buffers (tokens, routing, probs) in token-id order,
- * runs the permute kernel masked to the rank, and emits the requested output lazily from the
- * kernel's result, so a task holds one batch and its result at a time.
+ * The reduce side of dispatch. Under {@link Partitioning#RANK} a partition is one EP rank's {@link
+ * DispatchChunk}s, sorted by batch; under {@link Partitioning#BATCH} it holds whole batches bound
+ * for every rank ({@link DispatchChunk#ALL_RANKS}), sorted by batch. For each batch in turn it
+ * builds host buffers (tokens, routing, probs) in token-id order, runs the permute kernel masked to
+ * each rank the batch is for, one rank after the other, and emits the requested output lazily from
+ * the kernel's result, so a task holds one batch and one result at a time.
  */
 public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
   private static final long serialVersionUID = 1L;
@@ -54,7 +68,6 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     TaskContext ctx = TaskContext.get();
     if (ctx != null) {
       ctx.addTaskCompletionListener((TaskCompletionListener) c -> it.closeCurrent());
-      ExecutorRuntime.noteTaskDevice(ctx);
     }
     return it;
   }
@@ -64,6 +77,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     final int rank;
     final long batch;
     final long[] tokenIds;
+    final int[] members; // the tokens the rank receives (indexes into tokenIds), null for all
     final PermuteResult result;
     final int[] localIndex;
     final int[] localExperts;
@@ -72,10 +86,17 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     long cursor;
     final long count;
 
-    BatchOutput(int rank, long batch, long[] tokenIds, PermuteResult result, ExpertPlacement p) {
+    BatchOutput(
+        int rank,
+        long batch,
+        long[] tokenIds,
+        int[] members,
+        PermuteResult result,
+        ExpertPlacement p) {
       this.rank = rank;
       this.batch = batch;
       this.tokenIds = tokenIds;
+      this.members = members;
       this.result = result;
       this.localExperts = p.expertsOf(rank);
       this.localIndex = new int[p.numExperts()];
@@ -87,15 +108,15 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           switch (output) {
             case ROWS -> result.numOut();
             case PACKED -> planBlocks();
-            case ROW_MAP -> tokenIds.length;
+            case ROW_MAP -> members == null ? tokenIds.length : members.length;
             case TOKENS_PER_EXPERT -> localExperts.length;
+            case SHARDS -> Math.max(1, (result.numOut() + rowsPerPart() - 1) / rowsPerPart());
           };
     }
 
-    private long planBlocks() {
-      SegmentLayout l = result.layout();
+    /** Rows per PACKED block or shard part: as many as {@code maxBlockBytes} holds, at least 1. */
+    private long rowsPerPart() {
       long maxBlockBytes = spec.settings().maxBlockBytes();
-      long rowsPerPart = Math.max(1, maxBlockBytes / rowBytes);
       if (rowBytes > maxBlockBytes) {
         throw new IllegalArgumentException(
             "one hidden row has "
@@ -103,6 +124,12 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
                 + " bytes, more than spark.moeprep.packed.maxBlockBytes = "
                 + maxBlockBytes);
       }
+      return maxBlockBytes / rowBytes;
+    }
+
+    private long planBlocks() {
+      SegmentLayout l = result.layout();
+      long rowsPerPart = rowsPerPart();
       for (int x = 0; x < l.numSegments(); x++) {
         long to = l.segmentEnd(x);
         int part = 0;
@@ -124,6 +151,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
         case PACKED -> block(blocks.get((int) i));
         case ROW_MAP -> rowMap((int) i);
         case TOKENS_PER_EXPERT -> tokensPerExpert(localExperts[(int) i]);
+        case SHARDS -> shard((int) i);
       };
     }
 
@@ -179,13 +207,106 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           hidden);
     }
 
-    private Row rowMap(int t) {
+    private Row rowMap(int i) {
+      int t = members == null ? i : members[i];
       int k = spec.shape().topK();
       int[] ids = new int[k];
       for (int j = 0; j < k; j++) {
         ids[j] = result.rowIdMap().getInt(4L * ((long) t * k + j));
       }
       return RowFactory.create(rank, batch, tokenIds[t], ids);
+    }
+
+    /**
+     * Part {@code part} of the (rank, batch)'s shard ({@link ShardSchema#SHARDS}): its rows of the
+     * permuted tensor and of the per-row tensors, and on part 0 the per-token and per-expert
+     * tensors and the spec. {@code source_token} indexes {@code token_id}, the tokens this rank
+     * received.
+     */
+    private Row shard(int part) {
+      long rows = result.numOut();
+      long perPart = rowsPerPart();
+      int parts = (int) count;
+      long from = part * perPart;
+      long to = Math.min(rows, from + perPart);
+      int n = (int) (to - from);
+      byte[] sources = new byte[8 * n];
+      int[] index = members == null ? null : memberIndex();
+      for (int j = 0; j < n; j++) {
+        long src = result.sourceToken().getLong(8 * (from + j));
+        LONGS.set(sources, 8 * j, src < 0 || index == null ? src : index[(int) src]);
+      }
+      boolean first = part == 0;
+      int k = spec.shape().topK();
+      int tokens = members == null ? tokenIds.length : members.length;
+      return RowFactory.create(
+          rank,
+          batch,
+          part,
+          parts,
+          rows,
+          (long) tokens,
+          spec.shape().hidden(),
+          k,
+          spec.shape().numExperts(),
+          spec.shape().dtype().cliName(),
+          bytes(result.permuted(), from * rowBytes, n * rowBytes),
+          sources,
+          bytes(result.sourceSlot(), 8 * from, 8L * n),
+          result.permutedProbs() == null ? null : bytes(result.permutedProbs(), 4 * from, 4L * n),
+          first ? rowIdMapOfMembers(k) : null,
+          first ? longs(result.tokensPerExpert()) : null,
+          first ? longs(result.layout().offsets()) : null,
+          first ? longs(memberIds()) : null,
+          first ? CollectionConverters.asScala(shardMetadata()) : null);
+    }
+
+    /** For each token of the batch, its index among the rank's tokens ({@code -1}: not one). */
+    private int[] memberIndex() {
+      int[] index = new int[tokenIds.length];
+      Arrays.fill(index, -1);
+      for (int i = 0; i < members.length; i++) {
+        index[members[i]] = i;
+      }
+      return index;
+    }
+
+    private long[] memberIds() {
+      if (members == null) {
+        return tokenIds;
+      }
+      long[] ids = new long[members.length];
+      for (int i = 0; i < ids.length; i++) {
+        ids[i] = tokenIds[members[i]];
+      }
+      return ids;
+    }
+
+    private byte[] rowIdMapOfMembers(int k) {
+      if (members == null) {
+        return bytes(result.rowIdMap(), 0, result.rowIdMap().size());
+      }
+      long slots = 4L * k;
+      byte[] out = new byte[Math.toIntExact(members.length * slots)];
+      for (int i = 0; i < members.length; i++) {
+        result.rowIdMap().copyTo(members[i] * slots, out, (int) (i * slots), slots);
+      }
+      return out;
+    }
+
+    private Map<String, String> shardMetadata() {
+      ProblemShape shape = spec.shape();
+      Map<String, String> m = new LinkedHashMap<>();
+      m.put("ep_size", Integer.toString(shape.expertPlacement().numRanks()));
+      m.put("capacity", shape.capacity().optionValue());
+      m.put("align", Integer.toString(shape.align()));
+      m.put("dispatch", spec.settings().dispatch().name().toLowerCase(Locale.ROOT));
+      if (!shape.placement().isEmpty()) {
+        m.put(
+            "placement",
+            shape.placement().stream().map(String::valueOf).collect(Collectors.joining(",")));
+      }
+      return m;
     }
 
     private Row tokensPerExpert(int e) {
@@ -203,26 +324,128 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
     }
   }
 
+  /**
+   * One batch's tokens in token-id order as kernel input, and the ranks still to permute it for:
+   * the chunks' rank under {@link Partitioning#RANK}, every rank under {@link Partitioning#BATCH}.
+   * The input is shared by the ranks; the kernels mask the routing to each.
+   */
+  private static final VarHandle LONGS =
+      MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+
+  private static byte[] bytes(HostBuffer b, long offset, long length) {
+    byte[] a = new byte[Math.toIntExact(length)];
+    b.copyTo(offset, a, 0, a.length);
+    return a;
+  }
+
+  private static byte[] longs(long[] values) {
+    byte[] a = new byte[Math.multiplyExact(8, values.length)];
+    for (int i = 0; i < values.length; i++) {
+      LONGS.set(a, 8 * i, values[i]);
+    }
+    return a;
+  }
+
+  private final class LoadedBatch implements AutoCloseable {
+    final long batch;
+    final long[] tokenIds;
+    final PermuteInput input;
+    final boolean allRanks;
+    final int[] ranks;
+    int nextRank;
+
+    LoadedBatch(long batch, long[] tokenIds, PermuteInput input, boolean allRanks, int[] ranks) {
+      this.batch = batch;
+      this.tokenIds = tokenIds;
+      this.input = input;
+      this.allRanks = allRanks;
+      this.ranks = ranks;
+    }
+
+    boolean hasNextRank() {
+      return nextRank < ranks.length;
+    }
+
+    /** The permute of the next rank, with the tokens that rank receives. */
+    BatchOutput permuteNext(MoeKernels kernels) {
+      int rank = ranks[nextRank++];
+      ProblemShape shape = spec.shape();
+      PermuteResult result =
+          ExecutorRuntime.runBatch(
+              kernels,
+              spec.settings(),
+              "rank " + rank + ", batch " + batch,
+              backend -> backend.permute(input, shape.optionsForRank(rank)));
+      ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
+      ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * shape.rowBytes());
+      return Closeables.closeOnExcept(
+          result,
+          r -> new BatchOutput(rank, batch, tokenIds, members(rank), r, shape.expertPlacement()));
+    }
+
+    /**
+     * The tokens (indexes into {@link #tokenIds}) that {@code rank} receives, or null for all:
+     * under ALL_TO_ALL, as the all-to-all sends them ({@link RankMasks}), those with an expert on
+     * the rank, and on rank 0 those with no expert at all.
+     */
+    private int[] members(int rank) {
+      if (!allRanks || spec.settings().dispatch() == Dispatch.ALL_GATHER) {
+        return null;
+      }
+      ExpertPlacement placement = spec.shape().expertPlacement();
+      int k = input.topK();
+      int n = tokenIds.length;
+      int[] m = new int[n];
+      int count = 0;
+      for (int t = 0; t < n; t++) {
+        boolean any = false;
+        boolean mine = false;
+        for (int j = 0; j < k && !mine; j++) {
+          int e = input.routing().getInt(4L * ((long) t * k + j));
+          if (e >= 0) {
+            any = true;
+            mine = placement.rankOf(e) == rank;
+          }
+        }
+        if (mine || (!any && rank == 0)) {
+          m[count++] = t;
+        }
+      }
+      return count == n ? null : Arrays.copyOf(m, count);
+    }
+
+    @Override
+    public void close() {
+      Closeables.closeAll(input.tokens(), input.routing(), input.probs());
+    }
+  }
+
   private final class RankIterator implements Iterator<Row> {
     private final BatchReader reader;
     private final MoeKernels kernels;
+    private LoadedBatch loaded;
     private BatchOutput current;
     private int rank = -1;
 
     RankIterator(Iterator<Row> in) {
       RunSettings s = spec.settings();
       this.reader = new BatchReader(in, DispatchChunk.BATCH);
-      this.kernels = ExecutorRuntime.kernels(s.backend(), s.tuning());
+      this.kernels = ExecutorRuntime.kernels(s.backend(), s.tuning(), TaskContext.get());
     }
 
     @Override
     public boolean hasNext() {
       while (current == null || !current.hasNext()) {
-        closeCurrent();
+        closeCurrentOutput();
+        if (loaded != null && loaded.hasNextRank()) {
+          current = loaded.permuteNext(kernels);
+          continue;
+        }
+        closeLoaded();
         if (!reader.hasNext()) {
           return false;
         }
-        current = permute(reader.next());
+        loaded = load(reader.next());
       }
       return true;
     }
@@ -235,28 +458,44 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       return current.next();
     }
 
+    /** Frees the batch and the result in hand (at the end of the task, also a failed one). */
     void closeCurrent() {
+      try {
+        closeCurrentOutput();
+      } finally {
+        closeLoaded();
+      }
+    }
+
+    private void closeCurrentOutput() {
       if (current != null) {
         current.result.close();
         current = null;
       }
     }
 
-    private BatchOutput permute(List<Row> rows) {
+    private void closeLoaded() {
+      if (loaded != null) {
+        loaded.close();
+        loaded = null;
+      }
+    }
+
+    /** Reads a batch's chunks into kernel input, in token-id order. */
+    private LoadedBatch load(List<Row> rows) {
       List<DispatchChunk> chunks = new ArrayList<>(rows.size());
       for (Row r : rows) {
         chunks.add(DispatchChunk.of(r));
       }
       rows.clear();
       DispatchChunk first = chunks.get(0);
-      if (rank < 0) {
+      if (rank == -1) {
         rank = first.rank();
       }
       long batch = first.batch();
       ProblemShape shape = spec.shape();
       int k = shape.topK();
       long rowBytes = shape.rowBytes();
-      // the batch's tokens, from all its chunks, in token-id order
       int n = 0;
       for (DispatchChunk c : chunks) {
         if (c.rank() != rank) {
@@ -278,28 +517,31 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
         }
       }
       TokenOrder order = TokenOrder.of(arrived, batch);
-      try (HostBuffer tokens = HostBuffer.allocate(n * rowBytes);
-          HostBuffer routing = HostBuffer.allocate(4L * n * k);
-          HostBuffer probs = hasProbs ? HostBuffer.allocate(4L * n * k) : null) {
-        for (int t = 0; t < n; t++) {
-          int s = order.source(t);
-          chunks.get(chunkOf[s]).copyToken(indexIn[s], k, rowBytes, tokens, routing, probs, t);
-        }
-        chunks.clear();
-        PermuteInput input =
-            new PermuteInput(tokens, n, shape.hidden(), shape.dtype(), routing, k, probs);
-        PermuteResult result =
-            ExecutorRuntime.runBatch(
-                kernels,
-                spec.settings(),
-                "rank " + rank + ", batch " + batch,
-                backend -> backend.permute(input, shape.optionsForRank(rank)));
-        ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
-        ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * rowBytes);
-        return Closeables.closeOnExcept(
-            result,
-            r -> new BatchOutput(rank, batch, order.sortedIds(), r, shape.expertPlacement()));
-      }
+      int tokens = n;
+      HostBuffer[] buffers = new HostBuffer[3]; // filled as allocated: closed on a failure
+      return Closeables.closeOnExcept(
+          () -> {
+            buffers[0] = HostBuffer.allocate(tokens * rowBytes);
+            buffers[1] = HostBuffer.allocate(4L * tokens * k);
+            buffers[2] = hasProbs ? HostBuffer.allocate(4L * tokens * k) : null;
+            for (int t = 0; t < tokens; t++) {
+              int src = order.source(t);
+              chunks
+                  .get(chunkOf[src])
+                  .copyToken(indexIn[src], k, rowBytes, buffers[0], buffers[1], buffers[2], t);
+            }
+            chunks.clear();
+            PermuteInput input =
+                new PermuteInput(
+                    buffers[0], tokens, shape.hidden(), shape.dtype(), buffers[1], k, buffers[2]);
+            boolean allRanks = rank == DispatchChunk.ALL_RANKS;
+            int[] ranks =
+                allRanks
+                    ? IntStream.range(0, shape.expertPlacement().numRanks()).toArray()
+                    : new int[] {rank};
+            return new LoadedBatch(batch, order.sortedIds(), input, allRanks, ranks);
+          },
+          buffers);
     }
   }
 }

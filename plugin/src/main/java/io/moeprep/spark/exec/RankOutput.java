@@ -1,5 +1,6 @@
 package io.moeprep.spark.exec;
 
+import io.moeprep.spark.sink.ShardSchema;
 import io.moeprep.spark.spec.Schemas;
 import org.apache.spark.sql.types.StructType;
 
@@ -12,7 +13,9 @@ public enum RankOutput {
   /** {@link Schemas#ROW_MAP}. */
   ROW_MAP(Schemas.ROW_MAP),
   /** {@link Schemas#TOKENS_PER_EXPERT}. */
-  TOKENS_PER_EXPERT(Schemas.TOKENS_PER_EXPERT);
+  TOKENS_PER_EXPERT(Schemas.TOKENS_PER_EXPERT),
+  /** {@link ShardSchema#SHARDS}: the safetensors sink's input, every tensor of a (rank, batch). */
+  SHARDS(ShardSchema.SHARDS);
 
   private final StructType schema;
 

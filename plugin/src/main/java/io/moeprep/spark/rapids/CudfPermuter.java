@@ -12,10 +12,15 @@ import ai.rapids.cudf.HostMemoryBuffer;
 import ai.rapids.cudf.OutOfBoundsPolicy;
 import ai.rapids.cudf.Scalar;
 import ai.rapids.cudf.Table;
+import io.moeprep.kernels.KernelTuning;
 import io.moeprep.kernels.contract.PermuteOptions;
 import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.cuda.CudaDevice;
-import io.moeprep.kernels.cuda.DeviceKernels;
+import io.moeprep.kernels.cuda.DeviceMoeKernels;
+import io.moeprep.kernels.cuda.DeviceRouting;
+import io.moeprep.kernels.cuda.DeviceRows;
+import io.moeprep.kernels.cuda.PermuteLauncher;
+import io.moeprep.kernels.cuda.RoutingMapLauncher;
 import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.spark.exec.TokenOrder;
 import java.util.ArrayList;
@@ -26,8 +31,10 @@ import java.util.Optional;
  * Permutes one (rank, batch) held in cudf columns on the GPU, without copying the hidden data to
  * the host: the device addresses of the dispatched chunks' {@code hidden} and {@code expert_ids}
  * child buffers (BINARY columns, cudf LIST&lt;UINT8&gt;, holding packed bf16/f32/... rows and int32
- * ids) go straight to {@link DeviceKernels}, which run on the calling thread's per-thread default
- * stream (cudf's stream under RAPIDS); every output buffer comes from RMM ({@link
+ * ids) go straight to {@link DeviceMoeKernels}, the validated device-level entry of the kernels
+ * (the contract's checks on the shapes, addresses and routing; the maps by the fused kernel where
+ * it applies), which run on the calling thread's per-thread default stream (cudf's stream under
+ * RAPIDS), on cudf's current device; every output buffer comes from RMM ({@link
  * DeviceMemoryBuffer#allocate}); the output is cudf tables.
  *
  * <p>Each output table holds consecutive output rows with the columns of {@link #COLUMNS} (the
@@ -71,6 +78,16 @@ public final class CudfPermuter {
   private final int topK;
   private final long rowBytes;
   private final long maxPieceBytes;
+  private final KernelTuning tuning;
+  private final int taskDevice;
+
+  /**
+   * As {@link #CudfPermuter(int, io.moeprep.kernels.DType, int, long, KernelTuning, int)} with the
+   * shipped tuning and no task device.
+   */
+  public CudfPermuter(int hidden, io.moeprep.kernels.DType dtype, int topK, long maxPieceBytes) {
+    this(hidden, dtype, topK, maxPieceBytes, KernelTuning.DEFAULT, -1);
+  }
 
   /**
    * @param hidden elements per token
@@ -78,8 +95,19 @@ public final class CudfPermuter {
    * @param topK slots per token
    * @param maxPieceBytes most hidden bytes in one output table, in {@code [rowBytes, 2^31 - 1]}
    *     ({@link #CUDF_MAX_CHILD_BYTES} in production; smaller in tests to force a split)
+   * @param tuning the kernels' tuning (the job's)
+   * @param taskDevice the GPU Spark assigned the task, or {@code -1}: when set, it must be cudf's
+   *     current device (where the data lives)
    */
-  public CudfPermuter(int hidden, io.moeprep.kernels.DType dtype, int topK, long maxPieceBytes) {
+  public CudfPermuter(
+      int hidden,
+      io.moeprep.kernels.DType dtype,
+      int topK,
+      long maxPieceBytes,
+      KernelTuning tuning,
+      int taskDevice) {
+    this.tuning = tuning;
+    this.taskDevice = taskDevice;
     this.hidden = hidden;
     this.dtype = dtype;
     this.topK = topK;
@@ -134,7 +162,18 @@ public final class CudfPermuter {
       throw new IllegalArgumentException("batch " + batch + ": probs expected but absent");
     }
     int device = Cuda.getDevice();
-    DeviceKernels kernels = DeviceKernels.on(CudaDevice.get(device));
+    if (taskDevice >= 0 && taskDevice != device) {
+      throw new IllegalStateException(
+          "rank "
+              + rank
+              + " batch "
+              + batch
+              + ": the task was assigned GPU "
+              + taskDevice
+              + " but cudf's current device, where its columns live, is "
+              + device);
+    }
+    DeviceMoeKernels kernels = DeviceMoeKernels.on(device, tuning);
     List<Table> out = new ArrayList<>();
     try (Closeables.Scope owned = new Closeables.Scope()) {
       long numOut;
@@ -154,10 +193,13 @@ public final class CudfPermuter {
           probsAt = reordered(probsIn, n, 4 * k, order, false, owned).getAddress();
         }
       }
-      try (DeviceKernels.RoutingPlan plan = kernels.plan(routing, n, topK, options, null, null)) {
-        layout = plan.layout();
-        numOut = plan.numOut();
-        padding = plan.hasPadding();
+      DeviceMemoryBuffer rowIdMap = alloc(4L * n * k, owned);
+      try (RoutingMapLauncher.DeviceMaps maps =
+          kernels.map(
+              new DeviceRouting(routing, probsAt, n, topK), options, rowIdMap.getAddress(), null)) {
+        layout = maps.layout();
+        numOut = maps.numOut();
+        padding = maps.hasPadding();
         if (numOut == 0) {
           return out;
         }
@@ -165,25 +207,20 @@ public final class CudfPermuter {
           throw new IllegalArgumentException(
               "rank " + rank + " batch " + batch + ": " + numOut + " output rows exceed 2^31 - 1");
         }
-        DeviceMemoryBuffer rowIdMap = alloc(4L * n * k, owned);
+        // the maps' sources live in the kernels' scratch: copy them (20 bytes a row) into RMM
+        // buffers that the output columns own
         DeviceMemoryBuffer tokBuf = DeviceMemoryBuffer.allocate(8L * numOut);
         srcToken = own(column(DType.INT64, numOut, tokBuf), owned);
         DeviceMemoryBuffer slotBuf = DeviceMemoryBuffer.allocate(8L * numOut);
         srcSlot = own(column(DType.INT64, numOut, slotBuf), owned);
-        DeviceMemoryBuffer probBuf = null;
+        kernels.copies().copy(tokBuf.getAddress(), maps.srcToken(), 8L * numOut, null);
+        kernels.copies().copy(slotBuf.getAddress(), maps.srcSlot(), 8L * numOut, null);
         if (probsAt != 0) {
-          probBuf = DeviceMemoryBuffer.allocate(4L * numOut);
+          DeviceMemoryBuffer probBuf = DeviceMemoryBuffer.allocate(4L * numOut);
           probs = own(column(DType.FLOAT32, numOut, probBuf), owned);
+          kernels.copies().copy(probBuf.getAddress(), maps.permutedProbs(), 4L * numOut, null);
         }
         permuted = alloc(numOut * rowBytes, owned);
-        kernels.buildMaps(
-            plan,
-            rowIdMap.getAddress(),
-            tokBuf.getAddress(),
-            slotBuf.getAddress(),
-            probsAt,
-            probBuf == null ? 0 : probBuf.getAddress(),
-            null);
         long rowMap = rowIdMap.getAddress();
         if (!sorted) {
           // the hidden rows stay where the chunks put them: give the kernel the row map in that
@@ -192,18 +229,15 @@ public final class CudfPermuter {
           rowMap = reordered(rowIdMap.getAddress(), n, 4 * k, order, true, owned).getAddress();
         }
         kernels.permuteRows(
-            in.hidden(),
-            rowMap,
-            n,
-            topK,
-            tokBuf.getAddress(),
-            permuted.getAddress(),
-            numOut,
-            padding,
-            hidden,
-            dtype,
+            new PermuteLauncher.Rows(
+                new DeviceRows(in.hidden(), n, hidden, dtype),
+                topK,
+                rowMap,
+                tokBuf.getAddress(),
+                new DeviceRows(permuted.getAddress(), numOut, hidden, dtype),
+                padding),
             null);
-        // the plan's scratch is freed on close: wait for the kernels that read it
+        // the maps' scratch is freed on close: wait for the kernels and copies that read it
         kernels.device().synchronize(CudaDevice.PER_THREAD_STREAM);
       }
       int rows = (int) numOut;

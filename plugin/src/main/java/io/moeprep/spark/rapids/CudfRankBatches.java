@@ -50,11 +50,28 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
    */
   public CudfRankBatches(
       Iterator<Table> in, PermuteSpec spec, boolean hasProbs, long maxPieceBytes) {
+    this(in, spec, hasProbs, maxPieceBytes, -1);
+  }
+
+  /**
+   * @param in the partition's tables, each closed here once used
+   * @param maxPieceBytes most hidden bytes per output table
+   * @param taskDevice the GPU Spark assigned the task, or {@code -1}
+   */
+  public CudfRankBatches(
+      Iterator<Table> in, PermuteSpec spec, boolean hasProbs, long maxPieceBytes, int taskDevice) {
     this.in = in;
     this.spec = spec;
     this.hasProbs = hasProbs;
     ProblemShape s = spec.shape();
-    this.permuter = new CudfPermuter(s.hidden(), s.dtype(), s.topK(), maxPieceBytes);
+    this.permuter =
+        new CudfPermuter(
+            s.hidden(),
+            s.dtype(),
+            s.topK(),
+            maxPieceBytes,
+            spec.settings().tuning().kernelTuning(),
+            taskDevice);
   }
 
   /** Batches permuted so far. */

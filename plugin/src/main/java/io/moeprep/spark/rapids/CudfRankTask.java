@@ -28,10 +28,11 @@ final class CudfRankTask implements FlatMapFunction<Iterator<Table>, Table> {
 
   @Override
   public Iterator<Table> call(Iterator<Table> in) {
-    CudfRankBatches batches = new CudfRankBatches(in, spec, hasProbs, maxPieceBytes);
     TaskContext ctx = TaskContext.get();
+    // the task's own GPU (its resources), checked against cudf's current device per batch
+    CudfRankBatches batches =
+        new CudfRankBatches(in, spec, hasProbs, maxPieceBytes, ExecutorRuntime.taskDevice(ctx));
     if (ctx != null) {
-      ExecutorRuntime.noteTaskDevice(ctx);
       ctx.addTaskCompletionListener(
           (TaskCompletionListener)
               c -> {

@@ -22,18 +22,19 @@ import org.apache.spark.sql.types.StructType;
  * #of(Row)}, {@link #copyToken}), the RAPIDS route (the column positions and widths below, read on
  * the device) and {@link Schemas#DISPATCH}.
  *
- * <p>Columns, in order: {@code ep_rank} (the destination rank), {@code pkey} (the shuffle key that
- * lands the chunk in partition {@code ep_rank}), {@code batch}, {@code n} (tokens), and four
- * little-endian packed columns: {@code token_ids} ({@code n} int64), {@code expert_ids} ({@code n x
- * K} int32, masked to the rank under ALL_TO_ALL), {@code probs} ({@code n x K} float32, or null
- * when the input has none), {@code hidden} ({@code n x H} elements of the dtype). Token {@code i}
- * of a chunk is entry {@code i} of each packed column. A chunk with {@code n = 0} only says that
- * the batch exists, so that its rank permutes it.
+ * <p>Columns, in order: {@code ep_rank} (the destination rank, or {@link #ALL_RANKS}), {@code pkey}
+ * (the shuffle key that lands the chunk in partition {@code ep_rank}), {@code batch}, {@code n}
+ * (tokens), and four little-endian packed columns: {@code token_ids} ({@code n} int64), {@code
+ * expert_ids} ({@code n x K} int32, masked to the rank under ALL_TO_ALL with {@link
+ * Partitioning#RANK}), {@code probs} ({@code n x K} float32, or null when the input has none),
+ * {@code hidden} ({@code n x H} elements of the dtype). Token {@code i} of a chunk is entry {@code
+ * i} of each packed column. A chunk with {@code n = 0} only says that the batch exists, so that its
+ * rank permutes it.
  *
  * <p>The {@code int} constants are compile-time constants: code that must not load Spark classes
  * (the cudf route, run without Spark in its GPU test) reads them without loading this class.
  *
- * @param rank the destination EP rank
+ * @param rank the destination EP rank, or {@link #ALL_RANKS}
  * @param partitionKey the shuffle key of {@code rank}
  * @param batch the batch of every token of the chunk
  * @param numTokens {@code n}
@@ -51,6 +52,12 @@ public record DispatchChunk(
     byte[] expertIds,
     byte[] probs,
     byte[] hidden) {
+
+  /**
+   * The {@code ep_rank} of a chunk bound for every rank ({@link Partitioning#BATCH}): its routing
+   * is not masked, and the task that holds its batch permutes it for each rank.
+   */
+  public static final int ALL_RANKS = -1;
 
   /** Position of {@code ep_rank}. */
   public static final int RANK = 0;

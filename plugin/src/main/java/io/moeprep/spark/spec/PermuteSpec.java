@@ -110,10 +110,10 @@ public final class PermuteSpec implements Serializable {
    * or {@code placement} (comma-separated rank of each expert), {@code hidden}, {@code dtype},
    * {@code topK}, optional {@code capacity} ({@code none}, {@code numOut:M}, {@code perExpert:C},
    * {@code perExpertPadded:C}), {@code align}, {@code tokensPerBatch}, {@code dispatch}, {@code
-   * layout}, {@code backend}, {@code maxBlockBytes}, {@code chunkBytes}, {@code badRows} ({@code
-   * fail | skip}), {@code gpuMemoryLimit}, {@code oomFallback}, and column names {@code
-   * tokenIdCol}, {@code hiddenCol}, {@code expertIdsCol}, {@code probsCol}, {@code batchCol}. Keys
-   * ignore case.
+   * partitioning}, {@code batchPartitions}, {@code layout}, {@code backend}, {@code maxBlockBytes},
+   * {@code chunkBytes}, {@code badRows} ({@code fail | skip}), {@code gpuMemoryLimit}, {@code
+   * oomFallback}, and column names {@code tokenIdCol}, {@code hiddenCol}, {@code expertIdsCol},
+   * {@code probsCol}, {@code batchCol}. Keys ignore case.
    */
   public static PermuteSpec fromOptions(Map<String, String> options) {
     Function<String, String> o = k -> option(options, k);
@@ -161,6 +161,12 @@ public final class PermuteSpec implements Serializable {
     }
     if (o.apply("dispatch") != null) {
       b.dispatch(Dispatch.parse(o.apply("dispatch")));
+    }
+    if (o.apply("partitioning") != null) {
+      b.partitioning(Partitioning.parse(o.apply("partitioning")));
+    }
+    if (o.apply("batchPartitions") != null) {
+      b.batchPartitions(MoePrepConf.BATCH_PARTITIONS.parse(o.apply("batchPartitions")));
     }
     if (o.apply("layout") != null) {
       b.layout(Layout.parse(o.apply("layout")));
@@ -320,6 +326,20 @@ public final class PermuteSpec implements Serializable {
     /** Dispatch mode ({@code null}: the session's). */
     public Builder dispatch(Dispatch d) {
       return set(MoePrepConf.DISPATCH, d == null ? null : Choices.name(d));
+    }
+
+    /**
+     * How the work is laid out over Spark partitions ({@code null}: the session's): {@link
+     * Partitioning#RANK} (partition r = rank r) or {@link Partitioning#BATCH} (shuffle-less, for
+     * output written per rank).
+     */
+    public Builder partitioning(Partitioning p) {
+      return set(MoePrepConf.PARTITIONING, p == null ? null : Choices.name(p));
+    }
+
+    /** Partitions of the shuffle by batch ({@code 0} = {@code spark.sql.shuffle.partitions}). */
+    public Builder batchPartitions(int p) {
+      return check(MoePrepConf.BATCH_PARTITIONS, Integer.toString(p));
     }
 
     /** Output layout ({@code null}: the session's). */

@@ -74,6 +74,18 @@ public record ProblemShape(
       return policyOf(kind, value, padToCapacity);
     }
 
+    /**
+     * This capacity in the syntax of the {@code capacity} option ({@link PermuteSpec#fromOptions}):
+     * {@code none}, {@code numOut:M}, {@code perExpert:C} or {@code perExpertPadded:C}.
+     */
+    public String optionValue() {
+      return switch (kind) {
+        case NONE -> "none";
+        case NUM_OUT -> "numOut:" + value;
+        case PER_EXPERT -> (padToCapacity ? "perExpertPadded:" : "perExpert:") + value;
+      };
+    }
+
     private static CapacityPolicy policyOf(Kind kind, long value, boolean pad) {
       return switch (kind) {
         case NONE -> CapacityPolicy.NONE;

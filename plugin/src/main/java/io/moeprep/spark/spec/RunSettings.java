@@ -11,7 +11,10 @@ import java.util.function.Function;
  * source options take the place of the session's.
  *
  * @param layout the output layout
- * @param dispatch how tokens reach the rank partitions
+ * @param dispatch which tokens each rank receives, and with which routing
+ * @param partitioning how the work is laid out over Spark partitions
+ * @param batchPartitions partitions of the shuffle by batch under {@link Partitioning#BATCH}
+ *     ({@code 0}: {@code spark.sql.shuffle.partitions})
  * @param backend the kernel backend ({@code auto} becomes {@code cuda} under {@code
  *     spark.moeprep.gpu.required=true})
  * @param maxBlockBytes the largest PACKED hidden block, in bytes
@@ -27,6 +30,8 @@ import java.util.function.Function;
 public record RunSettings(
     Layout layout,
     Dispatch dispatch,
+    Partitioning partitioning,
+    int batchPartitions,
     BackendChoice backend,
     long maxBlockBytes,
     long chunkBytes,
@@ -46,6 +51,8 @@ public record RunSettings(
     return new RunSettings(
         Layout.parse(MoePrepConf.LAYOUT.readFrom(conf)),
         Dispatch.parse(MoePrepConf.DISPATCH.readFrom(conf)),
+        Partitioning.parse(MoePrepConf.PARTITIONING.readFrom(conf)),
+        MoePrepConf.BATCH_PARTITIONS.readFrom(conf),
         backend,
         MoePrepConf.PACKED_MAX_BLOCK_BYTES.readFrom(conf),
         MoePrepConf.DISPATCH_CHUNK_BYTES.readFrom(conf),

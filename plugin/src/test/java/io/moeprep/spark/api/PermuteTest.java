@@ -16,20 +16,24 @@ import io.moeprep.spark.SparkSessions;
 import io.moeprep.spark.TokenBatch;
 import io.moeprep.spark.exec.ExecutorRuntime;
 import io.moeprep.spark.spec.Dispatch;
+import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
+import java.util.stream.Stream;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.functions;
 import org.apache.spark.storage.StorageLevel;
 import org.junit.jupiter.params.ParameterizedTest;
-import org.junit.jupiter.params.provider.EnumSource;
+import org.junit.jupiter.params.provider.Arguments;
+import org.junit.jupiter.params.provider.MethodSource;
 
 /**
  * Local-mode permute against the kernels run directly on each batch sorted by token id: every
@@ -206,16 +210,24 @@ class PermuteTest {
     return m;
   }
 
+  /** Every dispatch under every partitioning. */
+  static Stream<Arguments> modes() {
+    return Arrays.stream(Dispatch.values())
+        .flatMap(d -> Arrays.stream(Partitioning.values()).map(p -> Arguments.of(d, p)));
+  }
+
   @ParameterizedTest
-  @EnumSource(Dispatch.class)
-  void randomBatchesEqualTheKernels(Dispatch dispatch) {
-    SplittableRandom rnd = Seeds.fresh("randomBatchesEqualTheKernels " + dispatch);
+  @MethodSource("modes")
+  void randomBatchesEqualTheKernels(Dispatch dispatch, Partitioning partitioning) {
+    SplittableRandom rnd =
+        Seeds.fresh("randomBatchesEqualTheKernels " + dispatch + " " + partitioning);
     TokenBatch tb = TokenBatch.random(rnd, 3, 1 + rnd.nextInt(120), 37, DType.BF16, 3, 8, 0.25);
     PermuteSpec spec =
         PermuteSpec.builder(8, 4)
             .hidden(37, DType.BF16)
             .topK(3)
             .dispatch(dispatch)
+            .partitioning(partitioning)
             .backend(BackendChoice.CPU)
             .chunkBytes(1 + rnd.nextInt(600)) // many chunks per (rank, batch), merged by the rank
             .build();
@@ -226,9 +238,10 @@ class PermuteTest {
   }
 
   @ParameterizedTest
-  @EnumSource(Dispatch.class)
-  void explicitPlacementWithoutProbs(Dispatch dispatch) {
-    SplittableRandom rnd = Seeds.fresh("explicitPlacementWithoutProbs " + dispatch);
+  @MethodSource("modes")
+  void explicitPlacementWithoutProbs(Dispatch dispatch, Partitioning partitioning) {
+    SplittableRandom rnd =
+        Seeds.fresh("explicitPlacementWithoutProbs " + dispatch + " " + partitioning);
     TokenBatch tb = TokenBatch.random(rnd, 2, 1 + rnd.nextInt(80), 5, DType.F32, 4, 6, 0.1);
     int[] placement = {2, 0, 2, 1, 0, 2}; // E = 6 over 3 ranks, not contiguous
     PermuteSpec spec =
@@ -237,23 +250,25 @@ class PermuteTest {
             .hidden(5, DType.F32)
             .topK(4)
             .dispatch(dispatch)
+            .partitioning(partitioning)
             .build();
     assertMatchesKernels(tb, MoePrep.permute(tb.toDataFrame(spark, false), spec), false);
   }
 
   @ParameterizedTest
-  @EnumSource(Dispatch.class)
-  void capacityAndPadding(Dispatch dispatch) {
-    SplittableRandom rnd = Seeds.fresh("capacityAndPadding " + dispatch);
+  @MethodSource("modes")
+  void capacityAndPadding(Dispatch dispatch, Partitioning partitioning) {
+    SplittableRandom rnd = Seeds.fresh("capacityAndPadding " + dispatch + " " + partitioning);
     TokenBatch tb = TokenBatch.random(rnd, 2, 20 + rnd.nextInt(60), 3, DType.F16, 2, 8, 0.2);
     Dataset<Row> df = tb.toDataFrame(spark, true);
     PermuteSpec.Builder base = PermuteSpec.builder(8, 2).hidden(3, DType.F16).topK(2);
-    base.dispatch(dispatch);
+    base.dispatch(dispatch).partitioning(partitioning);
     assertMatchesKernels(
         tb, MoePrep.permute(df, base.perExpertCapacity(3, true).align(1).build()), true);
     assertMatchesKernels(
         tb, MoePrep.permute(df, base.perExpertCapacity(2, false).align(4).build()), true);
-    PermuteSpec.Builder numOut = PermuteSpec.builder(8, 2).hidden(3, DType.F16).topK(2);
+    PermuteSpec.Builder numOut =
+        PermuteSpec.builder(8, 2).hidden(3, DType.F16).topK(2).partitioning(partitioning);
     assertMatchesKernels(
         tb, MoePrep.permute(df, numOut.dispatch(dispatch).numOut(7).build()), true);
     assertMatchesKernels(
@@ -261,9 +276,9 @@ class PermuteTest {
   }
 
   @ParameterizedTest
-  @EnumSource(Dispatch.class)
-  void rankWithNoTokensAndTokensWithoutLocalSlots(Dispatch dispatch) {
-    SplittableRandom rnd = Seeds.fresh("rankWithNoTokens " + dispatch);
+  @MethodSource("modes")
+  void rankWithNoTokensAndTokensWithoutLocalSlots(Dispatch dispatch, Partitioning partitioning) {
+    SplittableRandom rnd = Seeds.fresh("rankWithNoTokens " + dispatch + " " + partitioning);
     // E = 8 over 4 ranks; every id is in [0, 4): ranks 2 and 3 receive no token at all
     List<TokenBatch.Token> toks = new ArrayList<>();
     for (int t = 0; t < 30; t++) {
@@ -277,7 +292,12 @@ class PermuteTest {
     }
     TokenBatch tb = new TokenBatch(toks, 4, DType.BF16, 2, 8);
     PermuteSpec spec =
-        PermuteSpec.builder(8, 4).hidden(4, DType.BF16).topK(2).dispatch(dispatch).build();
+        PermuteSpec.builder(8, 4)
+            .hidden(4, DType.BF16)
+            .topK(2)
+            .dispatch(dispatch)
+            .partitioning(partitioning)
+            .build();
     PermuteOutput out = MoePrep.permute(tb.toDataFrame(spark, true), spec);
     assertMatchesKernels(tb, out, true);
     List<Row> perRank = out.rows().groupBy("ep_rank").count().orderBy("ep_rank").collectAsList();
