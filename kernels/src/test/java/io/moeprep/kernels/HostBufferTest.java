@@ -83,6 +83,31 @@ class HostBufferTest {
   }
 
   @Test
+  void theCacheKeepsAtMostItsLimitAndNothingWhenOff() {
+    long size = 1L << 20;
+    try {
+      HostBuffer.trimCache();
+      HostBuffer.setCacheLimit(2 * size);
+      HostBuffer a = HostBuffer.allocate(size);
+      HostBuffer b = HostBuffer.allocate(size);
+      HostBuffer c = HostBuffer.allocate(size);
+      a.close();
+      b.close();
+      c.close();
+      assertEquals(2 * size, HostBuffer.cachedBytes(), "the third block is freed, not cached");
+      HostBuffer.setCacheLimit(size);
+      assertTrue(HostBuffer.cachedBytes() <= size, "a lower limit frees the excess");
+      HostBuffer.setCacheLimit(0);
+      assertEquals(0, HostBuffer.cachedBytes());
+      HostBuffer.allocate(size).close();
+      assertEquals(0, HostBuffer.cachedBytes(), "limit 0: closed blocks are freed at once");
+      assertThrows(IllegalArgumentException.class, () -> HostBuffer.setCacheLimit(-1));
+    } finally {
+      HostBuffer.setCacheLimit(HostBuffer.DEFAULT_CACHE_LIMIT);
+    }
+  }
+
+  @Test
   void bytesCopyToAndFromJavaArraysWithinBounds() {
     byte[] src = {1, 2, 3, 4, 5, 6, 7};
     try (HostBuffer b = HostBuffer.allocateZeroed(8)) {

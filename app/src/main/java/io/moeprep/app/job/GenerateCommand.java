@@ -1,5 +1,6 @@
 package io.moeprep.app.job;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
@@ -125,6 +126,7 @@ final class GenerateCommand implements JobCommand {
       rows.write().options(MoePrep.PARQUET_OPTIONS).parquet(dir.path(""));
       step.done();
       ObjectNode m = manifest(p, (System.nanoTime() - start) / 1e9);
+      m.put(OutputDir.GENERATION, dir.generation());
       dir.writeText(MANIFEST, Json.write(m));
       dir.commit();
     }
@@ -145,6 +147,24 @@ final class GenerateCommand implements JobCommand {
         table.seed,
         out);
     return 0;
+  }
+
+  /**
+   * The files of the token table in {@code dir}: the generation its {@value #MANIFEST} names (see
+   * {@link OutputDir}), else {@code dir} itself (any Parquet table).
+   *
+   * @param manifest the table's {@value #MANIFEST}, or null
+   */
+  static String tablePath(String dir, JsonNode manifest) {
+    return OutputDir.datasetPath(dir, manifest, "");
+  }
+
+  /** {@link #tablePath(String, JsonNode)}, reading the manifest when there is one. */
+  static String tablePath(Configuration hadoop, String dir) throws IOException {
+    org.apache.hadoop.fs.Path gm = new org.apache.hadoop.fs.Path(dir, MANIFEST);
+    return gm.getFileSystem(hadoop).exists(gm)
+        ? tablePath(dir, Json.read(hadoop, dir, MANIFEST, "--input"))
+        : dir;
   }
 
   private ObjectNode manifest(int p, double seconds) {

@@ -62,8 +62,10 @@ import picocli.CommandLine.Option;
       "                         reason)",
       "  DIR/manifest.json      inputs, options, backend per rank, tokens per expert, dropped",
       "                         slots, bad rows and timings",
-      "DIR appears only when complete. --experts, --hidden, --dtype and --top-k default to the",
-      "values in TOKENS/_manifest.json when TOKENS was written by moeprep generate."
+      "The datasets lie in DIR/generation=ID/, the generation the manifest names; the manifest is",
+      "written last: DIR has it only when complete. --experts, --hidden, --dtype and --top-k",
+      "default to the values in TOKENS/_manifest.json when TOKENS was written by moeprep",
+      "generate."
     })
 final class PermuteCommand implements JobCommand {
   static final String MANIFEST = "manifest.json";
@@ -187,6 +189,9 @@ final class PermuteCommand implements JobCommand {
   /** TOKENS/_manifest.json of moeprep generate, or null; read by {@link #checkPaths}. */
   private JsonNode gen;
 
+  /** The token table's files: TOKENS, or the generation its manifest names. */
+  private String table;
+
   /** The spec options given and taken from {@link #gen}; set by {@link #checkPaths}. */
   private Map<String, String> given;
 
@@ -245,6 +250,7 @@ final class PermuteCommand implements JobCommand {
         gm.getFileSystem(hadoop).exists(gm)
             ? Json.read(hadoop, input, GenerateCommand.MANIFEST, "--input")
             : null;
+    table = GenerateCommand.tablePath(input, gen);
     given = specOptions(gen);
     PermuteSpec.fromOptions(given);
   }
@@ -355,17 +361,18 @@ final class PermuteCommand implements JobCommand {
     }
     Map<String, String> options = resolvedOptions(spec, given);
     ObjectNode timings = Json.object();
-    Dataset<Row> tokens = ctx.spark.read().parquet(input);
+    Dataset<Row> tokens = ctx.spark.read().parquet(table);
     PermuteOutput perm = MoePrep.permute(tokens, spec);
-    try (Progress.Step s = ctx.progress.step("dispatch")) {
-      // the dispatch (map tasks and the shuffle), cached for the three outputs
-      perm.persist(StorageLevel.MEMORY_AND_DISK());
-      timings.put("dispatch", s.done());
-    }
     CollectionAccumulator<String> backends =
         ctx.spark.sparkContext().collectionAccumulator("moeprep.permute.backends");
     long badRows;
+    // the output's lock first: a second run on DIR fails before any work
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
+      try (Progress.Step s = ctx.progress.step("dispatch")) {
+        // the dispatch (map tasks and the shuffle), cached for the three outputs
+        perm.persist(StorageLevel.MEMORY_AND_DISK());
+        timings.put("dispatch", s.done());
+      }
       boolean shards = format.equals("safetensors");
       String what = shards ? "safetensors" : options.get("layout");
       try (Progress.Step s = ctx.progress.step("data (" + what + ")")) {
@@ -509,12 +516,13 @@ final class PermuteCommand implements JobCommand {
     m.put("created", java.time.Instant.now().toString());
     ObjectNode in = m.putObject("input");
     in.put("path", input);
-    in.put("rows", ctx.spark.read().parquet(input).count());
+    in.put("rows", ctx.spark.read().parquet(table).count());
     if (gen != null) {
       in.set("generate", gen);
     }
     ObjectNode opts = m.putObject("options");
     options.forEach(opts::put);
+    m.put(OutputDir.GENERATION, dir.generation());
     ObjectNode outs = m.putObject("outputs");
     outs.put("data", "data");
     outs.put("format", format);

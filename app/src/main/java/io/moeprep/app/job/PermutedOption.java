@@ -29,4 +29,12 @@ final class PermutedOption {
     JobContext.requireExists(hadoop, dir, "--permuted");
     manifest = Json.read(hadoop, dir, PermuteCommand.MANIFEST, "--permuted");
   }
+
+  /**
+   * The path of the permute's dataset {@code name} ({@code data}, {@code row_map}, ...): in the
+   * generation its manifest names (see {@link OutputDir}).
+   */
+  String path(String name) {
+    return OutputDir.datasetPath(dir, manifest, name);
+  }
 }

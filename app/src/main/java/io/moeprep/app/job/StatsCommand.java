@@ -97,7 +97,7 @@ final class StatsCommand implements JobCommand {
     ExpertLoad load = new ExpertLoad(spec.shape().expertPlacement());
     try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
       for (Row r :
-          ctx.table(permuted.dir + "/tokens_per_expert", Schemas.TOKENS_PER_EXPERT)
+          ctx.table(permuted.path("tokens_per_expert"), Schemas.TOKENS_PER_EXPERT)
               .select("batch", "expert", "kept", "dropped")
               .collectAsList()) {
         load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));

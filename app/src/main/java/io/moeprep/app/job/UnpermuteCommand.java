@@ -41,7 +41,8 @@ import picocli.CommandLine.Option;
       "moeprep permute, and the row map from DIR/row_map. Writes OUT/combined, partitioned by",
       "ep_rank: the rank a token returns to after the combine, when each of the R ranks holds",
       "an equal contiguous share of every batch (in token_id order), as in expert-parallel",
-      "training; and OUT/manifest.json. OUT appears only when complete."
+      "training; and OUT/manifest.json, written last (the commit point; OUT/combined lies in",
+      "the generation it names)."
     })
 final class UnpermuteCommand implements JobCommand {
   static final String MANIFEST = "manifest.json";
@@ -141,7 +142,7 @@ final class UnpermuteCommand implements JobCommand {
               + " of --permuted cannot be combined (FP8 is moved, never converted): permute a"
               + " table of f32, bf16 or f16");
     }
-    String x = expertOut == null ? permuted.dir + "/data" : expertOut;
+    String x = expertOut == null ? permuted.path("data") : expertOut;
     ObjectNode timings = Json.object();
     BatchCounters counters =
         BatchCounters.register(ctx.spark.sparkContext(), "unpermute", spec.settings().backend());
@@ -149,7 +150,7 @@ final class UnpermuteCommand implements JobCommand {
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       try (Progress.Step s = ctx.progress.step("combine")) {
         Dataset<Row> experts = ctx.table(x, JobContext.dataSchema(spec.settings().layout()));
-        Dataset<Row> rowMap = ctx.table(permuted.dir + "/row_map", Schemas.ROW_MAP);
+        Dataset<Row> rowMap = ctx.table(permuted.path("row_map"), Schemas.ROW_MAP);
         withSourceRank(
                 MoePrep.unpermute(experts, rowMap, spec, counters),
                 spec.shape().expertPlacement().numRanks())
@@ -176,6 +177,7 @@ final class UnpermuteCommand implements JobCommand {
         m.put("backend_note", "auto: the GPU where the executor has one, else the CPU");
       }
       m.put("combined_tokens", tokens);
+      m.put(OutputDir.GENERATION, dir.generation());
       ObjectNode outs = m.putObject("outputs");
       outs.put("combined", "combined");
       outs.put("partitioned_by", "ep_rank");

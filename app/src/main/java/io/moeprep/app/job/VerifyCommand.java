@@ -103,6 +103,7 @@ final class VerifyCommand implements JobCommand {
         hadoop,
         inputPath,
         input != null ? "--input" : "the input in --permuted's manifest (give --input)");
+    inputPath = GenerateCommand.tablePath(hadoop, inputPath);
     if (combined != null) {
       JobContext.requireExists(hadoop, combined, "--combined");
       combinedManifest = Json.read(hadoop, combined, UnpermuteCommand.MANIFEST, "--combined");
@@ -156,7 +157,7 @@ final class VerifyCommand implements JobCommand {
         fields.contains(c[4])
             ? col(c[4]).cast("long")
             : floor(col(c[0]).cast("long").divide(lit(spec.shape().tokensPerBatch()))).cast("long");
-    Dataset<Row> tpe = ctx.table(permuted.dir + "/tokens_per_expert", Schemas.TOKENS_PER_EXPERT);
+    Dataset<Row> tpe = ctx.table(permuted.path("tokens_per_expert"), Schemas.TOKENS_PER_EXPERT);
     List<Long> all = new ArrayList<>();
     for (Row r : tpe.select("batch").distinct().collectAsList()) {
       all.add(r.getLong(0));
@@ -221,23 +222,25 @@ final class VerifyCommand implements JobCommand {
             ? Map.of()
             : group(
                 ctx,
-                permuted.dir + "/data",
+                permuted.path("data"),
                 JobContext.dataSchema(spec.settings().layout()),
                 keys,
                 dataOrder);
     Map<String, List<Row>> rowMap =
-        group(ctx, permuted.dir + "/row_map", Schemas.ROW_MAP, keys, "token_id");
+        group(ctx, permuted.path("row_map"), Schemas.ROW_MAP, keys, "token_id");
     Map<String, List<Row>> perExpert =
         group(
             ctx,
-            permuted.dir + "/tokens_per_expert",
+            permuted.path("tokens_per_expert"),
             Schemas.TOKENS_PER_EXPERT,
             keys,
             "local_expert");
     Map<Long, Map<Long, byte[]>> comb = new HashMap<>();
     if (checkCombined) {
       for (Row r :
-          ctx.table(combined + "/combined", JobContext.COMBINED)
+          ctx.table(
+                  OutputDir.datasetPath(combined, combinedManifest, "combined"),
+                  JobContext.COMBINED)
               .where(col("batch").isin(keys))
               .collectAsList()) {
         comb.computeIfAbsent(r.getLong(r.fieldIndex("batch")), b -> new HashMap<>())
@@ -425,7 +428,7 @@ final class VerifyCommand implements JobCommand {
     int[] rowIds;
     long[] perExpert;
     try {
-      f = ShardFiles.open(ctx.hadoop(), permuted.dir + "/data", rank, batch);
+      f = ShardFiles.open(ctx.hadoop(), permuted.path("data"), rank, batch);
       tokenId = longs(f.bytes(ShardSchema.TOKEN_ID));
       src = longs(f.bytes(ShardSchema.SOURCE_TOKEN));
       slot = longs(f.bytes(ShardSchema.SOURCE_SLOT));

@@ -97,8 +97,21 @@ class JobEndToEndTest {
     };
   }
 
-  private List<Row> sortedRows(Path table) {
-    return spark.read().parquet(table.toString()).orderBy("token_id").collectAsList();
+  /** The files of a generate output's table: the generation its manifest names. */
+  static Path table(Path dir) throws IOException {
+    return Path.of(
+        GenerateCommand.tablePath(dir.toString(), manifest(dir.resolve(GenerateCommand.MANIFEST))));
+  }
+
+  private List<Row> sortedRows(Path dir) throws IOException {
+    return spark.read().parquet(table(dir).toString()).orderBy("token_id").collectAsList();
+  }
+
+  /** Dataset {@code name} of a job's output {@code dir}: in the generation its manifest names. */
+  static Path dataset(Path dir, String name) throws IOException {
+    Path m = dir.resolve("manifest.json");
+    String gen = manifest(m).path(OutputDir.GENERATION).asText("");
+    return (gen.isEmpty() ? dir : dir.resolve(gen)).resolve(name);
   }
 
   static JsonNode manifest(Path file) throws IOException {
@@ -113,7 +126,11 @@ class JobEndToEndTest {
     assertEquals(N, rows.size());
     assertEquals(
         TokenGenerator.SCHEMA.simpleString(),
-        spark.read().parquet(tokens.toString()).schema().simpleString());
+        spark.read().parquet(table(tokens).toString()).schema().simpleString());
+    assertEquals(
+        N,
+        spark.read().parquet(tokens.toString()).count(),
+        "a plain read of the directory finds the table");
     for (int i = 0; i < N; i++) {
       Row r = rows.get(i);
       assertEquals(i, r.getLong(0));
@@ -173,7 +190,7 @@ class JobEndToEndTest {
   }
 
   private static List<Path> partFiles(Path dir) throws IOException {
-    try (Stream<Path> s = Files.list(dir)) {
+    try (Stream<Path> s = Files.list(table(dir))) {
       return s.filter(p -> p.getFileName().toString().startsWith("part-"))
           .sorted(
               (x, y) ->
@@ -188,7 +205,7 @@ class JobEndToEndTest {
   // ---------------------------------------------------------------- permute
 
   /** Per expert: kept and dropped slots under per-expert capacity {@code c}, counted directly. */
-  private long[][] directTokensPerExpert(long c) {
+  private long[][] directTokensPerExpert(long c) throws IOException {
     Map<Long, long[]> perBatch = new HashMap<>();
     for (Row r : sortedRows(tokens)) {
       long[] counts = perBatch.computeIfAbsent(r.getLong(1), b -> new long[E]);
@@ -242,7 +259,7 @@ class JobEndToEndTest {
     assertFalse(pm.get("outputs").has("bad_rows"), "no bad_rows without --bad-rows skip");
     for (String part : List.of("data", "row_map", "tokens_per_expert")) {
       for (int rank = 0; rank < R; rank++) {
-        assertTrue(Files.isDirectory(out.resolve(part).resolve("ep_rank=" + rank)), part + rank);
+        assertTrue(Files.isDirectory(dataset(out, part).resolve("ep_rank=" + rank)), part + rank);
       }
     }
     JsonNode m = manifest(out.resolve("manifest.json"));
@@ -266,7 +283,7 @@ class JobEndToEndTest {
     for (String t : List.of("data", "row_map", "tokens_per_expert", "manifest", "total")) {
       assertTrue(m.get("timings_s").get(t).asDouble() > 0, t);
     }
-    long rows = spark.read().parquet(out.resolve("data").toString()).count();
+    long rows = spark.read().parquet(dataset(out, "data").toString()).count();
     assertEquals(Arrays.stream(kept).sum(), rows, "no padding: one row per kept slot");
     assertEquals(rows, m.get("rows_out").asLong());
     assertEquals(R, m.get("ranks").size());
@@ -276,7 +293,7 @@ class JobEndToEndTest {
       assertEquals(
           spark
               .read()
-              .parquet(out.resolve("data").toString())
+              .parquet(dataset(out, "data").toString())
               .where(col("ep_rank").equalTo(rank))
               .count(),
           rn.get("rows").asLong());
@@ -332,7 +349,7 @@ class JobEndToEndTest {
     assertEquals("bad_rows", m.get("outputs").get("bad_rows").asText());
     assertTrue(s.out().lines().toList().get(1).contains(", 1 bad rows in "), s.out());
     assertEquals("skip", m.get("options").get("badRows").asText());
-    List<Row> bad = spark.read().parquet(skipped.resolve("bad_rows").toString()).collectAsList();
+    List<Row> bad = spark.read().parquet(dataset(skipped, "bad_rows").toString()).collectAsList();
     assertEquals(1, bad.size(), bad.toString());
     assertEquals(777L, bad.get(0).getLong(0));
     assertEquals(1L, bad.get(0).getLong(1));
@@ -367,7 +384,7 @@ class JobEndToEndTest {
     long rows =
         spark
             .read()
-            .parquet(out.resolve("data").toString())
+            .parquet(dataset(out, "data").toString())
             .agg(org.apache.spark.sql.functions.sum("rows"))
             .first()
             .getLong(0);
@@ -391,11 +408,11 @@ class JobEndToEndTest {
                     + N / T
                     + "\\), 0 fallbacks in [0-9.]+ s"),
         u.out());
-    assertEquals(N, spark.read().parquet(comb.resolve("combined").toString()).count());
+    assertEquals(N, spark.read().parquet(dataset(comb, "combined").toString()).count());
     // each rank gets back its contiguous quarter of every batch
     for (int rank = 0; rank < R; rank++) {
       Dataset<Row> mine =
-          spark.read().parquet(comb.resolve("combined").resolve("ep_rank=" + rank).toString());
+          spark.read().parquet(dataset(comb, "combined").resolve("ep_rank=" + rank).toString());
       assertEquals(N / R, mine.count());
       Row range =
           mine.agg(
@@ -467,7 +484,8 @@ class JobEndToEndTest {
           mp.get("ranks").get(r).get("rows").asLong(), m.get("ranks").get(r).get("rows").asLong());
       for (int b = 0; b < N / T; b++) {
         assertTrue(
-            Files.isRegularFile(st.resolve("data/rank=" + r + "/batch=" + b + ".safetensors")),
+            Files.isRegularFile(
+                dataset(st, "data").resolve("rank=" + r + "/batch=" + b + ".safetensors")),
             "rank " + r + " batch " + b);
       }
     }
@@ -476,13 +494,13 @@ class JobEndToEndTest {
 
     Path bad = tmp.resolve("perm-safetensors-corrupt");
     copyTree(st, bad);
-    Path file = bad.resolve("data/rank=1/batch=2.safetensors");
+    Path file = dataset(bad, "data").resolve("rank=1/batch=2.safetensors");
     byte[] f = Files.readAllBytes(file);
     long headerLength =
         java.nio.ByteBuffer.wrap(f, 0, 8).order(java.nio.ByteOrder.LITTLE_ENDIAN).getLong();
     f[(int) (8 + headerLength + 2L * H * 3 + 5)] ^= 0x10; // row 3, byte 5 of permuted
     Files.write(file, f);
-    Files.deleteIfExists(bad.resolve("data/rank=1/.batch=2.safetensors.crc"));
+    Files.deleteIfExists(dataset(bad, "data").resolve("rank=1/.batch=2.safetensors.crc"));
     JobCliTest.Result r = job("verify", "--permuted", bad.toString(), "--batches", "0");
     assertEquals(1, r.code(), r.out() + r.err());
     assertTrue(r.out().contains("MISMATCH: rank 1, batch 2, row 3"), r.out());
@@ -510,9 +528,9 @@ class JobEndToEndTest {
     Path bad = tmp.resolve("perm-corrupt");
     Files.createDirectories(bad);
     Files.copy(good.resolve("manifest.json"), bad.resolve("manifest.json"));
-    copyTree(good.resolve("row_map"), bad.resolve("row_map"));
-    copyTree(good.resolve("tokens_per_expert"), bad.resolve("tokens_per_expert"));
-    Dataset<Row> data = spark.read().parquet(good.resolve("data").toString());
+    copyTree(dataset(good, "row_map"), dataset(bad, "row_map"));
+    copyTree(dataset(good, "tokens_per_expert"), dataset(bad, "tokens_per_expert"));
+    Dataset<Row> data = spark.read().parquet(dataset(good, "data").toString());
     int hiddenAt = data.schema().fieldIndex("hidden");
     int rowAt = data.schema().fieldIndex("row");
     int rankAt = data.schema().fieldIndex("ep_rank");
@@ -537,7 +555,7 @@ class JobEndToEndTest {
             Encoders.row(data.schema()))
         .write()
         .partitionBy("ep_rank")
-        .parquet(bad.resolve("data").toString());
+        .parquet(dataset(bad, "data").toString());
     JobCliTest.Result r = job("verify", "--permuted", bad.toString(), "--batches", "0");
     assertEquals(1, r.code(), r.out() + r.err());
     assertTrue(r.out().contains("MISMATCH: rank 1, batch 2, row 3"), r.out());
@@ -642,7 +660,7 @@ class JobEndToEndTest {
     Path perm = permuteOnce();
     // expert outputs: the permuted rows with every hidden value zero
     Path zeros = tmp.resolve("expert-zeros");
-    Dataset<Row> data = spark.read().parquet(perm.resolve("data").toString());
+    Dataset<Row> data = spark.read().parquet(dataset(perm, "data").toString());
     int hiddenAt = data.schema().fieldIndex("hidden");
     data.map(
             (MapFunction<Row, Row>)
@@ -668,7 +686,7 @@ class JobEndToEndTest {
             "--out",
             comb.toString());
     assertTrue(u.out().contains("combined from " + zeros), u.out());
-    List<Row> rows = spark.read().parquet(comb.resolve("combined").toString()).collectAsList();
+    List<Row> rows = spark.read().parquet(dataset(comb, "combined").toString()).collectAsList();
     assertEquals(N, rows.size());
     for (Row r : rows) {
       for (byte b : (byte[]) r.get(r.fieldIndex("hidden"))) {

@@ -23,11 +23,12 @@ import sun.misc.Unsafe;
  * without being closed, and logs it as a leak: it is a backstop, not a way to manage memory.
  *
  * <p>Large blocks (1 MiB and up) are recycled: a closed buffer's memory goes to a size-class cache
- * (at most 2 GiB) from which later allocations of the same class are served, so that batch after
- * batch writes into memory whose pages are already mapped, instead of paying the kernel's page
- * faults for every fresh block. {@link #trimCache()} returns the cache to the system. Memory of
- * another allocator (page-locked memory of a GPU driver) can be given the same accessors with
- * {@link #adopt}.
+ * (at most {@link #cacheLimit()} bytes, {@value #DEFAULT_CACHE_LIMIT} unless a host such as the
+ * Spark executor plugin sets it from its memory settings with {@link #setCacheLimit}) from which
+ * later allocations of the same class are served, so that batch after batch writes into memory
+ * whose pages are already mapped, instead of paying the kernel's page faults for every fresh block.
+ * {@link #trimCache()} returns the cache to the system. Memory of another allocator (page-locked
+ * memory of a GPU driver) can be given the same accessors with {@link #adopt}.
  *
  * <p>Accessors take byte offsets and check bounds: single values, and bulk copies to and from Java
  * arrays ({@link #copyFrom}, {@link #copyTo}), between buffers and to an output stream ({@link
@@ -35,12 +36,15 @@ import sun.misc.Unsafe;
  * package is the only user of {@link Unsafe} in the kernels.
  */
 public final class HostBuffer implements AutoCloseable {
+  /** The cache limit of a process that sets none: 2 GiB. */
+  public static final long DEFAULT_CACHE_LIMIT = 2L << 30;
+
   private static final Unsafe UNSAFE = loadUnsafe();
   private static final NativeAllocation.Ledger LEDGER = new NativeAllocation.Ledger("HostBuffer");
   private static final long STAGE_BYTES = 16L << 20;
   private static final long BUFFER_ADDRESS = bufferAddressOffset();
   private static final long POOL_MIN = 1L << 20;
-  private static final long CACHE_LIMIT = 2L << 30;
+  private static volatile long cacheLimit = HostBuffer.DEFAULT_CACHE_LIMIT;
   private static final ConcurrentHashMap<Long, ConcurrentLinkedDeque<Long>> CACHE =
       new ConcurrentHashMap<>();
   private static final AtomicLong CACHED_BYTES = new AtomicLong();
@@ -110,6 +114,28 @@ public final class HostBuffer implements AutoCloseable {
     return CACHED_BYTES.get();
   }
 
+  /** The most bytes that the block cache keeps ({@link #cachedBytes()} stays at or below it). */
+  public static long cacheLimit() {
+    return cacheLimit;
+  }
+
+  /**
+   * Sets the most bytes of closed buffers kept for reuse, and frees cached blocks beyond it; {@code
+   * 0} turns the cache off (every closed buffer is freed at once). The process's owner of its
+   * memory settings calls it (the Spark executor plugin, from the executor's settings).
+   *
+   * @throws IllegalArgumentException when {@code bytes < 0}
+   */
+  public static void setCacheLimit(long bytes) {
+    if (bytes < 0) {
+      throw new IllegalArgumentException("cache limit " + bytes + " is invalid: must be >= 0");
+    }
+    cacheLimit = bytes;
+    if (CACHED_BYTES.get() > bytes) {
+      trimCache();
+    }
+  }
+
   /** Frees every cached block. */
   public static void trimCache() {
     CACHE.forEach(
@@ -148,7 +174,7 @@ public final class HostBuffer implements AutoCloseable {
   }
 
   private static void recycle(long address, long block) {
-    if (block >= POOL_MIN && CACHED_BYTES.addAndGet(block) <= CACHE_LIMIT) {
+    if (block >= POOL_MIN && CACHED_BYTES.addAndGet(block) <= cacheLimit) {
       CACHE.computeIfAbsent(block, b -> new ConcurrentLinkedDeque<>()).push(address);
       return;
     }

@@ -162,10 +162,28 @@ public final class MoePrepConf {
           "badRows",
           "fail: a bad input row (null, wrong hidden length, expert id out of range, K mismatch,"
               + " NaN prob) fails the job with its token id. skip: bad rows are left out of the"
-              + " permute, counted in the moeprep.badRows accumulator and listed with their reason"
-              + " in PermuteOutput.badRows().",
+              + " permute, counted in the moeprep.badRows accumulator (per evaluation: a recomputed"
+              + " stage counts again) and listed with their reason in PermuteOutput.badRows(), whose"
+              + " count is exact.",
           "fail",
           Set.of("fail", "skip"),
+          true);
+
+  /** Share of the executor's memory overhead that the host block cache may keep. */
+  public static final ConfigEntry<Double> HOST_CACHE_FRACTION =
+      new ConfigEntry<>(
+          PREFIX + "memory.hostCacheFraction",
+          "Share of the executor's memory overhead (spark.executor.memoryOverhead, else Spark's"
+              + " default: spark.executor.memoryOverheadFactor x spark.executor.memory, at least"
+              + " 384m) that MoePrep may keep off-heap as a cache of freed host blocks (1 MiB and"
+              + " up), at most 2g; 0 turns the cache off. This memory is outside the JVM heap, so it"
+              + " counts against the overhead: raise the overhead with it. The executor plugin sets"
+              + " it at start-up, frees the cache when the executor stops, and reports its size in"
+              + " the hostCacheBytes metric.",
+          0.25,
+          Double::parseDouble,
+          v -> v >= 0 && v <= 1,
+          "must be in [0, 1]",
           true);
 
   /** Internal: worker threads of the CPU backend. */
@@ -247,6 +265,7 @@ public final class MoePrepConf {
           GPU_MEMORY_LIMIT,
           GPU_OOM_FALLBACK,
           COMBINE_PARTITIONS,
+          HOST_CACHE_FRACTION,
           CPU_THREADS,
           CUDA_FUSED_MAP,
           CUDA_FUSED_MIN_BLOCK_SLOTS,

@@ -1,0 +1,222 @@
+package io.moeprep.it;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import io.moeprep.app.job.JobMain;
+import io.moeprep.spark.MoePrepExtensions;
+import io.moeprep.spark.MoePrepPlugin;
+import java.io.ByteArrayOutputStream;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.spark.scheduler.AccumulableInfo;
+import org.apache.spark.scheduler.SparkListener;
+import org.apache.spark.scheduler.SparkListenerTaskEnd;
+import org.apache.spark.sql.SparkSession;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+import scala.jdk.javaapi.CollectionConverters;
+
+/**
+ * The counts that users read in a permute's manifest (input rows, rows out, kept and dropped slots,
+ * tokens per expert, bad rows) are exact when Spark recomputes a stage: on a standalone cluster, an
+ * executor JVM killed in the middle of {@code moeprep permute --bad-rows skip} makes Spark run the
+ * dispatch again for the partitions it held (the {@code moeprep.badRows} accumulator, which counts
+ * per evaluation, counts their bad rows again), and the manifest still equals an undisturbed run's.
+ */
+class JobCountsUnderRecomputationTest {
+  @TempDir Path dir;
+
+  private static final long N = 40_000;
+  private static final int PARTS = 8;
+
+  /** Tokens whose id is 5 modulo 997 route to expert 99 of 8: bad rows. */
+  private static long badRows() {
+    long n = 0;
+    for (long id = 0; id < N; id++) {
+      n += id % 997 == 5 ? 1 : 0;
+    }
+    return n;
+  }
+
+  private static String[] permute(Path in, Path out) {
+    return new String[] {
+      "permute",
+      "--input",
+      in.toString(),
+      "--out",
+      out.toString(),
+      "--ep-size",
+      "2",
+      "--experts",
+      "8",
+      "--hidden",
+      "2",
+      "--dtype",
+      "f32",
+      "--top-k",
+      "2",
+      "--tokens-per-batch",
+      "4096",
+      "--bad-rows",
+      "skip",
+      "--backend",
+      "cpu"
+    };
+  }
+
+  private static int run(SparkSession s, String[] args, StringBuilder log) {
+    ByteArrayOutputStream out = new ByteArrayOutputStream();
+    ByteArrayOutputStream err = new ByteArrayOutputStream();
+    int code =
+        JobMain.run(
+            args,
+            new PrintStream(out, true, StandardCharsets.UTF_8),
+            new PrintStream(err, true, StandardCharsets.UTF_8),
+            () -> s);
+    log.append(out.toString(StandardCharsets.UTF_8)).append(err.toString(StandardCharsets.UTF_8));
+    return code;
+  }
+
+  /** The manifest's counts, without what differs from run to run. */
+  private static JsonNode counts(Path out) throws Exception {
+    JsonNode m = new ObjectMapper().readTree(out.resolve("manifest.json").toFile());
+    var c = new ObjectMapper().createObjectNode();
+    for (String k :
+        List.of(
+            "batches",
+            "rows_out",
+            "kept_slots",
+            "dropped_slots",
+            "bad_rows",
+            "tokens_per_expert",
+            "dropped_per_expert")) {
+      c.set(k, m.get(k));
+    }
+    c.set("input_rows", m.get("input").get("rows"));
+    var ranks = c.putArray("ranks");
+    for (JsonNode r : m.get("ranks")) {
+      ranks
+          .addObject()
+          .put("rows", r.get("rows").asLong())
+          .put("kept", r.get("kept_slots").asLong());
+    }
+    return c;
+  }
+
+  @Test
+  void manifestCountsAreExactWhenAnExecutorIsKilledMidPermute() throws Exception {
+    try (StandaloneCluster c = new StandaloneCluster(2, 1, "1536m")) {
+      SparkSession cs =
+          SparkSession.builder()
+              .master(c.masterUrl())
+              .appName("moeprep-it-counts")
+              .config("spark.ui.enabled", "false")
+              .config("spark.driver.host", "127.0.0.1")
+              .config("spark.driver.bindAddress", "127.0.0.1")
+              .config("spark.sql.shuffle.partitions", "4")
+              .config("spark.storage.exceptionOnPinLeak", "true")
+              .config("spark.plugins", MoePrepPlugin.class.getName())
+              .config("spark.sql.extensions", MoePrepExtensions.class.getName())
+              .config("spark.executor.extraClassPath", c.classpath)
+              .config("spark.executor.extraJavaOptions", String.join(" ", c.opens))
+              .config("spark.executor.memory", "1g")
+              .config("spark.executor.cores", "1")
+              .config("spark.cores.max", "2")
+              .getOrCreate();
+      try {
+        long end = System.currentTimeMillis() + 120_000;
+        while (cs.sparkContext().statusTracker().getExecutorInfos().length < 3) {
+          assertTrue(System.currentTimeMillis() < end, "executors did not register");
+          Thread.sleep(250);
+        }
+        Path in = dir.resolve("tokens");
+        cs.range(0, N, 1, PARTS)
+            .selectExpr(
+                "id AS token_id",
+                "array(CAST(id % 101 AS FLOAT), CAST(id % 7 AS FLOAT)) AS hidden",
+                "array(CAST(id % 8 AS INT), CASE WHEN id % 997 = 5 THEN 99"
+                    + " ELSE CAST((3 * id + 1) % 8 AS INT) END) AS expert_ids",
+                "array(0.25f, 0.75f) AS probs")
+            .write()
+            .parquet(in.toString());
+
+        // the bad-rows accumulator's updates from successful tasks
+        AtomicLong accumulated = new AtomicLong();
+        AtomicReference<ProcessHandle> killed = new AtomicReference<>();
+        long[] armedAt = {Long.MAX_VALUE};
+        cs.sparkContext()
+            .addSparkListener(
+                new SparkListener() {
+                  @Override
+                  public void onTaskEnd(SparkListenerTaskEnd e) {
+                    if (!e.taskInfo().successful()) {
+                      return;
+                    }
+                    long update = 0;
+                    for (AccumulableInfo a :
+                        CollectionConverters.asJava(e.taskInfo().accumulables())) {
+                      if (a.name().isDefined()
+                          && a.name().get().equals("moeprep.badRows")
+                          && a.update().isDefined()) {
+                        update += ((Number) a.update().get()).longValue();
+                      }
+                    }
+                    accumulated.addAndGet(update);
+                    // the executor of the first dispatch task that counted bad rows after arming:
+                    // its map output is lost with it, and Spark runs that dispatch task again
+                    if (update > 0
+                        && killed.get() == null
+                        && e.taskInfo().launchTime() >= armedAt[0]) {
+                      String id = "--executor-id " + e.taskInfo().executorId() + " ";
+                      for (ProcessHandle h : c.executors()) {
+                        if (StandaloneCluster.commandLine(h).contains(id)
+                            && killed.compareAndSet(null, h)) {
+                          h.destroyForcibly();
+                        }
+                      }
+                    }
+                  }
+                });
+
+        StringBuilder log = new StringBuilder();
+        Path calm = dir.resolve("calm");
+        assertEquals(0, run(cs, permute(in, calm), log), log.toString());
+        Thread.sleep(2000); // the listener bus delivers the last task ends after the job
+        long calmAccumulated = accumulated.getAndSet(0);
+
+        armedAt[0] = System.currentTimeMillis();
+        Path hit = dir.resolve("killed");
+        assertEquals(0, run(cs, permute(in, hit), log), log.toString());
+        assertTrue(killed.get() != null, "an executor was killed");
+        assertTrue(!killed.get().isAlive(), "the executor JVM is dead");
+        Thread.sleep(2000);
+
+        long exact = badRows();
+        assertEquals(exact, calmAccumulated, "undisturbed, the dispatch ran once");
+        assertTrue(
+            accumulated.get() > exact,
+            "the kill made Spark run the dispatch again (the accumulator counted "
+                + accumulated.get()
+                + " bad rows, "
+                + exact
+                + " exist)");
+        JsonNode want = counts(calm);
+        assertEquals(exact, want.get("bad_rows").asLong());
+        assertEquals(N, want.get("input_rows").asLong());
+        assertEquals(
+            want.toPrettyString(), counts(hit).toPrettyString(), "manifest after the kill");
+        assertTrue(Files.exists(hit.resolve("manifest.json")));
+      } finally {
+        cs.stop();
+      }
+    }
+  }
+}
