@@ -206,14 +206,7 @@ public final class SinkBenchmark {
     a.put("dir", "/tmp/moeprep-sink-bench");
     a.put("master", "local[2]");
     a.put("clean", "false");
-    for (String arg : args) {
-      String[] kv = arg.split("=", 2);
-      if (kv.length != 2 || !a.containsKey(kv[0])) {
-        throw new IllegalArgumentException(
-            "argument '" + arg + "' is invalid: must be key=value with a key of " + a.keySet());
-      }
-      a.put(kv[0], kv[1]);
-    }
+    a = BenchArgs.parse(a, args);
     SparkSession spark =
         SparkSession.builder()
             .master(a.get("master"))

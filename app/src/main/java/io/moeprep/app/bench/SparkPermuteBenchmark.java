@@ -128,14 +128,7 @@ public final class SparkPermuteBenchmark {
     a.put("chunkBytes", Long.toString(8L << 20));
     a.put("maxBlockBytes", Long.toString(1L << 30));
     a.put("reuseInput", "false");
-    for (String s : args) {
-      String[] kv = s.split("=", 2);
-      if (kv.length != 2 || !a.containsKey(kv[0])) {
-        throw new IllegalArgumentException(
-            "argument '" + s + "' is invalid: keys are " + a.keySet());
-      }
-      a.put(kv[0], kv[1]);
-    }
+    a = BenchArgs.parse(a, args);
     long n = Long.parseLong(a.get("n"));
     int h = Integer.parseInt(a.get("hidden"));
     int k = Integer.parseInt(a.get("topK"));
