@@ -5,9 +5,7 @@ import java.io.PrintStream;
 import java.util.List;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
-import org.apache.hadoop.fs.LocatedFileStatus;
 import org.apache.hadoop.fs.Path;
-import org.apache.hadoop.fs.RemoteIterator;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
@@ -86,22 +84,31 @@ final class JobContext {
     if (!fs.exists(p)) {
       return true; // Spark's own error names the missing path
     }
-    RemoteIterator<LocatedFileStatus> files = fs.listFiles(p, true);
-    while (files.hasNext()) {
-      Path f = files.next().getPath();
-      boolean hidden = false;
-      for (Path q = f; q != null && !q.equals(p); q = q.getParent()) {
-        String n = q.getName();
+    return !visibleFiles(fs, p, 1).isEmpty();
+  }
+
+  /**
+   * Up to {@code limit} files under {@code root}, at any depth, none of them or of their
+   * directories below {@code root} hidden ({@code _x}, {@code .x}: staging, markers, checksums).
+   * Walks with {@code listStatus}, which every Hadoop file system answers alike.
+   */
+  static List<Path> visibleFiles(FileSystem fs, Path root, int limit) throws IOException {
+    List<Path> out = new java.util.ArrayList<>();
+    java.util.ArrayDeque<Path> todo = new java.util.ArrayDeque<>(List.of(root));
+    while (!todo.isEmpty() && out.size() < limit) {
+      for (org.apache.hadoop.fs.FileStatus s : fs.listStatus(todo.pop())) {
+        String n = s.getPath().getName();
         if (n.startsWith("_") || n.startsWith(".")) {
-          hidden = true;
-          break;
+          continue;
+        }
+        if (s.isDirectory()) {
+          todo.push(s.getPath());
+        } else if (out.size() < limit) {
+          out.add(s.getPath());
         }
       }
-      if (!hidden) {
-        return true;
-      }
     }
-    return false;
+    return out;
   }
 
   /**

@@ -9,9 +9,7 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import org.apache.hadoop.conf.Configuration;
 import org.apache.hadoop.fs.FileSystem;
-import org.apache.hadoop.fs.LocatedFileStatus;
 import org.apache.hadoop.fs.Path;
-import org.apache.hadoop.fs.RemoteIterator;
 
 /** The safetensors files of a permute written with {@code --format safetensors}. */
 final class ShardFiles {
@@ -31,9 +29,7 @@ final class ShardFiles {
     Path root = new Path(data);
     FileSystem fs = root.getFileSystem(hadoop);
     Map<Integer, Long> rows = new TreeMap<>();
-    RemoteIterator<LocatedFileStatus> it = fs.listFiles(root, true);
-    while (it.hasNext()) {
-      Path p = it.next().getPath();
+    for (Path p : JobContext.visibleFiles(fs, root, Integer.MAX_VALUE)) {
       Matcher m = NAME.matcher(p.toString());
       if (m.find()) {
         long n = SafetensorsFile.open(fs, p).entry(ShardSchema.PERMUTED).shape()[0];
