@@ -20,7 +20,12 @@ import org.apache.spark.scheduler.AccumulableInfo;
 import org.apache.spark.scheduler.SparkListener;
 import org.apache.spark.scheduler.SparkListenerTaskEnd;
 import org.apache.spark.sql.SparkSession;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.MethodOrderer;
+import org.junit.jupiter.api.Order;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestMethodOrder;
 import org.junit.jupiter.api.io.TempDir;
 import scala.jdk.javaapi.CollectionConverters;
 
@@ -31,8 +36,9 @@ import scala.jdk.javaapi.CollectionConverters;
  * dispatch again for the partitions it held (the {@code moeprep.badRows} accumulator, which counts
  * per evaluation, counts their bad rows again), and the manifest still equals an undisturbed run's.
  */
+@TestMethodOrder(MethodOrderer.OrderAnnotation.class)
 class JobCountsUnderRecomputationTest {
-  @TempDir Path dir;
+  @TempDir static Path dir;
 
   private static final long N = 40_000;
   private static final int PARTS = 8;
@@ -47,14 +53,18 @@ class JobCountsUnderRecomputationTest {
   }
 
   private static String[] permute(Path in, Path out) {
-    return new String[] {
+    return permute(in, out, 2);
+  }
+
+  private static String[] permute(Path in, Path out, int ranks, String... more) {
+    String[] args = {
       "permute",
       "--input",
       in.toString(),
       "--out",
       out.toString(),
       "--ep-size",
-      "2",
+      Integer.toString(ranks),
       "--experts",
       "8",
       "--hidden",
@@ -70,6 +80,9 @@ class JobCountsUnderRecomputationTest {
       "--backend",
       "cpu"
     };
+    String[] all = java.util.Arrays.copyOf(args, args.length + more.length);
+    System.arraycopy(more, 0, all, args.length, more.length);
+    return all;
   }
 
   private static int run(SparkSession s, String[] args, StringBuilder log) {
@@ -111,112 +124,198 @@ class JobCountsUnderRecomputationTest {
     return c;
   }
 
-  @Test
-  void manifestCountsAreExactWhenAnExecutorIsKilledMidPermute() throws Exception {
-    try (StandaloneCluster c = new StandaloneCluster(2, 1, "1536m")) {
-      SparkSession cs =
-          SparkSession.builder()
-              .master(c.masterUrl())
-              .appName("moeprep-it-counts")
-              .config("spark.ui.enabled", "false")
-              .config("spark.driver.host", "127.0.0.1")
-              .config("spark.driver.bindAddress", "127.0.0.1")
-              .config("spark.sql.shuffle.partitions", "4")
-              .config("spark.storage.exceptionOnPinLeak", "true")
-              .config("spark.plugins", MoePrepPlugin.class.getName())
-              .config("spark.sql.extensions", MoePrepExtensions.class.getName())
-              .config("spark.executor.extraClassPath", c.classpath)
-              .config("spark.executor.extraJavaOptions", String.join(" ", c.opens))
-              .config("spark.executor.memory", "1g")
-              .config("spark.executor.cores", "1")
-              .config("spark.cores.max", "2")
-              .getOrCreate();
-      try {
-        long end = System.currentTimeMillis() + 120_000;
-        while (cs.sparkContext().statusTracker().getExecutorInfos().length < 3) {
-          assertTrue(System.currentTimeMillis() < end, "executors did not register");
-          Thread.sleep(250);
-        }
-        Path in = dir.resolve("tokens");
-        cs.range(0, N, 1, PARTS)
-            .selectExpr(
-                "id AS token_id",
-                "array(CAST(id % 101 AS FLOAT), CAST(id % 7 AS FLOAT)) AS hidden",
-                "array(CAST(id % 8 AS INT), CASE WHEN id % 997 = 5 THEN 99"
-                    + " ELSE CAST((3 * id + 1) % 8 AS INT) END) AS expert_ids",
-                "array(0.25f, 0.75f) AS probs")
-            .write()
-            .parquet(in.toString());
+  private static StandaloneCluster c;
+  private static SparkSession cs;
+  private static Path in;
 
-        // the bad-rows accumulator's updates from successful tasks
-        AtomicLong accumulated = new AtomicLong();
-        AtomicReference<ProcessHandle> killed = new AtomicReference<>();
-        long[] armedAt = {Long.MAX_VALUE};
-        cs.sparkContext()
-            .addSparkListener(
-                new SparkListener() {
-                  @Override
-                  public void onTaskEnd(SparkListenerTaskEnd e) {
-                    if (!e.taskInfo().successful()) {
-                      return;
-                    }
-                    long update = 0;
-                    for (AccumulableInfo a :
-                        CollectionConverters.asJava(e.taskInfo().accumulables())) {
-                      if (a.name().isDefined()
-                          && a.name().get().equals("moeprep.badRows")
-                          && a.update().isDefined()) {
-                        update += ((Number) a.update().get()).longValue();
-                      }
-                    }
-                    accumulated.addAndGet(update);
-                    // the executor of the first dispatch task that counted bad rows after arming:
-                    // its map output is lost with it, and Spark runs that dispatch task again
-                    if (update > 0
-                        && killed.get() == null
-                        && e.taskInfo().launchTime() >= armedAt[0]) {
-                      String id = "--executor-id " + e.taskInfo().executorId() + " ";
-                      for (ProcessHandle h : c.executors()) {
-                        if (StandaloneCluster.commandLine(h).contains(id)
-                            && killed.compareAndSet(null, h)) {
-                          h.destroyForcibly();
-                        }
-                      }
-                    }
-                  }
-                });
+  /** A standalone cluster of two one-core executors, and the token table. */
+  @BeforeAll
+  static void startCluster() throws Exception {
+    c = new StandaloneCluster(2, 1, "1536m");
+    cs =
+        SparkSession.builder()
+            .master(c.masterUrl())
+            .appName("moeprep-it-counts")
+            .config("spark.ui.enabled", "false")
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.sql.shuffle.partitions", "4")
+            .config("spark.storage.exceptionOnPinLeak", "true")
+            .config("spark.plugins", MoePrepPlugin.class.getName())
+            .config("spark.sql.extensions", MoePrepExtensions.class.getName())
+            .config("spark.executor.extraClassPath", c.classpath)
+            .config("spark.executor.extraJavaOptions", String.join(" ", c.opens))
+            .config("spark.executor.memory", "1g")
+            .config("spark.executor.cores", "1")
+            .config("spark.cores.max", "2")
+            .getOrCreate();
+    long end = System.currentTimeMillis() + 120_000;
+    while (cs.sparkContext().statusTracker().getExecutorInfos().length < 3) {
+      assertTrue(System.currentTimeMillis() < end, "executors did not register");
+      Thread.sleep(250);
+    }
+    in = dir.resolve("tokens");
+    cs.range(0, N, 1, PARTS)
+        .selectExpr(
+            "id AS token_id",
+            "array(CAST(id % 101 AS FLOAT), CAST(id % 7 AS FLOAT)) AS hidden",
+            "array(CAST(id % 8 AS INT), CASE WHEN id % 997 = 5 THEN 99"
+                + " ELSE CAST((3 * id + 1) % 8 AS INT) END) AS expert_ids",
+            "array(0.25f, 0.75f) AS probs")
+        .write()
+        .parquet(in.toString());
+  }
 
-        StringBuilder log = new StringBuilder();
-        Path calm = dir.resolve("calm");
-        assertEquals(0, run(cs, permute(in, calm), log), log.toString());
-        Thread.sleep(2000); // the listener bus delivers the last task ends after the job
-        long calmAccumulated = accumulated.getAndSet(0);
-
-        armedAt[0] = System.currentTimeMillis();
-        Path hit = dir.resolve("killed");
-        assertEquals(0, run(cs, permute(in, hit), log), log.toString());
-        assertTrue(killed.get() != null, "an executor was killed");
-        assertTrue(!killed.get().isAlive(), "the executor JVM is dead");
-        Thread.sleep(2000);
-
-        long exact = badRows();
-        assertEquals(exact, calmAccumulated, "undisturbed, the dispatch ran once");
-        assertTrue(
-            accumulated.get() > exact,
-            "the kill made Spark run the dispatch again (the accumulator counted "
-                + accumulated.get()
-                + " bad rows, "
-                + exact
-                + " exist)");
-        JsonNode want = counts(calm);
-        assertEquals(exact, want.get("bad_rows").asLong());
-        assertEquals(N, want.get("input_rows").asLong());
-        assertEquals(
-            want.toPrettyString(), counts(hit).toPrettyString(), "manifest after the kill");
-        assertTrue(Files.exists(hit.resolve("manifest.json")));
-      } finally {
+  @AfterAll
+  static void stopCluster() throws Exception {
+    try {
+      if (cs != null) {
         cs.stop();
       }
+    } finally {
+      if (c != null) {
+        c.close();
+      }
     }
+  }
+
+  /**
+   * Two {@code permute --force} runs on one {@code --out} at once, as two jobs of one application
+   * on the cluster: one wins whole (its manifest, its ranks only, one generation), the other fails
+   * with one line and exit 2.
+   */
+  @Test
+  @Order(1)
+  void twoRunsOnOneDirectoryOnTheClusterOneWinsWhole() throws Exception {
+    Path out = dir.resolve("contended");
+    StringBuilder first = new StringBuilder();
+    assertEquals(0, run(cs, permute(in, out, 2), first), first.toString());
+    java.util.concurrent.ExecutorService pool =
+        java.util.concurrent.Executors.newFixedThreadPool(2);
+    java.util.concurrent.CountDownLatch go = new java.util.concurrent.CountDownLatch(1);
+    try {
+      List<java.util.concurrent.Future<String[]>> runs = new java.util.ArrayList<>();
+      for (int ranks : new int[] {4, 8}) {
+        runs.add(
+            pool.submit(
+                () -> {
+                  go.await();
+                  StringBuilder log = new StringBuilder();
+                  int code = run(cs, permute(in, out, ranks, "--force"), log);
+                  return new String[] {
+                    Integer.toString(code), Integer.toString(ranks), log.toString()
+                  };
+                }));
+      }
+      go.countDown();
+      List<String[]> won = new java.util.ArrayList<>();
+      List<String[]> lost = new java.util.ArrayList<>();
+      for (var f : runs) {
+        String[] r = f.get();
+        (r[0].equals("0") ? won : lost).add(r);
+      }
+      assertEquals(1, won.size(), "exactly one run wins");
+      assertEquals("2", lost.get(0)[0], lost.get(0)[2]);
+      List<String> lines = lost.get(0)[2].lines().filter(l -> l.startsWith("moeprep")).toList();
+      assertEquals(1, lines.size(), lost.get(0)[2]);
+      assertTrue(lines.get(0).contains("is being written by another moeprep run"), lines.get(0));
+      JsonNode m = new ObjectMapper().readTree(out.resolve("manifest.json").toFile());
+      int ranks = Integer.parseInt(won.get(0)[1]);
+      assertEquals(ranks, m.get("options").get("epSize").asInt(), "the winner's manifest");
+      Path data = out.resolve(m.get("generation").asText()).resolve("data");
+      List<Integer> got =
+          cs
+              .read()
+              .parquet(data.toString())
+              .select("ep_rank")
+              .distinct()
+              .orderBy("ep_rank")
+              .collectAsList()
+              .stream()
+              .map(r -> r.getInt(0))
+              .toList();
+      assertEquals(
+          java.util.stream.IntStream.range(0, ranks).boxed().toList(), got, "its ranks only");
+      try (var listing = Files.list(out)) {
+        assertEquals(
+            List.of(m.get("generation").asText(), "manifest.json"),
+            listing
+                .map(p -> p.getFileName().toString())
+                .filter(n -> !n.startsWith("."))
+                .sorted()
+                .toList(),
+            "one generation: nothing of the loser's or of the first run");
+      }
+    } finally {
+      pool.shutdownNow();
+    }
+  }
+
+  @Test
+  @Order(2)
+  void manifestCountsAreExactWhenAnExecutorIsKilledMidPermute() throws Exception {
+    cs.sparkContext().listenerBus().waitUntilEmpty(); // no task end of an earlier test comes late
+    // the bad-rows accumulator's updates from successful tasks
+    AtomicLong accumulated = new AtomicLong();
+    AtomicReference<ProcessHandle> killed = new AtomicReference<>();
+    long[] armedAt = {Long.MAX_VALUE};
+    cs.sparkContext()
+        .addSparkListener(
+            new SparkListener() {
+              @Override
+              public void onTaskEnd(SparkListenerTaskEnd e) {
+                if (!e.taskInfo().successful()) {
+                  return;
+                }
+                long update = 0;
+                for (AccumulableInfo a : CollectionConverters.asJava(e.taskInfo().accumulables())) {
+                  if (a.name().isDefined()
+                      && a.name().get().equals("moeprep.badRows")
+                      && a.update().isDefined()) {
+                    update += ((Number) a.update().get()).longValue();
+                  }
+                }
+                accumulated.addAndGet(update);
+                // the executor of the first dispatch task that counted bad rows after arming:
+                // its map output is lost with it, and Spark runs that dispatch task again
+                if (update > 0 && killed.get() == null && e.taskInfo().launchTime() >= armedAt[0]) {
+                  String id = "--executor-id " + e.taskInfo().executorId() + " ";
+                  for (ProcessHandle h : c.executors()) {
+                    if (StandaloneCluster.commandLine(h).contains(id)
+                        && killed.compareAndSet(null, h)) {
+                      h.destroyForcibly();
+                    }
+                  }
+                }
+              }
+            });
+
+    StringBuilder log = new StringBuilder();
+    Path calm = dir.resolve("calm");
+    assertEquals(0, run(cs, permute(in, calm), log), log.toString());
+    Thread.sleep(2000); // the listener bus delivers the last task ends after the job
+    long calmAccumulated = accumulated.getAndSet(0);
+
+    armedAt[0] = System.currentTimeMillis();
+    Path hit = dir.resolve("killed");
+    assertEquals(0, run(cs, permute(in, hit), log), log.toString());
+    assertTrue(killed.get() != null, "an executor was killed");
+    assertTrue(!killed.get().isAlive(), "the executor JVM is dead");
+    Thread.sleep(2000);
+
+    long exact = badRows();
+    assertEquals(exact, calmAccumulated, "undisturbed, the dispatch ran once");
+    assertTrue(
+        accumulated.get() > exact,
+        "the kill made Spark run the dispatch again (the accumulator counted "
+            + accumulated.get()
+            + " bad rows, "
+            + exact
+            + " exist)");
+    JsonNode want = counts(calm);
+    assertEquals(exact, want.get("bad_rows").asLong());
+    assertEquals(N, want.get("input_rows").asLong());
+    assertEquals(want.toPrettyString(), counts(hit).toPrettyString(), "manifest after the kill");
+    assertTrue(Files.exists(hit.resolve("manifest.json")));
   }
 }

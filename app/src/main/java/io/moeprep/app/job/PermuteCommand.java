@@ -555,6 +555,7 @@ final class PermuteCommand implements JobCommand {
     long rowsOut = 0;
     long keptAll = 0;
     long droppedAll = 0;
+    java.util.TreeSet<String> reasons = new java.util.TreeSet<>(); // said once, not per rank
     for (int r = 0; r < ranks; r++) {
       ObjectNode rn = rs.addObject();
       rn.put("rank", r);
@@ -570,7 +571,7 @@ final class PermuteCommand implements JobCommand {
       rn.put("backend", b == null ? "none" : b[1]);
       rn.put("executor", b == null ? "" : b[2]);
       if (b != null && !b[3].isEmpty()) {
-        rn.put("fallback_reason", b[3]);
+        reasons.add(b[3]);
       }
       long rows = rowsPerRank.getOrDefault(r, 0L);
       rn.put("rows", rows);
@@ -580,6 +581,8 @@ final class PermuteCommand implements JobCommand {
       keptAll += k;
       droppedAll += d;
     }
+    ArrayNode why = m.putArray("fallback_reasons");
+    reasons.forEach(why::add);
     m.put("batches", batches);
     m.put("rows_out", rowsOut);
     m.put("kept_slots", keptAll);

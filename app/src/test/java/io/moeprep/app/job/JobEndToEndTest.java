@@ -475,6 +475,8 @@ class JobEndToEndTest {
     JsonNode m = manifest(st.resolve("manifest.json"));
     JsonNode mp = manifest(pq.resolve("manifest.json"));
     assertEquals("safetensors", m.get("outputs").get("format").asText());
+    assertTrue(m.get("fallback_reasons").isArray(), "reasons said once, not per rank");
+    m.get("ranks").forEach(rank -> assertFalse(rank.has("fallback_reason"), rank.toString()));
     assertEquals("batch", m.get("options").get("partitioning").asText());
     assertEquals("rank", mp.get("options").get("partitioning").asText());
     assertEquals(mp.get("rows_out").asLong(), m.get("rows_out").asLong());
