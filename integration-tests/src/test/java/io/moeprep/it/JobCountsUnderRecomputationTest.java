@@ -6,8 +6,6 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import io.moeprep.app.job.JobMain;
-import io.moeprep.spark.MoePrepExtensions;
-import io.moeprep.spark.MoePrepPlugin;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
@@ -132,28 +130,8 @@ class JobCountsUnderRecomputationTest {
   @BeforeAll
   static void startCluster() throws Exception {
     c = new StandaloneCluster(2, 1, "1536m");
-    cs =
-        SparkSession.builder()
-            .master(c.masterUrl())
-            .appName("moeprep-it-counts")
-            .config("spark.ui.enabled", "false")
-            .config("spark.driver.host", "127.0.0.1")
-            .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.sql.shuffle.partitions", "4")
-            .config("spark.storage.exceptionOnPinLeak", "true")
-            .config("spark.plugins", MoePrepPlugin.class.getName())
-            .config("spark.sql.extensions", MoePrepExtensions.class.getName())
-            .config("spark.executor.extraClassPath", c.classpath)
-            .config("spark.executor.extraJavaOptions", String.join(" ", c.opens))
-            .config("spark.executor.memory", "1g")
-            .config("spark.executor.cores", "1")
-            .config("spark.cores.max", "2")
-            .getOrCreate();
-    long end = System.currentTimeMillis() + 120_000;
-    while (cs.sparkContext().statusTracker().getExecutorInfos().length < 3) {
-      assertTrue(System.currentTimeMillis() < end, "executors did not register");
-      Thread.sleep(250);
-    }
+    cs = c.clusterSession().appName("moeprep-it-counts").getOrCreate();
+    c.awaitExecutors(cs, 2);
     in = dir.resolve("tokens");
     cs.range(0, N, 1, PARTS)
         .selectExpr(

@@ -1,5 +1,7 @@
 package io.moeprep.it;
 
+import io.moeprep.spark.MoePrepExtensions;
+import io.moeprep.spark.MoePrepPlugin;
 import java.io.File;
 import java.io.IOException;
 import java.net.InetSocketAddress;
@@ -10,6 +12,7 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
+import org.apache.spark.sql.SparkSession;
 
 /**
  * A Spark standalone cluster on 127.0.0.1: one Master and some Workers, each its own JVM started
@@ -107,6 +110,45 @@ final class StandaloneCluster implements AutoCloseable {
 
   String masterUrl() {
     return "spark://127.0.0.1:" + masterPort;
+  }
+
+  /** A session on {@code master} with the settings of every integration test (MoePrep loaded). */
+  static SparkSession.Builder session(String master) {
+    return SparkSession.builder()
+        .master(master)
+        .appName("moeprep-it")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.storage.exceptionOnPinLeak", "true")
+        .config("spark.plugins", MoePrepPlugin.class.getName())
+        .config("spark.sql.extensions", MoePrepExtensions.class.getName());
+  }
+
+  /**
+   * {@link #session} on this cluster, with executors of one core and 1g that load this test's
+   * classpath, two cores in all.
+   */
+  SparkSession.Builder clusterSession() {
+    return session(masterUrl())
+        .config("spark.executor.extraClassPath", classpath)
+        .config("spark.executor.extraJavaOptions", String.join(" ", opens))
+        .config("spark.executor.memory", "1g")
+        .config("spark.executor.cores", "1")
+        .config("spark.cores.max", "2");
+  }
+
+  /** Waits (at most 2 minutes) until {@code n} executors have registered with {@code s}. */
+  void awaitExecutors(SparkSession s, int n) throws Exception {
+    long end = System.currentTimeMillis() + 120_000;
+    while (s.sparkContext().statusTracker().getExecutorInfos().length < n + 1) {
+      if (System.currentTimeMillis() > end) {
+        throw new IllegalStateException(
+            "executors did not register; worker log:\n" + Files.readString(log("worker-0")));
+      }
+      Thread.sleep(250);
+    }
   }
 
   /** The log of a process started by the cluster (master, worker-N). */

@@ -8,8 +8,6 @@ import io.moeprep.app.bench.TokenData;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.kernels.testing.Seeds;
-import io.moeprep.spark.MoePrepExtensions;
-import io.moeprep.spark.MoePrepPlugin;
 import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.spec.Layout;
@@ -95,24 +93,11 @@ class StandaloneClusterTest {
     return rows;
   }
 
-  private static SparkSession.Builder session(String master) {
-    return SparkSession.builder()
-        .master(master)
-        .appName("moeprep-it")
-        .config("spark.ui.enabled", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.storage.exceptionOnPinLeak", "true")
-        .config("spark.plugins", MoePrepPlugin.class.getName())
-        .config("spark.sql.extensions", MoePrepExtensions.class.getName());
-  }
-
   @Test
   void clusterOutputEqualsLocalMode() throws Exception {
     long seed = Seeds.fresh("clusterOutputEqualsLocalMode").nextLong();
     Map<String, List<String>> local;
-    SparkSession spark = session("local[2]").getOrCreate();
+    SparkSession spark = StandaloneCluster.session("local[2]").getOrCreate();
     try {
       local = runJob(spark, seed, "local");
     } finally {
@@ -120,16 +105,9 @@ class StandaloneClusterTest {
     }
     Map<String, List<String>> cluster;
     try (StandaloneCluster c = new StandaloneCluster(2, 1, "1536m")) {
-      SparkSession cs =
-          session(c.masterUrl())
-              .config("spark.executor.extraClassPath", c.classpath)
-              .config("spark.executor.extraJavaOptions", String.join(" ", c.opens))
-              .config("spark.executor.memory", "1g")
-              .config("spark.executor.cores", "1")
-              .config("spark.cores.max", "2")
-              .getOrCreate();
+      SparkSession cs = c.clusterSession().getOrCreate();
       try {
-        waitForExecutors(cs, 2, c);
+        c.awaitExecutors(cs, 2);
         cluster = runJob(cs, seed, "cluster");
         assertEquals(
             2,
@@ -244,17 +222,12 @@ class StandaloneClusterTest {
   void executorKilledMidJobLosesNothingAndShowsNoPartialOutput() throws Exception {
     try (StandaloneCluster c = new StandaloneCluster(2, 1, "1536m")) {
       SparkSession cs =
-          session(c.masterUrl())
-              .config("spark.executor.extraClassPath", c.classpath)
-              .config("spark.executor.extraJavaOptions", String.join(" ", c.opens))
-              .config("spark.executor.memory", "1g")
-              .config("spark.executor.cores", "1")
-              .config("spark.cores.max", "2")
+          c.clusterSession()
               .config(
                   "spark.sql.sources.commitProtocolClass", WatchedCommitProtocol.class.getName())
               .getOrCreate();
       try {
-        waitForExecutors(cs, 2, c);
+        c.awaitExecutors(cs, 2);
         assertEquals(2, c.executors().size(), "two executor JVMs: " + c.describe());
         Dataset<Row> data = MoePrep.permute(killJobTokens(cs, -1), killJobSpec()).data();
 
@@ -313,18 +286,6 @@ class StandaloneClusterTest {
       } finally {
         cs.stop();
       }
-    }
-  }
-
-  private static void waitForExecutors(SparkSession s, int n, StandaloneCluster c)
-      throws Exception {
-    long end = System.currentTimeMillis() + 120_000;
-    while (s.sparkContext().statusTracker().getExecutorInfos().length < n + 1) {
-      if (System.currentTimeMillis() > end) {
-        throw new IllegalStateException(
-            "executors did not register; worker log:\n" + Files.readString(c.log("worker-0")));
-      }
-      Thread.sleep(250);
     }
   }
 }
