@@ -353,38 +353,73 @@ final class VerifyCommand implements JobCommand {
         bytes.writeBytes((byte[]) r.get(r.fieldIndex("hidden")));
       }
     }
-    if (meta.size() != exp.numOut()) {
-      throw new Mismatch(at + ": " + meta.size() + " permuted rows, expected " + exp.numOut());
+    long[] tokens = new long[meta.size()];
+    long[] slots = new long[meta.size()];
+    int[] experts = new int[meta.size()];
+    for (int i = 0; i < tokens.length; i++) {
+      tokens[i] = meta.get(i)[0];
+      slots[i] = meta.get(i)[1];
+      experts[i] = (int) meta.get(i)[2];
     }
-    byte[] hidden = bytes.toByteArray();
+    return compareRows(
+        at,
+        spec,
+        toks,
+        exp,
+        tokens,
+        slots,
+        experts,
+        probs.toArray(new Float[0]),
+        bytes.toByteArray());
+  }
+
+  /**
+   * Compares a (rank, batch)'s output rows, read back, with the kernels' result {@code exp}: their
+   * number, then per row the token id and slot (-1 on padding), the expert ({@code experts}, when
+   * the output has one per row), the prob (null without probs) and the hidden bytes.
+   */
+  private static long compareRows(
+      String at,
+      PermuteSpec spec,
+      List<Token> toks,
+      PermuteResult exp,
+      long[] tokens,
+      long[] slots,
+      int[] experts,
+      Float[] probs,
+      byte[] hidden)
+      throws Mismatch {
+    long rb = spec.shape().rowBytes();
+    if (tokens.length != exp.numOut()) {
+      throw new Mismatch(at + ": " + tokens.length + " permuted rows, expected " + exp.numOut());
+    }
     if (hidden.length != exp.numOut() * rb) {
       throw new Mismatch(
           at + ": " + hidden.length + " bytes of hidden data, expected " + exp.numOut() * rb);
     }
     SegmentLayout l = exp.layout();
-    for (int i = 0; i < meta.size(); i++) {
+    for (int i = 0; i < tokens.length; i++) {
       long src = exp.sourceToken().getLong(8L * i);
       long token = src < 0 ? -1 : toks.get((int) src).id();
       long slot = exp.sourceSlot().getLong(8L * i);
-      long[] a = meta.get(i);
       String row = at + ", row " + i;
-      if (a[0] != token || a[1] != slot) {
+      if (tokens[i] != token || slots[i] != slot) {
         throw new Mismatch(
             row
                 + ": token_id "
-                + a[0]
+                + tokens[i]
                 + " slot "
-                + a[1]
+                + slots[i]
                 + ", expected token_id "
                 + token
                 + " slot "
                 + slot);
       }
-      int expert = expertOf(l, i);
-      if (a[2] != expert) {
-        throw new Mismatch(row + ": expert " + a[2] + ", expected " + expert);
+      int expert = l.expertOfRow(i);
+      if (experts != null && experts[i] != expert) {
+        throw new Mismatch(row + ": expert " + experts[i] + ", expected " + expert);
       }
-      Float p = probs.get(i);
+      Float p = probs[i];
       if (exp.permutedProbs() == null
           ? p != null
           : p == null
@@ -403,7 +438,7 @@ final class VerifyCommand implements JobCommand {
           (int) (i * rb),
           ReferenceBatch.row(exp.permuted(), i, rb));
     }
-    return meta.size();
+    return tokens.length;
   }
 
   /**
@@ -427,6 +462,7 @@ final class VerifyCommand implements JobCommand {
     byte[] probs;
     int[] rowIds;
     long[] perExpert;
+    long[] offsets;
     try {
       f = ShardFiles.open(ctx.hadoop(), permuted.path("data"), rank, batch);
       tokenId = longs(f.bytes(ShardSchema.TOKEN_ID));
@@ -441,48 +477,18 @@ final class VerifyCommand implements JobCommand {
       rowIds = new int[map.remaining() / 4];
       map.asIntBuffer().get(rowIds);
       perExpert = longs(f.bytes(ShardSchema.TOKENS_PER_EXPERT));
+      offsets = longs(f.bytes(ShardSchema.EXPERT_OFFSETS));
     } catch (IOException e) {
       throw new Mismatch(at + ": " + e.getMessage());
     }
-    long rb = spec.shape().rowBytes();
-    if (src.length != exp.numOut() || hidden.length != exp.numOut() * rb) {
-      throw new Mismatch(at + ": " + src.length + " permuted rows, expected " + exp.numOut());
-    }
-    if ((probs == null) != (exp.permutedProbs() == null)) {
-      throw new Mismatch(at + ": permuted_probs " + (probs == null ? "missing" : "unexpected"));
-    }
+    long[] tokens = new long[src.length];
+    Float[] rowProbs = new Float[src.length];
     for (int i = 0; i < src.length; i++) {
-      long s = exp.sourceToken().getLong(8L * i);
-      long token = s < 0 ? -1 : toks.get((int) s).id();
-      long got = src[i] < 0 || src[i] >= tokenId.length ? -1 : tokenId[(int) src[i]];
-      long wantSlot = exp.sourceSlot().getLong(8L * i);
-      if (got != token || slot[i] != wantSlot) {
-        throw new Mismatch(
-            at
-                + ", row "
-                + i
-                + ": token_id "
-                + got
-                + " slot "
-                + slot[i]
-                + ", expected token_id "
-                + token
-                + " slot "
-                + wantSlot);
-      }
-      if (probs != null) {
-        int bits = ByteBuffer.wrap(probs, 4 * i, 4).order(LITTLE_ENDIAN).getInt();
-        int want = Float.floatToRawIntBits(exp.permutedProbs().getFloat(4L * i));
-        if (bits != want) {
-          throw new Mismatch(at + ", row " + i + ": prob bits " + bits + ", expected " + want);
-        }
-      }
-      compareHidden(
-          at + ", row " + i + " (token_id " + token + ", slot " + wantSlot + ")",
-          hidden,
-          (int) (i * rb),
-          ReferenceBatch.row(exp.permuted(), i, rb));
+      tokens[i] = src[i] < 0 || src[i] >= tokenId.length ? -1 : tokenId[(int) src[i]];
+      rowProbs[i] =
+          probs == null ? null : ByteBuffer.wrap(probs, 4 * i, 4).order(LITTLE_ENDIAN).getFloat();
     }
+    long rows = compareRows(at, spec, toks, exp, tokens, slot, null, rowProbs, hidden);
     Map<Long, Integer> position = new HashMap<>();
     for (int t = 0; t < toks.size(); t++) {
       position.put(toks.get(t).id(), t);
@@ -512,7 +518,10 @@ final class VerifyCommand implements JobCommand {
     if (!Arrays.equals(perExpert, exp.tokensPerExpert())) {
       throw new Mismatch(at + ": tokens_per_expert " + Arrays.toString(perExpert));
     }
-    return src.length;
+    if (!Arrays.equals(offsets, exp.layout().offsets())) {
+      throw new Mismatch(at + ": expert_offsets " + Arrays.toString(offsets));
+    }
+    return rows;
   }
 
   private static long[] longs(byte[] b) {
@@ -534,16 +543,6 @@ final class VerifyCommand implements JobCommand {
               got[at + x] & 0xFF,
               want[x] & 0xFF));
     }
-  }
-
-  /** The expert whose segment holds output row {@code i}, or -1 (numOut's zero tail). */
-  private static int expertOf(SegmentLayout l, long i) {
-    for (int e = 0; e < l.numExperts(); e++) {
-      if (i >= l.offset(e) && i < l.offset(e + 1)) {
-        return e;
-      }
-    }
-    return -1;
   }
 
   private static void compareRowMap(
