@@ -178,9 +178,8 @@ public final class CombineRunner implements MapPartitionsFunction<Row, Row> {
           counters.batch(n, n * rowBytes, ranOn[0]);
         }
         for (int t = 0; t < n; t++) {
-          byte[] h = new byte[(int) rowBytes];
-          combined.copyTo(t * rowBytes, h, 0, rowBytes);
-          out.add(RowFactory.create(batch, tokens.get(t), h));
+          out.add(
+              RowFactory.create(batch, tokens.get(t), combined.toBytes(t * rowBytes, rowBytes)));
         }
       }
     }

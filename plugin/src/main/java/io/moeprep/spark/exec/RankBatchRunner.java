@@ -177,8 +177,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
 
     private Row row(long i) {
       int expert = result.layout().expertOfRow(i);
-      byte[] hidden = new byte[(int) rowBytes];
-      result.permuted().copyTo(i * rowBytes, hidden, 0, rowBytes);
+      byte[] hidden = result.permuted().toBytes(i * rowBytes, rowBytes);
       Float prob = result.permutedProbs() == null ? null : result.permutedProbs().getFloat(4 * i);
       return RowFactory.create(
           rank,
@@ -206,8 +205,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
           probs[j] = result.permutedProbs().getFloat(4 * (from + j));
         }
       }
-      byte[] hidden = new byte[Math.toIntExact(rows * rowBytes)];
-      result.permuted().copyTo(from * rowBytes, hidden, 0, hidden.length);
+      byte[] hidden = result.permuted().toBytes(from * rowBytes, rows * rowBytes);
       return RowFactory.create(
           rank,
           batch,
