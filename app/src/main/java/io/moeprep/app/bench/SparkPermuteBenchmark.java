@@ -8,6 +8,7 @@ import static org.apache.spark.sql.functions.posexplode;
 import io.moeprep.kernels.BackendChoice;
 import io.moeprep.kernels.DType;
 import io.moeprep.spark.api.MoePrep;
+import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
@@ -21,6 +22,7 @@ import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SaveMode;
 import org.apache.spark.sql.SparkSession;
+import org.apache.spark.util.MutableURLClassLoader;
 
 /**
  * MoePrep's permute (ROWS and PACKED, each with the all-to-all and shuffle-less) against the plain
@@ -37,12 +39,18 @@ import org.apache.spark.sql.SparkSession;
  * safetensors sink ({@code PermuteOutput.shards()}, one file per (rank, batch) with every tensor;
  * {@code format=noop} measures the shard rows without writing).
  *
+ * <p>With {@code rapids=JAR} (the RAPIDS Accelerator jar) the session loads RAPIDS (as {@code
+ * spark-submit --jars} would) and two more variants run under it: {@code plain-gpu}, the plain
+ * recipe executed by RAPIDS, and {@code columnar}, MoePrep's columnar device plan ({@code
+ * PermuteOutput.rows()} under RAPIDS, shuffle-less); every other variant runs with {@code
+ * spark.rapids.sql.enabled=false}. A variant may name MoePrep's backend: {@code packed-batch@cuda}.
+ *
  * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
  * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu
  * only=plain,rows,packed,rows-batch,packed-batch,safetensors format=parquet chunkBytes=8388608
- * maxBlockBytes=1073741824 reuseInput=false} ({@code reuseInput=true} keeps the input of an earlier
- * run of the same shape). Run it with the module's classpath and Spark's {@code --add-opens} flags,
- * e.g.
+ * maxBlockBytes=1073741824 reuseInput=false rapids= rapidsAllocFraction=0.5} ({@code
+ * reuseInput=true} keeps the input of an earlier run of the same shape). Run it with the module's
+ * classpath and Spark's {@code --add-opens} flags, e.g.
  *
  * <pre>
  * java $OPENS -Xmx8g -cp $(bin/moeprep classpath) \
@@ -128,6 +136,8 @@ public final class SparkPermuteBenchmark {
     a.put("chunkBytes", Long.toString(8L << 20));
     a.put("maxBlockBytes", Long.toString(1L << 30));
     a.put("reuseInput", "false");
+    a.put("rapids", "");
+    a.put("rapidsAllocFraction", "0.5");
     a = BenchArgs.parse(a, args);
     long n = Long.parseLong(a.get("n"));
     int h = Integer.parseInt(a.get("hidden"));
@@ -137,17 +147,39 @@ public final class SparkPermuteBenchmark {
     int tpb = Integer.parseInt(a.get("tokensPerBatch"));
     String dir = a.get("dir");
     int runs = Integer.parseInt(a.get("runs"));
-    SparkSession spark =
+    boolean rapids = !a.get("rapids").isEmpty();
+    if (rapids) {
+      // as spark-submit --jars does: RAPIDS adds its per-Spark-version classes to this loader
+      java.io.File jar = new java.io.File(a.get("rapids"));
+      if (!jar.isFile()) {
+        throw new IllegalArgumentException("rapids=" + jar + ": no such file (the RAPIDS jar)");
+      }
+      Thread.currentThread()
+          .setContextClassLoader(
+              new MutableURLClassLoader(
+                  new java.net.URL[] {jar.toURI().toURL()},
+                  SparkPermuteBenchmark.class.getClassLoader()));
+    }
+    SparkSession.Builder builder =
         SparkSession.builder()
             .master(a.get("master"))
             .appName("moeprep-benchmark")
             .config("spark.ui.enabled", "false")
             .config("spark.driver.host", "127.0.0.1")
             .config("spark.driver.bindAddress", "127.0.0.1")
-            .config("spark.plugins", "io.moeprep.spark.MoePrepPlugin")
+            .config(
+                "spark.plugins",
+                (rapids ? "com.nvidia.spark.SQLPlugin," : "") + "io.moeprep.spark.MoePrepPlugin")
             // partitionBy("ep_rank") without a sort of the task's rows (as bin/moeprep permute)
-            .config("spark.sql.maxConcurrentOutputFileWriters", Integer.toString(r))
-            .getOrCreate();
+            .config("spark.sql.maxConcurrentOutputFileWriters", Integer.toString(r));
+    if (rapids) {
+      builder
+          .config("spark.rapids.sql.concurrentGpuTasks", "2")
+          // leave device memory to MoePrep's scratch (cuMemAlloc, outside RMM)
+          .config("spark.rapids.memory.gpu.allocFraction", a.get("rapidsAllocFraction"))
+          .config("spark.rapids.sql.explain", "NOT_ON_GPU");
+    }
+    SparkSession spark = builder.getOrCreate();
     spark.sparkContext().setLogLevel("WARN");
     Bytes bytes = new Bytes();
     spark.sparkContext().addSparkListener(bytes);
@@ -189,22 +221,37 @@ public final class SparkPermuteBenchmark {
     Map<String, Result> best = new LinkedHashMap<>();
     for (int run = 0; run < runs; run++) {
       for (String which : a.get("only").split(",")) {
+        // NAME or NAME@BACKEND (cpu, cuda, auto): the variant, and MoePrep's backend for it
+        String[] nb = which.split("@", 2);
+        String name = nb[0];
+        spec.backend(BackendChoice.parse(nb.length > 1 ? nb[1] : a.get("backend")));
+        boolean gpuSql = name.equals("plain-gpu") || name.equals("columnar");
+        if (gpuSql && !rapids) {
+          throw new IllegalArgumentException(which + " needs rapids=<the RAPIDS Accelerator jar>");
+        }
+        if (rapids) { // RAPIDS runs the SQL of these variants only
+          spark.conf().set("spark.rapids.sql.enabled", Boolean.toString(gpuSql));
+        }
         Dataset<Row> in = spark.read().parquet(input);
-        boolean shards = which.equals("safetensors");
+        boolean shards = name.equals("safetensors");
         Partitioning p =
-            which.endsWith("-batch") || shards ? Partitioning.BATCH : Partitioning.RANK;
+            name.endsWith("-batch") || shards || name.equals("columnar")
+                ? Partitioning.BATCH
+                : Partitioning.RANK;
         spec.partitioning(p);
         Dataset<Row> out =
-            switch (which) {
-              case "plain" -> plainRecipe(in, e / r, tpb);
+            switch (name) {
+              case "plain", "plain-gpu" -> plainRecipe(in, e / r, tpb);
               case "rows", "rows-batch" ->
                   MoePrep.permute(in, spec.layout(Layout.ROWS).build()).data();
               case "packed", "packed-batch" ->
                   MoePrep.permute(in, spec.layout(Layout.PACKED).build()).data();
               case "safetensors" -> MoePrep.permute(in, spec.build()).shards();
+              case "columnar" -> columnar(MoePrep.permute(in, spec.layout(Layout.ROWS).build()));
               default ->
                   throw new IllegalArgumentException(
-                      "only: plain, rows, packed, rows-batch, packed-batch, safetensors");
+                      "only: plain, plain-gpu, rows, packed, rows-batch, packed-batch,"
+                          + " safetensors, columnar (each NAME or NAME@BACKEND)");
             };
         waitForListeners(spark);
         bytes.reset();
@@ -249,7 +296,14 @@ public final class SparkPermuteBenchmark {
       }
     }
     Result plain = best.get("plain");
+    Result plainGpu = best.get("plain-gpu");
+    if (plain == null || (plainGpu != null && plainGpu.seconds < plain.seconds)) {
+      plain = plainGpu;
+    }
     System.out.println();
+    System.out.println(
+        "speed-up columns: against the best plain recipe"
+            + (plain == null ? " (none run)" : " (" + plain.name + ")"));
     System.out.println(
         "| run | time (s) | CPU (s) | shuffled (MiB) | written (MiB) | rows written |"
             + " speed-up vs plain (time) | (CPU) |");
@@ -269,7 +323,36 @@ public final class SparkPermuteBenchmark {
               ? "-"
               : String.format(Locale.ROOT, "%.2fx", plain.cpuSeconds / res.cpuSeconds));
     }
+    Result columnar = best.get("columnar");
+    Result cpuBest = null;
+    for (Result res : best.values()) {
+      boolean moePrepCpu =
+          !res.name.startsWith("plain")
+              && !res.name.equals("columnar")
+              && (res.name.endsWith("@cpu")
+                  || (!res.name.contains("@") && a.get("backend").equals("cpu")));
+      if (moePrepCpu && (cpuBest == null || res.seconds < cpuBest.seconds)) {
+        cpuBest = res;
+      }
+    }
+    if (columnar != null && cpuBest != null) {
+      System.out.printf(
+          Locale.ROOT,
+          "MoePrep GPU path (columnar, %.1f s) against MoePrep's best CPU path (%s, %.1f s): %.2fx%n",
+          columnar.seconds,
+          cpuBest.name,
+          cpuBest.seconds,
+          cpuBest.seconds / columnar.seconds);
+    }
     spark.stop();
+  }
+
+  /** The permute's ROWS output as the columnar plan; fails when the permute did not take it. */
+  static Dataset<Row> columnar(PermuteOutput out) {
+    if (out.columnarReason() != null) {
+      throw new IllegalStateException("no columnar plan: " + out.columnarReason());
+    }
+    return out.rows();
   }
 
   /** The plain Spark recipe: one row per kept slot, grouped by rank, sorted like the kernel. */

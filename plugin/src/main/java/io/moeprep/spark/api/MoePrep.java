@@ -130,7 +130,8 @@ public final class MoePrep {
             new BadRowScanner(s, hasProbs, hasBatch), Encoders.row(Schemas.BAD_ROWS));
     BatchCounters counters =
         BatchCounters.register(spark.sparkContext(), "permute", s.settings().backend());
-    return new PermuteOutput(dispatched, s, hasProbs, badRows, badRowCount, counters);
+    return new PermuteOutput(
+        dispatched, s, hasProbs, badRows, badRowCount, counters, selected, hasBatch);
   }
 
   /** Partitions of the shuffle by batch: the setting, or {@code spark.sql.shuffle.partitions}. */

@@ -1,18 +1,22 @@
 package io.moeprep.spark.api;
 
+import io.moeprep.spark.conf.MoePrepConf;
 import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.exec.CachedPlans;
 import io.moeprep.spark.exec.RankBatchRunner;
 import io.moeprep.spark.exec.RankOutput;
+import io.moeprep.spark.rapids.ColumnarPermute;
 import io.moeprep.spark.rapids.RapidsRoute;
 import io.moeprep.spark.spec.BadRowPolicy;
 import io.moeprep.spark.spec.Layout;
 import io.moeprep.spark.spec.Partitioning;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.Schemas;
+import java.util.Locale;
 import org.apache.spark.sql.Dataset;
 import org.apache.spark.sql.Encoders;
 import org.apache.spark.sql.Row;
+import org.apache.spark.sql.SparkSession;
 import org.apache.spark.storage.StorageLevel;
 import org.apache.spark.util.LongAccumulator;
 
@@ -33,6 +37,9 @@ public final class PermuteOutput {
   private final Dataset<Row> badRows;
   private final LongAccumulator badRowCount;
   private final BatchCounters counters;
+  private final Dataset<Row> selected;
+  private final String columnarReason;
+  private final boolean hasBatch;
 
   PermuteOutput(
       Dataset<Row> dispatched,
@@ -40,7 +47,9 @@ public final class PermuteOutput {
       boolean hasProbs,
       Dataset<Row> badRows,
       LongAccumulator badRowCount,
-      BatchCounters counters) {
+      BatchCounters counters,
+      Dataset<Row> selected,
+      boolean hasBatch) {
     this.counters = counters;
     this.badRows = badRows;
     this.badRowCount = badRowCount;
@@ -50,6 +59,36 @@ public final class PermuteOutput {
     this.route =
         RapidsRoute.plan(
             dispatched.sparkSession(), spec.settings().backend(), spec.settings().layout());
+    this.columnarReason = columnarReason(selected);
+    this.hasBatch = hasBatch;
+    this.selected = selected;
+  }
+
+  /** Why {@link #rows()} does not run as the columnar plan, or null when it does. */
+  private String columnarReason(Dataset<Row> selected) {
+    SparkSession spark = selected.sparkSession();
+    if (!MoePrepConf.RAPIDS_COLUMNAR.readFrom(k -> spark.conf().get(k, null))) {
+      return MoePrepConf.RAPIDS_COLUMNAR.key() + "=false";
+    }
+    if (route.path() != RapidsRoute.Path.RAPIDS_CUDF
+        && route.path() != RapidsRoute.Path.RAPIDS_EXPLAIN_ONLY) {
+      return "path " + route.path() + ": no RAPIDS Accelerator to run it";
+    }
+    if (spec.settings().partitioning() != Partitioning.BATCH) {
+      return "partitioning=" + spec.settings().partitioning().name().toLowerCase(Locale.ROOT);
+    }
+    if (spec.settings().badRows() != BadRowPolicy.FAIL) {
+      return "badRows=" + spec.settings().badRows().name().toLowerCase(Locale.ROOT);
+    }
+    return ColumnarPermute.unsupported(selected.schema());
+  }
+
+  /**
+   * Why {@link #rows()} (and {@link #data()} in the {@code ROWS} layout) does not run as the
+   * columnar device plan under RAPIDS ({@link ColumnarPermute}), or null when it does.
+   */
+  public String columnarReason() {
+    return columnarReason;
   }
 
   /**
@@ -62,7 +101,11 @@ public final class PermuteOutput {
 
   /** {@link #route()} in one line, such as {@code MoePrep path RAPIDS_EXPLAIN_ONLY: ...}. */
   public String executionPath() {
-    return route.describe();
+    return route.describe()
+        + (columnarReason == null
+            ? "; rows() runs as a columnar plan (collect_list by batch, MoePrep's permute as a"
+                + " columnar UDF, explode)"
+            : "");
   }
 
   /** Whether the input has probs (then every output carries them). */
@@ -77,6 +120,10 @@ public final class PermuteOutput {
 
   /** {@link Schemas#ROWS}: one row per output row of each (rank, batch). */
   public Dataset<Row> rows() {
+    if (columnarReason == null) {
+      // RAPIDS is loaded on this path: the UDF gets its columnar form
+      return ColumnarPermute.rows(selected, hasBatch, spec, hasProbs, counters, true);
+    }
     return run(RankOutput.ROWS);
   }
 

@@ -145,6 +145,18 @@ public final class MoePrepConf {
           true,
           true);
 
+  /** Whether a permute's ROWS output runs as the columnar plan under RAPIDS. */
+  public static final ConfigEntry<Boolean> RAPIDS_COLUMNAR =
+      bool(
+          "rapids.columnar",
+          "With the RAPIDS Accelerator loaded, partitioning=batch, the ROWS layout and"
+              + " badRows=fail, rows() (and data()) run as a columnar plan that RAPIDS executes on"
+              + " the GPU: collect_list by batch, MoePrep's permute as a columnar UDF, explode; the"
+              + " hidden rows stay in device memory from the scan to the writer. false keeps the"
+              + " row tasks. PermuteOutput.columnarReason() says why a permute did not take it.",
+          true,
+          true);
+
   /** Shuffle partitions of the combine (unpermute) stage. */
   public static final ConfigEntry<Integer> COMBINE_PARTITIONS =
       intRange(
@@ -264,6 +276,7 @@ public final class MoePrepConf {
           GPU_REQUIRED,
           GPU_MEMORY_LIMIT,
           GPU_OOM_FALLBACK,
+          RAPIDS_COLUMNAR,
           COMBINE_PARTITIONS,
           HOST_CACHE_FRACTION,
           CPU_THREADS,

@@ -63,7 +63,7 @@ public final class BatchCounters implements Serializable {
    * unpermute: combined tokens) of {@code bytes} hidden bytes, run on {@code backend} ({@code cuda}
    * or {@code cpu}).
    */
-  void batch(long rows, long bytes, String backend) {
+  public void batch(long rows, long bytes, String backend) {
     this.rows.add(rows);
     this.bytes.add(bytes);
     if ("cuda".equals(backend)) {

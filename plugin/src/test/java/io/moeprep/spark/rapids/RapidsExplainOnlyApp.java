@@ -5,6 +5,7 @@ import io.moeprep.spark.api.MoePrep;
 import io.moeprep.spark.api.PermuteOutput;
 import io.moeprep.spark.api.RapidsPermute;
 import io.moeprep.spark.exec.ExecutorRuntime;
+import io.moeprep.spark.spec.Partitioning;
 import java.io.File;
 import java.net.URL;
 import java.nio.charset.StandardCharsets;
@@ -12,6 +13,8 @@ import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
+import org.apache.spark.sql.Dataset;
+import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.util.MutableURLClassLoader;
 
@@ -51,6 +54,38 @@ public final class RapidsExplainOnlyApp {
     return p;
   }
 
+  /**
+   * The permute under {@code partitioning=batch} of the tokens read back from Parquet, whose {@code
+   * rows()} is the columnar plan: writes to {@code dir} what RAPIDS would run on the GPU ({@code
+   * gpu-plan.txt}, RAPIDS' {@code ExplainPlan.explainPotentialGpuPlan}), Spark's physical plan
+   * ({@code physical-plan.txt}) and the rows ({@code rows.txt}); returns {@code columnarReason()}.
+   */
+  static String columnarPlan(SparkSession spark, Path dir) throws Exception {
+    Files.createDirectories(dir);
+    String parquet = dir.resolve("tokens.parquet").toString();
+    RapidsExplainOnlyTest.tokens().toDataFrame(spark, true).write().parquet(parquet);
+    PermuteOutput p =
+        MoePrep.permute(
+            spark.read().parquet(parquet),
+            RapidsExplainOnlyTest.spec().toBuilder().partitioning(Partitioning.BATCH).build());
+    Dataset<Row> rows = p.rows();
+    Object gpuPlan =
+        Class.forName(
+                "com.nvidia.spark.rapids.ExplainPlan",
+                true,
+                Thread.currentThread().getContextClassLoader())
+            .getMethod("explainPotentialGpuPlan", Dataset.class, String.class)
+            .invoke(null, rows, "ALL");
+    Files.writeString(dir.resolve("gpu-plan.txt"), String.valueOf(gpuPlan));
+    Files.writeString(
+        dir.resolve("physical-plan.txt"), rows.queryExecution().executedPlan().toString());
+    Files.write(
+        dir.resolve("rows.txt"),
+        RapidsExplainOnlyTest.lines(rows.collectAsList()),
+        StandardCharsets.UTF_8);
+    return p.columnarReason();
+  }
+
   public static void main(String[] args) throws Exception {
     URL jar = new File(args[0]).toURI().toURL();
     ClassLoader parent = RapidsExplainOnlyApp.class.getClassLoader();
@@ -77,6 +112,7 @@ public final class RapidsExplainOnlyApp {
       out.add("cpuBatches=" + ExecutorRuntime.CPU_BATCHES.getCount());
       out.add("gpuBatches=" + ExecutorRuntime.GPU_BATCHES.getCount());
       out.add("fallbackReason=" + ExecutorRuntime.fallbackReason().replaceAll("\\s+", " "));
+      out.add("columnarReason=" + columnarPlan(spark, Path.of(args[1]).resolveSibling("columnar")));
       out.add("rows=" + rows.size());
       out.addAll(rows);
     } finally {

@@ -127,6 +127,48 @@ class RapidsExplainOnlyTest {
         .orElse("");
   }
 
+  /**
+   * The columnar plan of the child session ({@link RapidsExplainOnlyApp#columnarPlan}): taken,
+   * every operator from the Parquet scan to the explode would run on the GPU (so RAPIDS inserts no
+   * row transition around the hidden column), no row task in Spark's plan, and the rows (computed
+   * by the UDF's row form) equal to the CPU route's.
+   */
+  static void assertColumnarPlan(String reason, Path dir, List<String> expected)
+      throws IOException {
+    assertEquals("null", reason, "the columnar plan was not taken");
+    String gpuPlan = Files.readString(dir.resolve("gpu-plan.txt"));
+    for (String step :
+        List.of(
+            "*Exec <FileSourceScanExec> will run on GPU",
+            "*Exec <ShuffleExchangeExec> will run on GPU",
+            "*Exec <ObjectHashAggregateExec> will run on GPU",
+            "*Exec <GenerateExec> will run on GPU",
+            "*Expression <ScalaUDF> " + ColumnarPermute.UDF_NAME)) {
+      assertTrue(gpuPlan.contains(step), "missing '" + step + "' in RAPIDS' plan:\n" + gpuPlan);
+    }
+    for (String line : gpuPlan.split("\n")) {
+      String l = line.trim();
+      assertTrue(
+          !l.startsWith("!") && !l.contains("cannot run on GPU") && !l.contains("not run on GPU"),
+          "a step off the GPU: " + l + "\n" + gpuPlan);
+      if (l.contains("<ScalaUDF>")) {
+        assertTrue(l.endsWith("will run on GPU"), l);
+      }
+    }
+    String physical = Files.readString(dir.resolve("physical-plan.txt"));
+    assertTrue(!physical.contains("MapPartitions"), "a row task in the plan:\n" + physical);
+    SessionResult columnar =
+        new SessionResult(
+            List.of(),
+            Map.of(),
+            Files.readAllLines(dir.resolve("rows.txt"), StandardCharsets.UTF_8));
+    columnar.assertRows(expected);
+    System.out.println(
+        "RAPIDS explainOnly, columnar plan: every step on the GPU; "
+            + expected.size()
+            + " rows equal to the CPU API");
+  }
+
   @Test
   void explainOnlySessionPlansTheCudfRouteAndComputesTheCpuResult() throws Exception {
     String jar = rapidsJar();
@@ -166,7 +208,9 @@ class RapidsExplainOnlyTest {
     assertTrue(Long.parseLong(v.get("cpuBatches")) > 0, "the rows ran on the CPU backend: " + v);
     assertEquals("0", v.get("gpuBatches"), "nothing ran on a GPU: " + v);
     // the same permute in this JVM's plain session, on the CPU backend
-    got.assertRows(cpuLines());
+    List<String> expected = cpuLines();
+    got.assertRows(expected);
+    assertColumnarPlan(v.get("columnarReason"), dir.resolve("columnar"), expected);
     int n = got.rows().size();
     System.out.println(
         "RAPIDS explainOnly session: "

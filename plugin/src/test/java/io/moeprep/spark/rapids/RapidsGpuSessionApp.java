@@ -82,6 +82,15 @@ public final class RapidsGpuSessionApp {
       out.add("tables=" + tables);
       out.add("gpuBatches=" + ExecutorRuntime.GPU_BATCHES.getCount());
       out.add("cpuBatches=" + ExecutorRuntime.CPU_BATCHES.getCount());
+      // the columnar plan of the same tokens (partitioning=batch), run by RAPIDS on the GPU
+      long gpu0 = ExecutorRuntime.GPU_BATCHES.getCount();
+      long cpu0 = ExecutorRuntime.CPU_BATCHES.getCount();
+      out.add(
+          "columnarReason="
+              + RapidsExplainOnlyApp.columnarPlan(
+                  spark, Path.of(args[0]).resolveSibling("columnar")));
+      out.add("columnarGpuBatches=" + (ExecutorRuntime.GPU_BATCHES.getCount() - gpu0));
+      out.add("columnarCpuBatches=" + (ExecutorRuntime.CPU_BATCHES.getCount() - cpu0));
       out.add("rows=" + rows.size());
       out.addAll(rows);
     } finally {

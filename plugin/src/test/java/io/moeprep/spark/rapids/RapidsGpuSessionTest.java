@@ -78,7 +78,21 @@ class RapidsGpuSessionTest {
     assertEquals("RAPIDS_CUDF", v.get("route"), v.get("path") + "\n" + tail);
     assertTrue(Long.parseLong(v.get("tables")) > 0, "cudf tables came out: " + v);
     assertTrue(Long.parseLong(v.get("gpuBatches")) > 0, "the batches ran on the GPU: " + v);
-    got.assertRows(RapidsExplainOnlyTest.cpuLines());
+    List<String> expected = RapidsExplainOnlyTest.cpuLines();
+    got.assertRows(expected);
+    // the columnar plan: every step on the GPU, the UDF's columnar form ran every batch, the only
+    // row transition is the collect's at the top, and the rows are the CPU route's
+    RapidsExplainOnlyTest.assertColumnarPlan(
+        v.get("columnarReason"), dir.resolve("columnar"), expected);
+    String physical = Files.readString(dir.resolve("columnar").resolve("physical-plan.txt"));
+    assertTrue(physical.contains("GpuGenerate"), physical);
+    assertTrue(
+        physical.split("ColumnarToRow").length - 1 <= 1
+            && physical.indexOf("ColumnarToRow") <= physical.indexOf('\n'),
+        "a row transition inside the plan:\n" + physical);
+    assertTrue(!physical.contains("RowToColumnar"), physical);
+    assertEquals("12", v.get("columnarGpuBatches"), "3 batches x 4 ranks on the GPU: " + v);
+    assertEquals("0", v.get("columnarCpuBatches"), v.toString());
     int n = got.rows().size();
     System.out.println(
         "RAPIDS GPU session: "
@@ -90,7 +104,11 @@ class RapidsGpuSessionTest {
             + " rows equal to the CPU API; gpuBatches="
             + v.get("gpuBatches")
             + ", cpuBatches="
-            + v.get("cpuBatches"));
+            + v.get("cpuBatches")
+            + "; columnar plan: the same rows, gpu batches "
+            + v.get("columnarGpuBatches")
+            + ", plan:\n"
+            + physical);
   }
 
   /** A jar of the class folders {@code dirs} (the first holding a class wins). */
