@@ -40,8 +40,10 @@ import org.apache.spark.util.MutableURLClassLoader;
  * {@code format=noop} measures the shard rows without writing).
  *
  * <p>With {@code rapids=JAR} (the RAPIDS Accelerator jar) the session loads RAPIDS (as {@code
- * spark-submit --jars} would) and two more variants run under it: {@code plain-gpu}, the plain
- * recipe executed by RAPIDS, and {@code columnar}, MoePrep's columnar device plan ({@code
+ * spark-submit --jars} would; {@code rapids=loaded} when it was started by {@code spark-submit
+ * --jars RAPIDS_JAR,MOEPREP_PLUGIN_JAR}, MoePrep's plugin beside RAPIDS in one class loader, which
+ * the columnar plan needs) and two more variants run under it: {@code plain-gpu}, the plain recipe
+ * executed by RAPIDS, and {@code columnar}, MoePrep's columnar device plan ({@code
  * PermuteOutput.rows()} under RAPIDS, shuffle-less); every other variant runs with {@code
  * spark.rapids.sql.enabled=false}. A variant may name MoePrep's backend: {@code packed-batch@cuda}.
  *
@@ -148,7 +150,8 @@ public final class SparkPermuteBenchmark {
     String dir = a.get("dir");
     int runs = Integer.parseInt(a.get("runs"));
     boolean rapids = !a.get("rapids").isEmpty();
-    if (rapids) {
+    // rapids=loaded: RAPIDS is on the context class loader already (spark-submit --jars)
+    if (rapids && !a.get("rapids").equals("loaded")) {
       // as spark-submit --jars does: RAPIDS adds its per-Spark-version classes to this loader
       java.io.File jar = new java.io.File(a.get("rapids"));
       if (!jar.isFile()) {
@@ -224,8 +227,11 @@ public final class SparkPermuteBenchmark {
         // NAME or NAME@BACKEND (cpu, cuda, auto): the variant, and MoePrep's backend for it
         String[] nb = which.split("@", 2);
         String name = nb[0];
-        spec.backend(BackendChoice.parse(nb.length > 1 ? nb[1] : a.get("backend")));
         boolean gpuSql = name.equals("plain-gpu") || name.equals("columnar");
+        // the columnar plan is MoePrep's GPU path: backend cpu would keep MoePrep off the GPU
+        String backend =
+            nb.length > 1 ? nb[1] : name.equals("columnar") ? "cuda" : a.get("backend");
+        spec.backend(BackendChoice.parse(backend));
         if (gpuSql && !rapids) {
           throw new IllegalArgumentException(which + " needs rapids=<the RAPIDS Accelerator jar>");
         }
@@ -324,6 +330,9 @@ public final class SparkPermuteBenchmark {
               : String.format(Locale.ROOT, "%.2fx", plain.cpuSeconds / res.cpuSeconds));
     }
     Result columnar = best.get("columnar");
+    if (columnar == null) {
+      columnar = best.get("columnar@cuda");
+    }
     Result cpuBest = null;
     for (Result res : best.values()) {
       boolean moePrepCpu =

@@ -77,12 +77,11 @@ public final class RapidsExplainOnlyApp {
             .getMethod("explainPotentialGpuPlan", Dataset.class, String.class)
             .invoke(null, rows, "ALL");
     Files.writeString(dir.resolve("gpu-plan.txt"), String.valueOf(gpuPlan));
+    List<String> lines = RapidsExplainOnlyTest.lines(rows.collectAsList());
+    Files.write(dir.resolve("rows.txt"), lines, StandardCharsets.UTF_8);
+    // after the run: adaptive execution's final plan, with RAPIDS' operators where they ran
     Files.writeString(
         dir.resolve("physical-plan.txt"), rows.queryExecution().executedPlan().toString());
-    Files.write(
-        dir.resolve("rows.txt"),
-        RapidsExplainOnlyTest.lines(rows.collectAsList()),
-        StandardCharsets.UTF_8);
     return p.columnarReason();
   }
 

@@ -164,7 +164,7 @@ class RapidsExplainOnlyTest {
             Files.readAllLines(dir.resolve("rows.txt"), StandardCharsets.UTF_8));
     columnar.assertRows(expected);
     System.out.println(
-        "RAPIDS explainOnly, columnar plan: every step on the GPU; "
+        "RAPIDS session, columnar plan: every step on the GPU; "
             + expected.size()
             + " rows equal to the CPU API");
   }
