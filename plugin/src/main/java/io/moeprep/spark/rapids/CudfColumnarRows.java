@@ -43,7 +43,7 @@ final class CudfColumnarRows {
     if (batchCol.getNullCount() > 0) {
       throw new IllegalArgumentException("batch is null in " + batchCol.getNullCount() + " rows");
     }
-    long[] batches = hostLongs(batchCol);
+    long[] batches = CudfRankBatches.longs(batchCol);
     CudfPermuter permuter =
         new CudfPermuter(
             shape.hidden(),
@@ -63,7 +63,7 @@ final class CudfColumnarRows {
       ColumnView hidden = owned.own(struct.getChildColumnView(1));
       ColumnView experts = owned.own(struct.getChildColumnView(2));
       ColumnView probs = owned.own(struct.getChildColumnView(3));
-      long[] tokenIds = hostLongs(ids);
+      long[] tokenIds = CudfRankBatches.longs(ids);
       Rows hid = Rows.of(hidden, total, rowBytes, 1, "hidden", tokenIds, owned);
       Rows exp = Rows.of(experts, total, k, 4, "expert_ids", tokenIds, owned);
       Rows pr = udf.hasProbs() ? Rows.of(probs, total, k, 4, "probs", tokenIds, owned) : null;
@@ -208,16 +208,6 @@ final class CudfColumnarRows {
 
     long at(int t) {
       return data == 0 ? 0 : data + (long) elemBytes * offsets[t];
-    }
-  }
-
-  private static long[] hostLongs(ColumnView c) {
-    try (HostColumnVector h = c.copyToHost()) {
-      long[] v = new long[(int) h.getRowCount()];
-      for (int i = 0; i < v.length; i++) {
-        v[i] = h.getLong(i);
-      }
-      return v;
     }
   }
 

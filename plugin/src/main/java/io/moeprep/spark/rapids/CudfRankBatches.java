@@ -290,7 +290,8 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
     }
   }
 
-  private static long[] longs(ColumnVector c) {
+  /** The int64 values of a column, on the host. */
+  static long[] longs(ColumnView c) {
     try (HostColumnVector h = c.copyToHost()) {
       long[] v = new long[(int) h.getRowCount()];
       for (int i = 0; i < v.length; i++) {

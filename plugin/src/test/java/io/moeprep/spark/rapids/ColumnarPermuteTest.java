@@ -88,16 +88,20 @@ class ColumnarPermuteTest {
     assertSameRows(tokens, base.toBuilder().tokensPerBatch(70).build(), true, false);
   }
 
+  /** 8 experts over 2 ranks, K = 2, 8 f32 per token, resolved in this session. */
+  private static PermuteSpec smallSpec() {
+    return PermuteSpec.builder(8, 2)
+        .hidden(8, DType.F32)
+        .topK(2)
+        .build()
+        .resolve(k -> SPARK.conf().get(k, null));
+  }
+
   @Test
   void planIsOneShuffleByBatchACollectAndAnExplode() {
     TokenBatch tokens =
         TokenBatch.random(Seeds.fresh("columnarPlan"), 2, 16, 8, DType.F32, 2, 8, 0.0);
-    PermuteSpec spec =
-        PermuteSpec.builder(8, 2)
-            .hidden(8, DType.F32)
-            .topK(2)
-            .build()
-            .resolve(k -> SPARK.conf().get(k, null));
+    PermuteSpec spec = smallSpec();
     Dataset<Row> plan =
         ColumnarPermute.rows(
             selected(tokens.toDataFrame(SPARK, true), true), true, spec, true, null, false);
@@ -114,12 +118,7 @@ class ColumnarPermuteTest {
     rows.add(RowFactory.create(5L, 0L, new byte[32], new Integer[] {0, 1}, null));
     rows.add(RowFactory.create(9L, 0L, new byte[31], new Integer[] {2, 3}, null));
     Dataset<Row> df = SPARK.createDataFrame(rows, TokenBatch.SCHEMA).drop("probs");
-    PermuteSpec spec =
-        PermuteSpec.builder(8, 2)
-            .hidden(8, DType.F32)
-            .topK(2)
-            .build()
-            .resolve(k -> SPARK.conf().get(k, null));
+    PermuteSpec spec = smallSpec();
     SparkException e =
         assertThrows(
             SparkException.class,
