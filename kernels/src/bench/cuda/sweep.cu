@@ -1,6 +1,8 @@
 // Tuning sweep of the row kernels, outside the shipped fatbins: the shipped permute and unpermute
 // kernels (the production sources are included, not copied) side by side with candidate variants,
-// on the CudaBenchmark shapes, BF16. Each variant's output is compared byte for byte with the
+// on the CudaBenchmark shapes, BF16. The variants here are the last ones measured (instantiations
+// of the shipped templates with other parameters); the earlier ones are in this file's history and
+// every figure is in kernels/src/main/cuda/README.md. Each variant's output is compared byte for byte with the
 // shipped kernel's; ratio = time of a same-run cudaMemcpyAsync (device to device) of half the
 // operation's traffic / time of the operation; medians of `iters` runs by CUDA events.
 //
@@ -29,330 +31,16 @@
     }                                                                            \
   } while (0)
 
-namespace moeprep {
-
-// Candidate unpermute: the warp-per-token step of the shipped kernel, over balanced contiguous
-// ranges of (token, step) items per warp on a grid of resident blocks, with the next token's row
-// ids and probs loaded while the current token's steps run (and probs not waiting for the ids).
-template <typename D, int V, int kU, int kSlots>
-__device__ void unpermute_items(const void* __restrict__ expert_out,
-                                const int32_t* __restrict__ row_id_map,
-                                const float* __restrict__ probs, void* __restrict__ out,
-                                int64_t n, int32_t k, int64_t units) {
-  using U = typename Unit<V>::type;
-  using S = typename D::storage;
-  constexpr int kElems = V / static_cast<int>(sizeof(S));
-  union Packed {
-    U unit;
-    S elems[kElems];
-  };
-  constexpr unsigned kAll = 0xffffffffu;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int64_t warp = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  const int64_t steps = (units + 32 * kU - 1) / (32 * kU);
-  const int64_t items = n * steps;
-  const int64_t begin = RowTile::bound(items, warp, warps);
-  const int64_t end = RowTile::bound(items, warp + 1, warps);
-  if (begin >= end) {
-    return;
+// unpermute_staged candidates: kU units per lane per chunk, kStages chunks in the ring
+#define SWEEP_STAGED(KU, ST, B)                                                                \
+  extern "C" __global__ void __launch_bounds__(kBlockThreads, B)                               \
+      sweep_staged_u##KU##_s##ST##_b##B(const void* e, const int32_t* m, const float* p,       \
+                                        void* o, int64_t n, int32_t k, int64_t u) {            \
+    unpermute_staged<BF16, 16, KU, ST>(e, m, p, o, n, k, u);                                   \
   }
-  const U* src = static_cast<const U*>(expert_out);
-  int64_t t = begin / steps;
-  int64_t step = begin % steps;
-  const int64_t last = (end - 1) / steps;
-  int32_t r = lane < k ? row_id_map[t * k + lane] : -1;
-  float p = lane < k && probs != nullptr ? probs[t * k + lane] : 1.0f;
-  int32_t rn = -1;
-  float pn = 1.0f;
-  if (t < last) {
-    rn = lane < k ? row_id_map[(t + 1) * k + lane] : -1;
-    pn = lane < k && probs != nullptr ? probs[(t + 1) * k + lane] : 1.0f;
-  }
-  for (int64_t i = begin; i < end; i++) {
-    const int64_t u0 = step * 32 * kU + lane;
-    float acc[kU][kElems];
-#pragma unroll
-    for (int j = 0; j < kU; j++) {
-#pragma unroll
-      for (int e = 0; e < kElems; e++) {
-        acc[j][e] = 0.0f;
-      }
-    }
-    for (int32_t s0 = 0; s0 < k; s0 += 32) {
-      int32_t rr = r;
-      float pp = p;
-      if (s0 > 0) {
-        rr = s0 + lane < k ? row_id_map[t * k + s0 + lane] : -1;
-        pp = s0 + lane < k && probs != nullptr ? probs[t * k + s0 + lane] : 1.0f;
-      }
-      unsigned kept = __ballot_sync(kAll, rr >= 0);
-      while (kept != 0) {
-        int32_t row[kSlots];
-        float w[kSlots];
-#pragma unroll
-        for (int b = 0; b < kSlots; b++) {
-          const int s = kept != 0 ? __ffs(kept) - 1 : -1;
-          kept = kept != 0 ? kept & (kept - 1) : 0;
-          row[b] = __shfl_sync(kAll, rr, s < 0 ? 0 : s);
-          w[b] = __shfl_sync(kAll, pp, s < 0 ? 0 : s);
-          if (s < 0) {
-            row[b] = -1;
-          }
-        }
-        Packed x[kSlots][kU];
-#pragma unroll
-        for (int b = 0; b < kSlots; b++) {
-#pragma unroll
-          for (int j = 0; j < kU; j++) {
-            const int64_t u = u0 + 32 * j;
-            if (row[b] >= 0 && u < units) {
-              x[b][j].unit = src[static_cast<int64_t>(row[b]) * units + u];
-            }
-          }
-        }
-#pragma unroll
-        for (int b = 0; b < kSlots; b++) {
-          if (row[b] < 0) {
-            continue;
-          }
-#pragma unroll
-          for (int j = 0; j < kU; j++) {
-#pragma unroll
-            for (int e = 0; e < kElems; e++) {
-              acc[j][e] = __fadd_rn(acc[j][e], __fmul_rn(w[b], D::decode(x[b][j].elems[e])));
-            }
-          }
-        }
-      }
-    }
-    U* dst = static_cast<U*>(out) + t * units;
-#pragma unroll
-    for (int j = 0; j < kU; j++) {
-      const int64_t u = u0 + 32 * j;
-      if (u < units) {
-        Packed y;
-#pragma unroll
-        for (int e = 0; e < kElems; e++) {
-          y.elems[e] = static_cast<S>(D::encode(acc[j][e]));
-        }
-        dst[u] = y.unit;
-      }
-    }
-    if (++step == steps) {
-      step = 0;
-      t++;
-      r = rn;
-      p = pn;
-      if (t < last) {
-        rn = lane < k ? row_id_map[(t + 1) * k + lane] : -1;
-        pn = lane < k && probs != nullptr ? probs[(t + 1) * k + lane] : 1.0f;
-      }
-    }
-  }
-}
-
-// Candidate: the shipped grid-stride kernel with the next token's ids prefetched into registers
-// and probs loaded without waiting for the ids.
-template <typename D, int V, int kU, int kSlots>
-__device__ void unpermute_prefetch(const void* __restrict__ expert_out,
-                                   const int32_t* __restrict__ row_id_map,
-                                   const float* __restrict__ probs, void* __restrict__ out,
-                                   int64_t n, int32_t k, int64_t units) {
-  using U = typename Unit<V>::type;
-  using S = typename D::storage;
-  constexpr int kElems = V / static_cast<int>(sizeof(S));
-  union Packed {
-    U unit;
-    S elems[kElems];
-  };
-  constexpr unsigned kAll = 0xffffffffu;
-  const int lane = static_cast<int>(threadIdx.x) & 31;
-  const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
-  const U* src = static_cast<const U*>(expert_out);
-  int64_t t = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  int32_t rn = t < n && lane < k ? row_id_map[t * k + lane] : -1;
-  float pn = t < n && lane < k && probs != nullptr ? probs[t * k + lane] : 1.0f;
-  for (; t < n; t += warps) {
-    const int32_t r0 = rn;
-    const float p0 = pn;
-    if (t + warps < n) {
-      rn = lane < k ? row_id_map[(t + warps) * k + lane] : -1;
-      pn = lane < k && probs != nullptr ? probs[(t + warps) * k + lane] : 1.0f;
-    }
-    const unsigned kept0 = __ballot_sync(kAll, r0 >= 0);
-    U* dst = static_cast<U*>(out) + t * units;
-    for (int64_t base = 0; base < units; base += 32 * kU) {
-      const int64_t u0 = base + lane;
-      float acc[kU][kElems];
-#pragma unroll
-      for (int j = 0; j < kU; j++) {
-#pragma unroll
-        for (int e = 0; e < kElems; e++) {
-          acc[j][e] = 0.0f;
-        }
-      }
-      for (int32_t s0 = 0; s0 < k; s0 += 32) {
-        int32_t r = r0;
-        float p = p0;
-        unsigned kept = kept0;
-        if (s0 > 0) {
-          r = s0 + lane < k ? row_id_map[t * k + s0 + lane] : -1;
-          p = s0 + lane < k && probs != nullptr ? probs[t * k + s0 + lane] : 1.0f;
-          kept = __ballot_sync(kAll, r >= 0);
-        }
-        while (kept != 0) {
-          int32_t row[kSlots];
-          float w[kSlots];
-#pragma unroll
-          for (int b = 0; b < kSlots; b++) {
-            const int s = kept != 0 ? __ffs(kept) - 1 : -1;
-            kept = kept != 0 ? kept & (kept - 1) : 0;
-            row[b] = __shfl_sync(kAll, r, s < 0 ? 0 : s);
-            w[b] = __shfl_sync(kAll, p, s < 0 ? 0 : s);
-            if (s < 0) {
-              row[b] = -1;
-            }
-          }
-          Packed x[kSlots][kU];
-#pragma unroll
-          for (int b = 0; b < kSlots; b++) {
-#pragma unroll
-            for (int j = 0; j < kU; j++) {
-              const int64_t u = u0 + 32 * j;
-              if (row[b] >= 0 && u < units) {
-                x[b][j].unit = src[static_cast<int64_t>(row[b]) * units + u];
-              }
-            }
-          }
-#pragma unroll
-          for (int b = 0; b < kSlots; b++) {
-            if (row[b] < 0) {
-              continue;
-            }
-#pragma unroll
-            for (int j = 0; j < kU; j++) {
-#pragma unroll
-              for (int e = 0; e < kElems; e++) {
-                acc[j][e] = __fadd_rn(acc[j][e], __fmul_rn(w[b], D::decode(x[b][j].elems[e])));
-              }
-            }
-          }
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < kU; j++) {
-        const int64_t u = u0 + 32 * j;
-        if (u < units) {
-          Packed y;
-#pragma unroll
-          for (int e = 0; e < kElems; e++) {
-            y.elems[e] = static_cast<S>(D::encode(acc[j][e]));
-          }
-          dst[u] = y.unit;
-        }
-      }
-    }
-  }
-}
-
-// Candidate permute: the shipped one with streaming (evict-first) stores of the output rows.
-template <int kUnroll>
-__device__ void permute_rows_cs(const uint4* __restrict__ src_base,
-                                const int32_t* __restrict__ row_id_map, uint4* __restrict__ dst_base,
-                                int64_t n, int32_t k, int64_t units, int32_t lanes) {
-  const RowTile tile(lanes, n);
-  for (int64_t g = tile.group_begin; g < tile.group_end; g++) {
-    const int64_t t = tile.row(g);
-    if (t >= n) {
-      break;
-    }
-    const uint4* src = src_base + t * units;
-    const int32_t* rows = row_id_map + t * k;
-    if (g + 1 < tile.group_end && tile.lane == 0) {
-      prefetch_l1(row_id_map + tile.row(g + 1) * k);
-    }
-    bool kept = false;
-    for (int32_t s = 0; s < k && !kept; s++) {
-      kept = rows[s] >= 0;
-    }
-    if (!kept) {
-      continue;
-    }
-    for (int64_t u0 = tile.lane; u0 < units; u0 += static_cast<int64_t>(lanes) * kUnroll) {
-      uint4 v[kUnroll];
-#pragma unroll
-      for (int j = 0; j < kUnroll; j++) {
-        const int64_t u = u0 + static_cast<int64_t>(j) * lanes;
-        if (u < units) {
-          v[j] = __ldcs(src + u);
-        }
-      }
-      for (int32_t s = 0; s < k; s++) {
-        const int32_t row = rows[s];
-        if (row < 0) {
-          continue;
-        }
-        uint4* dst = dst_base + static_cast<int64_t>(row) * units;
-#pragma unroll
-        for (int j = 0; j < kUnroll; j++) {
-          const int64_t u = u0 + static_cast<int64_t>(j) * lanes;
-          if (u < units) {
-            __stcs(dst + u, v[j]);
-          }
-        }
-      }
-    }
-  }
-}
-
-}  // namespace moeprep
-
-extern "C" __global__ void __launch_bounds__(kBlockThreads)
-    sweep_unpermute_items(const void* e, const int32_t* m, const float* p, void* o, int64_t n,
-                          int32_t k, int64_t u) {
-  unpermute_items<BF16, 16, 4, 1>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads)
-    sweep_unpermute_items_pairs(const void* e, const int32_t* m, const float* p, void* o,
-                                int64_t n, int32_t k, int64_t u) {
-  unpermute_items<BF16, 16, 4, 2>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads)
-    sweep_unpermute_items_u8(const void* e, const int32_t* m, const float* p, void* o, int64_t n,
-                             int32_t k, int64_t u) {
-  unpermute_items<BF16, 16, 8, 1>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads)
-    sweep_unpermute_prefetch(const void* e, const int32_t* m, const float* p, void* o, int64_t n,
-                             int32_t k, int64_t u) {
-  unpermute_prefetch<BF16, 16, 4, 1>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads)
-    sweep_unpermute_prefetch_pairs(const void* e, const int32_t* m, const float* p, void* o,
-                                   int64_t n, int32_t k, int64_t u) {
-  unpermute_prefetch<BF16, 16, 4, 2>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads, 3)
-    sweep_unpermute_items_b3(const void* e, const int32_t* m, const float* p, void* o, int64_t n,
-                             int32_t k, int64_t u) {
-  unpermute_items<BF16, 16, 4, 1>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads, 3)
-    sweep_unpermute_prefetch_b3(const void* e, const int32_t* m, const float* p, void* o,
-                                int64_t n, int32_t k, int64_t u) {
-  unpermute_prefetch<BF16, 16, 4, 1>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads, 2)
-    sweep_unpermute_items_u8b2(const void* e, const int32_t* m, const float* p, void* o,
-                               int64_t n, int32_t k, int64_t u) {
-  unpermute_items<BF16, 16, 8, 1>(e, m, p, o, n, k, u);
-}
-extern "C" __global__ void __launch_bounds__(kBlockThreads, 1)
-    sweep_permute_cs(const uint4* t, const int32_t* m, uint4* o, int64_t n, int32_t k, int64_t u,
-                     int32_t lanes) {
-  permute_rows_cs<8>(t, m, o, n, k, u, lanes);
-}
+SWEEP_STAGED(4, 3, 3)
+SWEEP_STAGED(2, 6, 4)
+SWEEP_STAGED(2, 3, 5)
 
 namespace {
 
@@ -514,65 +202,36 @@ void run(const Shape& c) {
     };
     float copy_ms = median(s, [&] { cudaMemcpyAsync(copy, csrc, perm_bytes / 2, cudaMemcpyDeviceToDevice, s); });
     report("permute", "shipped (32 blocks/SM)", median(s, [&] { shipped(grid(32)); }), copy_ms, true);
-    CK(cudaMemset(permuted, 0, num_out * row_bytes));
-    shipped(grid(32));
-    const unsigned long long want = hash(permuted, num_out * row_bytes);
-    for (int per : {2, 4}) {
-      CK(cudaMemsetAsync(permuted, 0, num_out * row_bytes, s));
-      moeprep_permute_rows_v16<<<grid(per), kBlockThreads, 0, s>>>(tokens, dmap, permuted, n, k, units, pl);
-      bool ok = hash(permuted, num_out * row_bytes) == want;
-      std::string v = "shipped, " + std::to_string(per) + " blocks/SM";
-      report("permute", v.c_str(), median(s, [&] { moeprep_permute_rows_v16<<<grid(per), kBlockThreads, 0, s>>>(tokens, dmap, permuted, n, k, units, pl); }), copy_ms, ok);
-    }
-    CK(cudaMemsetAsync(permuted, 0, num_out * row_bytes, s));
-    auto cs = [&] {
-      sweep_permute_cs<<<grid(32), kBlockThreads, 0, s>>>(static_cast<const uint4*>(tokens), dmap,
-                                                          static_cast<uint4*>(permuted), n, k, units, pl);
-    };
-    cs();
-    bool ok = hash(permuted, num_out * row_bytes) == want;
-    report("permute", "ldcs/stcs", median(s, cs), copy_ms, ok);
-    report("permute", "shipped again", median(s, [&] { shipped(grid(32)); }), copy_ms, true);
   }
 
   // unpermute, expert outputs = random BF16 (the permute's output)
   fill_bits<<<sms * 8, 256>>>(static_cast<uint16_t*>(permuted), num_out * c.h, 7);
   CK(cudaDeviceSynchronize());
   {
-    const bool pairs = num_out >= 2 * n;
-    auto kernel = pairs ? moeprep_unpermute_bf16_v16_pairs : moeprep_unpermute_bf16_v16;
+    auto kernel = moeprep_unpermute_bf16_v16;
     const int g = static_cast<int>(std::min<int64_t>((n + 7) / 8, sms * 32LL));
     auto shipped = [&] { kernel<<<g, kBlockThreads, 0, s>>>(permuted, dmap, dprobs, out, n, k, units); };
     float copy_ms = median(s, [&] { cudaMemcpyAsync(copy, csrc, unperm_bytes / 2, cudaMemcpyDeviceToDevice, s); });
-    report("unpermute", pairs ? "shipped (_pairs)" : "shipped", median(s, shipped), copy_ms, true);
+    report("unpermute", "shipped", median(s, shipped), copy_ms, true);
     CK(cudaMemsetAsync(out, 0xFF, n * row_bytes, s));
     shipped();
     const unsigned long long want = hash(out, n * row_bytes);
     struct Variant {
       const char* name;
-      decltype(&sweep_unpermute_items) f;
-      bool persistent;
+      decltype(&sweep_staged_u4_s3_b3) f;
     };
     std::vector<Variant> vs = {
-        {"prefetch", pairs ? sweep_unpermute_prefetch_pairs : sweep_unpermute_prefetch, false},
-        {"items", pairs ? sweep_unpermute_items_pairs : sweep_unpermute_items, true},
-        {"items, all resident x2", pairs ? sweep_unpermute_items_pairs : sweep_unpermute_items, true},
+        {"staged u4 s3, >= 3 blocks/SM", sweep_staged_u4_s3_b3},
+        {"staged u2 s6, >= 4 blocks/SM", sweep_staged_u2_s6_b4},
+        {"staged u2 s3, >= 5 blocks/SM", sweep_staged_u2_s3_b5},
     };
-    if (!pairs) {
-      vs.push_back({"prefetch, 3 blocks/SM", sweep_unpermute_prefetch_b3, false});
-      vs.push_back({"items, 3 blocks/SM", sweep_unpermute_items_b3, true});
-      vs.push_back({"items u8", sweep_unpermute_items_u8, true});
-      vs.push_back({"items u8, 2 blocks/SM", sweep_unpermute_items_u8b2, true});
-    }
     for (size_t i = 0; i < vs.size(); i++) {
       const Variant& v = vs[i];
-      int vg = v.persistent ? resident(reinterpret_cast<const void*>(v.f)) : g;
-      if (i == 2) vg *= 2;
       CK(cudaMemsetAsync(out, 0xFF, n * row_bytes, s));
-      auto op = [&] { v.f<<<vg, kBlockThreads, 0, s>>>(permuted, dmap, dprobs, out, n, k, units); };
+      auto op = [&] { v.f<<<g, kBlockThreads, 0, s>>>(permuted, dmap, dprobs, out, n, k, units); };
       op();
       bool ok = hash(out, n * row_bytes) == want;
-      std::string name = std::string(v.name) + " (" + std::to_string(vg) + " blocks)";
+      std::string name = std::string(v.name) + " (" + std::to_string(resident(reinterpret_cast<const void*>(v.f)) / sms) + "/SM)";
       report("unpermute", name.c_str(), median(s, op), copy_ms, ok);
     }
     report("unpermute", "shipped again", median(s, shipped), copy_ms, true);
