@@ -1,7 +1,8 @@
 // Tuning sweep of the row kernels, outside the shipped fatbins: the shipped permute and unpermute
 // kernels (the production sources are included, not copied) side by side with candidate variants,
 // on the CudaBenchmark shapes, BF16. The variants here are the last ones measured (instantiations
-// of the shipped templates with other parameters); the earlier ones are in this file's history and
+// of the shipped templates with other parameters; the ring's other sizes of the README are one
+// SWEEP_STAGED line each); the first sweep's kernels are in this file's history (e100bd8), and
 // every figure is in kernels/src/main/cuda/README.md. Each variant's output is compared byte for byte with the
 // shipped kernel's; ratio = time of a same-run cudaMemcpyAsync (device to device) of half the
 // operation's traffic / time of the operation; medians of `iters` runs by CUDA events.
