@@ -57,6 +57,37 @@ __device__ __forceinline__ void prefetch_l1(const void* p) {
   asm volatile("prefetch.global.L1 [%0];" ::"l"(p));
 }
 
+// Copies one unit from global to shared memory: asynchronously for units of 4, 8 and 16 bytes
+// (cp.async, sm_80 and later: no register holds the data, copy_commit groups the copies issued
+// since the last group and copy_wait<N> waits until at most N groups are pending), directly for
+// smaller units. A thread reads back only what it copied itself.
+template <int V>
+__device__ __forceinline__ void copy_to_shared(typename Unit<V>::type* dst,
+                                               const typename Unit<V>::type* src) {
+  if constexpr (V == 16) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(
+                     static_cast<unsigned>(__cvta_generic_to_shared(dst))),
+                 "l"(src)
+                 : "memory");
+  } else if constexpr (V >= 4) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;" ::"r"(
+                     static_cast<unsigned>(__cvta_generic_to_shared(dst))),
+                 "l"(src), "n"(V)
+                 : "memory");
+  } else {
+    *dst = *src;
+  }
+}
+
+__device__ __forceinline__ void copy_commit() {
+  asm volatile("cp.async.commit_group;" ::: "memory");
+}
+
+template <int N>
+__device__ __forceinline__ void copy_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
 // ---- element conversions (contract, Numerics.java) ----
 
 struct F32 {

@@ -5,43 +5,124 @@
 
 namespace moeprep {
 
-// Thread mapping: one warp per token, grid-stride over tokens (64-bit). Lane j reads slot j's row
-// id and prob (32 slots at a time; K > 32 takes several rounds), and the warp's ballot names the
-// slots that have a row (-1 slots are skipped). Each lane owns units lane, lane + 32, ... of the
-// token's row, kU at a time, in steps that the whole warp takes together; for each step it walks the kept slots in slot order, issuing the
-// loads of kSlots slots together (memory-level parallelism), then accumulating them in slot order,
-// and stores the rounded sums. A token without a kept slot stores zeros (+0.0 encodes as 0 bits
-// in every dtype), at store bandwidth.
+// The kept slots of one warp's tokens (t, t + warps, ...) in the order unpermute_staged consumes
+// them: for each token, for each step of the row, the kept slots in slot order. Warp-uniform.
+// Tokens without a kept slot are skipped (when k <= 32, their ids fit one round).
+struct SlotFeed {
+  int64_t t;
+  int64_t step;
+  int32_t s0;       // the first slot of the current round of 32
+  int32_t r0;       // this lane's slot id in round 0 of token t
+  unsigned kept0;   // round 0's kept slots
+  int32_t r;        // this lane's slot id in the current round
+  unsigned kept;    // the current round's kept slots not yet fed
+
+  // moves to the first token at or after t with a kept slot (k <= 32), or to t (k > 32)
+  __device__ void seek(const int32_t* __restrict__ row_id_map, const float* __restrict__ probs,
+                       int64_t n, int32_t k, int64_t warps, int lane) {
+    r0 = -1;
+    kept0 = 0;
+    for (; t < n; t += warps) {
+      r0 = lane < k ? row_id_map[t * k + lane] : -1;
+      kept0 = __ballot_sync(0xffffffffu, r0 >= 0);
+      if (kept0 != 0 || k > 32) {
+        if (probs != nullptr && r0 >= 0) {
+          prefetch_l1(probs + t * k + lane);  // the consumer's weights
+        }
+        break;
+      }
+    }
+    step = 0;
+    s0 = 0;
+    r = r0;
+    kept = kept0;
+  }
+
+  // the row of the next kept slot (warp-uniform; `step` is its step), or -1 when no slot is left
+  __device__ int32_t next(const int32_t* __restrict__ row_id_map, const float* __restrict__ probs,
+                          int64_t n, int32_t k, int64_t warps, int64_t steps, int lane) {
+    while (t < n) {
+      if (kept != 0) {
+        const int s = __ffs(kept) - 1;
+        kept &= kept - 1;
+        return __shfl_sync(0xffffffffu, r, s);
+      }
+      s0 += 32;
+      if (s0 < k) {
+        r = s0 + lane < k ? row_id_map[t * k + s0 + lane] : -1;
+        kept = __ballot_sync(0xffffffffu, r >= 0);
+        continue;
+      }
+      s0 = 0;
+      r = r0;
+      kept = kept0;
+      if (++step == steps) {
+        t += warps;
+        seek(row_id_map, probs, n, k, warps, lane);
+      }
+    }
+    return -1;
+  }
+};
+
+// Thread mapping: one warp per token, grid-stride over tokens (64-bit); each lane owns units
+// lane, lane + 32, ... of a row, kU at a time (a step). The rows to combine stream through a ring
+// of kStages chunks (one kept slot's kU units per lane) in the warp's share of shared memory,
+// copied asynchronously (no register holds a chunk in flight): kStages - 1 chunks are in flight
+// while the warp accumulates the oldest, across slots, steps and tokens, in slot order per step,
+// acc = fl(acc + fl(p * x)). A token without a kept slot stores zeros (+0.0 encodes as 0 bits in
+// every dtype). Lane j reads slot j's row id and prob (32 slots a round; K > 32 takes several).
 // Shapes: expert_out [numOut][units] units of V bytes = V / sizeof(D::storage) elements;
 // row_id_map int32 [n][k] (-1: skipped); probs float32 [n][k] or null (p = 1); out [n][units].
-template <typename D, int V, int kU, int kSlots>
-__device__ void unpermute_warp(const void* __restrict__ expert_out,
-                               const int32_t* __restrict__ row_id_map,
-                               const float* __restrict__ probs, void* __restrict__ out, int64_t n,
-                               int32_t k, int64_t units) {
+template <typename D, int V, int kU, int kStages>
+__device__ void unpermute_staged(const void* __restrict__ expert_out,
+                                 const int32_t* __restrict__ row_id_map,
+                                 const float* __restrict__ probs, void* __restrict__ out,
+                                 int64_t n, int32_t k, int64_t units) {
   using U = typename Unit<V>::type;
   using S = typename D::storage;
   constexpr int kElems = V / static_cast<int>(sizeof(S));
-  static_assert(kElems >= 1, "a unit holds at least one element");
-  static_assert(kSlots == 1 || kSlots == 2, "one or two slots in flight");
+  static_assert(kStages >= 2, "at least one chunk in flight");
   union Packed {
     U unit;
     S elems[kElems];
   };
   constexpr unsigned kAll = 0xffffffffu;
+  __shared__ U ring_all[kBlockThreads / 32][kStages][kU][32];
   const int lane = static_cast<int>(threadIdx.x) & 31;
+  U(*ring)[kU][32] = ring_all[threadIdx.x >> 5];
   const int64_t warps = (static_cast<int64_t>(gridDim.x) * blockDim.x) >> 5;
+  const int64_t first = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  const int64_t steps = (units + 32 * kU - 1) / (32 * kU);
   const U* src = static_cast<const U*>(expert_out);
-  for (int64_t t = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; t < n;
-       t += warps) {
-    const int32_t* rows = row_id_map + t * k;
-    // the first 32 slots stay in registers for the whole row; later ones are read per step
-    const int32_t r0 = lane < k ? rows[lane] : -1;
+
+  SlotFeed feed;
+  feed.t = first;
+  feed.seek(row_id_map, probs, n, k, warps, lane);
+  // loads the feed's next chunk into ring[stage] (nothing once the feed is done), as one group
+  auto load = [&](int stage) {
+    const int32_t row = feed.next(row_id_map, probs, n, k, warps, steps, lane);
+    if (row >= 0) {
+      const U* from = src + static_cast<int64_t>(row) * units + feed.step * 32 * kU + lane;
+#pragma unroll
+      for (int j = 0; j < kU; j++) {
+        if (feed.step * 32 * kU + lane + 32 * j < units) {
+          copy_to_shared<V>(&ring[stage][j][lane], from + 32 * j);
+        }
+      }
+    }
+    copy_commit();
+  };
+#pragma unroll
+  for (int i = 0; i < kStages - 1; i++) {
+    load(i);
+  }
+  int head = 0;  // the stage of the next chunk to accumulate; the next load goes to the one before
+  for (int64_t t = first; t < n; t += warps) {
+    const int32_t r0 = lane < k ? row_id_map[t * k + lane] : -1;
     const float p0 = r0 >= 0 && probs != nullptr ? probs[t * k + lane] : 1.0f;
     const unsigned kept0 = __ballot_sync(kAll, r0 >= 0);
     U* dst = static_cast<U*>(out) + t * units;
-    // warp-uniform steps (every lane takes part in the shuffles and ballots below); lanes past
-    // the row's end load and store nothing
     for (int64_t base = 0; base < units; base += 32 * kU) {
       const int64_t u0 = base + lane;
       float acc[kU][kElems];
@@ -57,44 +138,31 @@ __device__ void unpermute_warp(const void* __restrict__ expert_out,
         float p = p0;
         unsigned kept = kept0;
         if (s0 > 0) {
-          r = s0 + lane < k ? rows[s0 + lane] : -1;
+          r = s0 + lane < k ? row_id_map[t * k + s0 + lane] : -1;
           p = r >= 0 && probs != nullptr ? probs[t * k + s0 + lane] : 1.0f;
           kept = __ballot_sync(kAll, r >= 0);
         }
         while (kept != 0) {
-          int32_t row[kSlots];
-          float w[kSlots];
+          const int s = __ffs(kept) - 1;
+          kept &= kept - 1;
+          const float w = __shfl_sync(kAll, p, s);
+          copy_wait<kStages - 2>();  // this chunk's group has landed
+          Packed x[kU];
 #pragma unroll
-          for (int b = 0; b < kSlots; b++) {
-            const int s = kept != 0 ? __ffs(kept) - 1 : -1;  // warp-uniform
-            kept = kept != 0 ? kept & (kept - 1) : 0;
-            row[b] = __shfl_sync(kAll, r, s < 0 ? 0 : s);
-            w[b] = __shfl_sync(kAll, p, s < 0 ? 0 : s);
-            if (s < 0) {
-              row[b] = -1;
+          for (int j = 0; j < kU; j++) {
+            if (u0 + 32 * j < units) {
+              x[j].unit = ring[head][j][lane];
             }
           }
-          Packed x[kSlots][kU];
+          // the stage accumulated last time is free: the next chunk goes there
+          load(head == 0 ? kStages - 1 : head - 1);
+          head = head == kStages - 1 ? 0 : head + 1;
 #pragma unroll
-          for (int b = 0; b < kSlots; b++) {
-#pragma unroll
-            for (int j = 0; j < kU; j++) {
-              const int64_t u = u0 + 32 * j;
-              if (row[b] >= 0 && u < units) {
-                x[b][j].unit = src[static_cast<int64_t>(row[b]) * units + u];
-              }
-            }
-          }
-#pragma unroll
-          for (int b = 0; b < kSlots; b++) {
-            if (row[b] < 0) {
-              continue;
-            }
-#pragma unroll
-            for (int j = 0; j < kU; j++) {
+          for (int j = 0; j < kU; j++) {
+            if (u0 + 32 * j < units) {
 #pragma unroll
               for (int i = 0; i < kElems; i++) {
-                acc[j][i] = __fadd_rn(acc[j][i], __fmul_rn(w[b], D::decode(x[b][j].elems[i])));
+                acc[j][i] = __fadd_rn(acc[j][i], __fmul_rn(w, D::decode(x[j].elems[i])));
               }
             }
           }
@@ -114,32 +182,29 @@ __device__ void unpermute_warp(const void* __restrict__ expert_out,
       }
     }
   }
+  copy_wait<0>();
 }
 
 }  // namespace moeprep
 
 using namespace moeprep;
 
-// Instantiations: kU = 4 units per lane in flight per slot; the _pairs kernels load two slots at
-// once, for tokens with several kept slots (the host picks them when numOut >= 2 n).
-#define MOEPREP_UNPERMUTE(DT, NAME, V, SLOTS, SUFFIX)                                            \
+// Instantiations: 4 units per lane per chunk, 3 chunks in the ring (2 in flight): 48 KB of shared
+// memory per block of 16-byte units. Measured against 1, 2 and 4 units with 2 to 12 chunks, and
+// with more blocks per multiprocessor (kernels/src/bench/cuda/sweep.cu, README.md).
+#define MOEPREP_UNPERMUTE(DT, NAME, V)                                                           \
   extern "C" __global__ void __launch_bounds__(kBlockThreads)                                    \
-      moeprep_unpermute_##NAME##_v##V##SUFFIX(const void* expert_out, const int32_t* row_id_map, \
-                                              const float* probs, void* out, int64_t n,          \
-                                              int32_t k, int64_t units) {                        \
-    unpermute_warp<DT, V, 4, SLOTS>(expert_out, row_id_map, probs, out, n, k, units);            \
+      moeprep_unpermute_##NAME##_v##V(const void* expert_out, const int32_t* row_id_map,         \
+                                      const float* probs, void* out, int64_t n, int32_t k,       \
+                                      int64_t units) {                                           \
+    unpermute_staged<DT, V, 4, 3>(expert_out, row_id_map, probs, out, n, k, units);              \
   }
-#define MOEPREP_UNPERMUTE_DTYPE(DT, NAME)      \
-  MOEPREP_UNPERMUTE(DT, NAME, 16, 1, )         \
-  MOEPREP_UNPERMUTE(DT, NAME, 16, 2, _pairs)   \
-  MOEPREP_UNPERMUTE(DT, NAME, 8, 1, )          \
-  MOEPREP_UNPERMUTE(DT, NAME, 8, 2, _pairs)    \
-  MOEPREP_UNPERMUTE(DT, NAME, 4, 1, )          \
-  MOEPREP_UNPERMUTE(DT, NAME, 4, 2, _pairs)
+#define MOEPREP_UNPERMUTE_DTYPE(DT, NAME) \
+  MOEPREP_UNPERMUTE(DT, NAME, 16)         \
+  MOEPREP_UNPERMUTE(DT, NAME, 8)          \
+  MOEPREP_UNPERMUTE(DT, NAME, 4)
 MOEPREP_UNPERMUTE_DTYPE(F32, f32)
 MOEPREP_UNPERMUTE_DTYPE(BF16, bf16)
 MOEPREP_UNPERMUTE_DTYPE(F16, f16)
-MOEPREP_UNPERMUTE(BF16, bf16, 2, 1, )
-MOEPREP_UNPERMUTE(BF16, bf16, 2, 2, _pairs)
-MOEPREP_UNPERMUTE(F16, f16, 2, 1, )
-MOEPREP_UNPERMUTE(F16, f16, 2, 2, _pairs)
+MOEPREP_UNPERMUTE(BF16, bf16, 2)
+MOEPREP_UNPERMUTE(F16, f16, 2)

@@ -37,7 +37,9 @@ import jcuda.driver.JCudaDriver;
  *
  * <p>Rows {@code map total} (launch, kernel and the wait for the layout), {@code map async} (launch
  * and kernel, no wait), {@code map queued} (ten maps queued back to back, per map: about the
- * kernel's own time).
+ * kernel's own time); {@code permute+map} is the synchronous call a user makes (the maps, the wait
+ * for the layout, then the permute into outputs of that size), its ratio against the permute's copy
+ * (the map's own traffic is not counted).
  *
  * <pre>java ... io.moeprep.app.bench.CudaBenchmark [iterations] [case indices, e.g. 0,2]</pre>
  */
@@ -78,7 +80,7 @@ public final class CudaBenchmark {
     rows.add(
         String.format(
             Locale.ROOT,
-            "| %-36s | %-10s | %9s | %8s | %9s | %8s | %6s |",
+            "| %-36s | %-11s | %9s | %8s | %9s | %8s | %6s |",
             "case",
             "op",
             "ms",
@@ -90,7 +92,7 @@ public final class CudaBenchmark {
         "|"
             + "-".repeat(38)
             + "|"
-            + "-".repeat(12)
+            + "-".repeat(13)
             + "|"
             + "-".repeat(11)
             + "|"
@@ -282,9 +284,28 @@ public final class CudaBenchmark {
                 kk,
                 new DeviceRows(dOut.address(), n, c.h, DType.BF16));
         Runnable permute = () -> k.permute().permuteRows(rows, s);
+        // the synchronous call a user makes: the maps, the wait for the layout (the output size),
+        // then the permute into outputs of that size
+        Runnable permuteWithMap =
+            () -> {
+              try (RoutingMapLauncher.DeviceMaps m =
+                  k.routingMap().map(dr, o, dRowId.address(), scratch, s)) {
+                k.permute()
+                    .permuteRows(
+                        new PermuteLauncher.Rows(
+                            rows.tokens(),
+                            kk,
+                            dRowId.address(),
+                            m.srcToken(),
+                            new DeviceRows(dPermuted.address(), m.numOut(), c.h, DType.BF16),
+                            m.hasPadding()),
+                        s);
+              }
+            };
         Runnable unpermute = () -> k.unpermute().unpermute(combine, s);
         double permMs = timer.median(iters, permute);
         double unpermMs = timer.median(iters, unpermute);
+        double permMapMs = timer.median(iters, permuteWithMap);
         long permCopy = permBytes / 2;
         long unpermCopy = unpermBytes / 2;
         DeviceBuffer src = dPermuted.size() >= copyBytes ? dPermuted : dOut;
@@ -300,6 +321,7 @@ public final class CudaBenchmark {
         out.add(row(c.label(), "map unfused", unfusedMs, mapBytes, Double.NaN, 0));
         out.add(row(c.label(), "map unfused plan", planMs, slots * 4 * 2, Double.NaN, 0));
         out.add(row(c.label(), "permute", permMs, permBytes, permCopyMs, permCopy * 2));
+        out.add(row(c.label(), "permute+map", permMapMs, permBytes, permCopyMs, permCopy * 2));
         out.add(row(c.label(), "unpermute", unpermMs, unpermBytes, unpermCopyMs, unpermCopy * 2));
         out.add(
             String.format(
@@ -374,7 +396,7 @@ public final class CudaBenchmark {
     if (Double.isNaN(copyMs)) {
       return String.format(
           Locale.ROOT,
-          "| %-36s | %-10s | %9.4f | %8.1f | %9s | %8s | %6s |",
+          "| %-36s | %-11s | %9.4f | %8.1f | %9s | %8s | %6s |",
           label,
           op,
           ms,
@@ -386,7 +408,7 @@ public final class CudaBenchmark {
     double copyGbs = copyTraffic / (copyMs * 1e6);
     return String.format(
         Locale.ROOT,
-        "| %-36s | %-10s | %9.4f | %8.1f | %9.4f | %8.1f | %6.3f |",
+        "| %-36s | %-11s | %9.4f | %8.1f | %9.4f | %8.1f | %6.3f |",
         label,
         op,
         ms,

@@ -67,13 +67,10 @@ public final class UnpermuteLauncher {
     int v = unitBytes(rowBytes, expertOut.dtype().bytes(), expertOut.address(), out.address());
     long units = rowBytes / v;
     long numTokens = out.rows();
-    // one warp per token; tokens with several kept slots on average (numOut >= 2 n) load two
-    // slots' rows at once, tokens with about one (K = 1, or masked to a rank) one at a time with
-    // fewer registers: measured on an H200 (kernels/src/main/cuda/README.md)
-    String slots = expertOut.rows() >= 2 * numTokens ? "_pairs" : "";
+    // one warp per token, the rows it combines streamed through shared memory (unpermute.cu)
     long warpsPerBlock = BLOCK / 32;
     module.launch(
-        "moeprep_unpermute_" + name + "_v" + v + slots,
+        "moeprep_unpermute_" + name + "_v" + v,
         Math.min(ceilDiv(numTokens, warpsPerBlock), device.multiprocessors() * 32L),
         BLOCK,
         0,
