@@ -5,6 +5,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.spark.api.MoePrep;
+import io.moeprep.spark.exec.BatchCounters;
 import java.io.IOException;
 import java.util.Locale;
 import org.apache.hadoop.conf.Configuration;
@@ -119,6 +120,7 @@ final class GenerateCommand implements JobCommand {
     TokenGenerator gen =
         new TokenGenerator(
             table.tokens, p, table.hidden, table.dtype, table.tokensPerBatch, router, table.seed);
+    long[] written;
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force);
         Progress.Step step = ctx.progress.step("write tokens")) {
       Dataset<Row> rows =
@@ -129,6 +131,7 @@ final class GenerateCommand implements JobCommand {
       m.put(OutputDir.GENERATION, dir.generation());
       dir.writeText(MANIFEST, Json.write(m));
       dir.commit();
+      written = JobContext.filesAndBytes(ctx.hadoop(), dir.path(""));
     }
     long batches = table.batches();
     ctx.out.printf(
@@ -146,6 +149,17 @@ final class GenerateCommand implements JobCommand {
         table.skew,
         table.seed,
         out);
+    if (ctx.summary) {
+      ctx.out.printf(
+          Locale.ROOT,
+          "generate: %d tokens, %d batches, %d partitions, %d files, %s in %.1f s%n",
+          table.tokens,
+          batches,
+          p,
+          written[0],
+          BatchCounters.bytes(written[1]),
+          (System.nanoTime() - start) / 1e9);
+    }
     return 0;
   }
 

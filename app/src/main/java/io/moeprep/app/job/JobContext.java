@@ -112,6 +112,21 @@ final class JobContext {
   }
 
   /**
+   * The number and total size in bytes of the files under {@code path} that {@link #visibleFiles}
+   * finds (data files, no checksums or markers), for a command's summary line.
+   */
+  static long[] filesAndBytes(Configuration hadoop, String path) throws IOException {
+    Path root = new Path(path);
+    FileSystem fs = root.getFileSystem(hadoop);
+    long bytes = 0;
+    List<Path> files = visibleFiles(fs, root, Integer.MAX_VALUE);
+    for (Path f : files) {
+      bytes += fs.getFileStatus(f).getLen();
+    }
+    return new long[] {files.size(), bytes};
+  }
+
+  /**
    * Fails with the option to fix when {@code path} does not exist on its file system (of {@code
    * hadoop}'s configuration).
    */

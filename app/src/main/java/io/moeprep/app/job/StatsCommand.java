@@ -5,9 +5,11 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.moeprep.app.cli.HelpOption;
 import io.moeprep.app.cli.OptionChecks;
 import io.moeprep.kernels.BackendChoice;
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.spec.PermuteSpec;
 import io.moeprep.spark.spec.Schemas;
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.util.Locale;
 import java.util.Map;
 import org.apache.hadoop.conf.Configuration;
@@ -92,15 +94,18 @@ final class StatsCommand implements JobCommand {
 
   @Override
   public int run(JobContext ctx) throws Exception {
+    long start = System.nanoTime();
     ObjectNode pm = permuted.manifest;
     PermuteSpec spec = UnpermuteCommand.specOf(ctx, pm, BackendChoice.CPU);
     ExpertLoad load = new ExpertLoad(spec.shape().expertPlacement());
+    long rowsRead = 0;
     try (Progress.Step s = ctx.progress.step("read tokens per expert")) {
       for (Row r :
           ctx.table(permuted.path("tokens_per_expert"), Schemas.TOKENS_PER_EXPERT)
               .select("batch", "expert", "kept", "dropped")
               .collectAsList()) {
         load.add(r.getLong(0), r.getInt(1), r.getLong(2), r.getLong(3));
+        rowsRead++;
       }
       s.done();
     }
@@ -117,10 +122,12 @@ final class StatsCommand implements JobCommand {
       ctx.err.println("  stats: fonts could not be loaded: the chart has no text");
     }
     ObjectNode json = json(load, pm);
+    byte[] reportBytes = report(load, pm, json).getBytes(StandardCharsets.UTF_8);
+    byte[] jsonBytes = Json.write(json).getBytes(StandardCharsets.UTF_8);
     try (OutputDir dir = OutputDir.create(ctx.hadoop(), out, "--out", force)) {
       dir.writeBytes(CHART, png);
-      dir.writeText(REPORT, report(load, pm, json));
-      dir.writeText(JSON, Json.write(json));
+      dir.writeBytes(REPORT, reportBytes);
+      dir.writeBytes(JSON, jsonBytes);
       dir.commit();
     }
     String chartPath = out + "/" + CHART;
@@ -141,6 +148,18 @@ final class StatsCommand implements JobCommand {
         last.rankImbalance(),
         100 * last.dropRate());
     ctx.out.println("stats: chart " + chartPath + ", report " + last.report());
+    if (ctx.summary) {
+      ctx.out.printf(
+          Locale.ROOT,
+          "stats: %d rows of tokens per expert (%d batches, %d experts, %d ranks), 3 files, %s in"
+              + " %.1f s%n",
+          rowsRead,
+          load.keptByBatch.size(),
+          load.kept.length,
+          load.numRanks(),
+          BatchCounters.bytes(png.length + reportBytes.length + jsonBytes.length),
+          (System.nanoTime() - start) / 1e9);
+    }
     return 0;
   }
 

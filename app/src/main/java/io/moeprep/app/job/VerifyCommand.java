@@ -15,6 +15,7 @@ import io.moeprep.kernels.contract.SegmentLayout;
 import io.moeprep.kernels.cpu.ReferenceBatch;
 import io.moeprep.kernels.cpu.ReferenceBatch.Token;
 import io.moeprep.kernels.memory.HostBuffer;
+import io.moeprep.spark.exec.BatchCounters;
 import io.moeprep.spark.sink.SafetensorsFile;
 import io.moeprep.spark.sink.ShardSchema;
 import io.moeprep.spark.spec.Columns;
@@ -125,13 +126,25 @@ final class VerifyCommand implements JobCommand {
     PermuteSpec spec = UnpermuteCommand.specOf(ctx, permuted.manifest, BackendChoice.CPU);
     ObjectNode cm = combinedManifest;
     boolean checkCombined = cm != null && cm.get("input").get("identity_experts").asBoolean();
+    long start = System.nanoTime();
     try (Progress.Step step = ctx.progress.step("recompute and compare")) {
-      String result = verify(ctx, spec, in, checkCombined);
+      Verified v = verify(ctx, spec, in, checkCombined);
       step.done();
-      ctx.out.println("verify: OK: " + result);
+      ctx.out.println("verify: OK: " + v.text());
       if (cm != null && !checkCombined) {
         ctx.out.println(
             "verify: note: --combined was not checked: its expert outputs are not the identity");
+      }
+      if (ctx.summary) {
+        ctx.out.printf(
+            Locale.ROOT,
+            "verify: %d rank batches, %d rows, %s of hidden rows, %d combined tokens compared in"
+                + " %.1f s%n",
+            (long) v.sampled() * v.ranks(),
+            v.rows(),
+            BatchCounters.bytes(v.rows() * spec.shape().rowBytes()),
+            v.combinedTokens(),
+            (System.nanoTime() - start) / 1e9);
       }
       return 0;
     } catch (Mismatch m) {
@@ -142,7 +155,28 @@ final class VerifyCommand implements JobCommand {
     }
   }
 
-  private String verify(JobContext ctx, PermuteSpec spec, String in, boolean checkCombined)
+  /**
+   * What a verify compared: {@code sampled} of {@code batches} batches, each for {@code ranks}
+   * ranks; {@code rows} permuted rows (padding included) and {@code combinedTokens} combined tokens
+   * ({@code combined}: whether the combined tokens were checked).
+   */
+  record Verified(
+      int sampled, int batches, int ranks, long rows, long combinedTokens, boolean combined) {
+    /** The line after {@code verify: OK: }. */
+    String text() {
+      return String.format(
+          Locale.ROOT,
+          "%d of %d batches x %d ranks recomputed with the CPU kernels: %d permuted rows, their row"
+              + " maps and tokens per expert%s equal byte for byte",
+          sampled,
+          batches,
+          ranks,
+          rows,
+          combined ? ", and " + combinedTokens + " combined tokens," : "");
+    }
+  }
+
+  private Verified verify(JobContext ctx, PermuteSpec spec, String in, boolean checkCombined)
       throws Mismatch, IOException {
     Columns cols = spec.columns();
     String[] c = {cols.tokenId(), cols.hidden(), cols.expertIds(), cols.probs(), cols.batch()};
@@ -273,15 +307,7 @@ final class VerifyCommand implements JobCommand {
         results.forEach(PermuteResult::close);
       }
     }
-    return String.format(
-        Locale.ROOT,
-        "%d of %d batches x %d ranks recomputed with the CPU kernels: %d permuted rows, their row"
-            + " maps and tokens per expert%s equal byte for byte",
-        sample.size(),
-        all.size(),
-        ranks,
-        rows,
-        checkCombined ? ", and " + combinedTokens + " combined tokens," : "");
+    return new Verified(sample.size(), all.size(), ranks, rows, combinedTokens, checkCombined);
   }
 
   /** Rows of a permute output for the sampled batches, by "rank/batch", in output order. */

@@ -9,6 +9,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import io.moeprep.spark.SparkSessions;
+import io.moeprep.spark.exec.BatchCounters;
 import java.awt.image.BufferedImage;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -20,6 +21,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.regex.Pattern;
 import java.util.stream.Stream;
 import javax.imageio.ImageIO;
 import org.apache.spark.api.java.function.MapFunction;
@@ -156,6 +158,48 @@ class JobEndToEndTest {
     assertEquals(4, m.get("batches").asInt());
     assertEquals("sigmoid", m.get("router").get("score").asText());
     assertEquals(2, m.get("router").get("topk_groups").asInt());
+  }
+
+  @Test
+  void generateEndsWithASummaryOfTheFilesItWrote() throws IOException {
+    Path out = tmp.resolve("gen-summary");
+    JobCliTest.Result r = ok(generateArgs(out, 7, 3));
+    List<String> lines = r.out().lines().toList();
+    assertEquals(2, lines.size(), r.out());
+    long[] written = visibleFilesAndBytes(table(out));
+    assertEquals(3, written[0], "one file per partition");
+    assertTrue(
+        lines
+            .get(1)
+            .matches(
+                Pattern.quote(
+                        "generate: "
+                            + N
+                            + " tokens, "
+                            + N / T
+                            + " batches, 3 partitions, 3 files, "
+                            + BatchCounters.bytes(written[1])
+                            + " in ")
+                    + "[0-9.]+ s"),
+        lines.get(1));
+  }
+
+  /** The number and bytes of the files under {@code dir} that are not hidden (_x, .x). */
+  static long[] visibleFilesAndBytes(Path dir) throws IOException {
+    long[] n = new long[2];
+    try (Stream<Path> files = Files.walk(dir)) {
+      for (Path f : files.filter(Files::isRegularFile).toList()) {
+        boolean hidden = false;
+        for (Path part : dir.relativize(f)) {
+          hidden |= part.toString().startsWith("_") || part.toString().startsWith(".");
+        }
+        if (!hidden) {
+          n[0]++;
+          n[1] += Files.size(f);
+        }
+      }
+    }
+    return n;
   }
 
   @Test
@@ -429,6 +473,23 @@ class JobEndToEndTest {
         ok("verify", "--permuted", out.toString(), "--combined", comb.toString(), "--batches", "0");
     assertTrue(v.out().contains("4 of 4 batches"), v.out());
     assertTrue(v.out().contains(N + " combined tokens"), v.out());
+    // every rank batch, every output row and its hidden bytes (H bf16 elements), every token
+    long rowsOut = manifest(out.resolve("manifest.json")).get("rows_out").asLong();
+    String summary = v.out().lines().toList().get(1);
+    assertTrue(
+        summary.matches(
+            Pattern.quote(
+                    "verify: "
+                        + R * (N / T)
+                        + " rank batches, "
+                        + rowsOut
+                        + " rows, "
+                        + BatchCounters.bytes(rowsOut * H * 2)
+                        + " of hidden rows, "
+                        + N
+                        + " combined tokens compared in ")
+                + "[0-9.]+ s"),
+        summary);
   }
 
   /**
@@ -720,6 +781,27 @@ class JobEndToEndTest {
             "--height",
             "400");
     assertTrue(r.out().contains("stats: chart " + out + "/expert_load.png"), r.out());
+    long bytes = 0;
+    for (String f : List.of(StatsCommand.CHART, StatsCommand.REPORT, StatsCommand.JSON)) {
+      bytes += Files.size(out.resolve(f));
+    }
+    String summary = r.out().lines().toList().get(2);
+    assertTrue(
+        summary.matches(
+            Pattern.quote(
+                    "stats: "
+                        + (N / T) * E
+                        + " rows of tokens per expert ("
+                        + N / T
+                        + " batches, "
+                        + E
+                        + " experts, "
+                        + R
+                        + " ranks), 3 files, "
+                        + BatchCounters.bytes(bytes)
+                        + " in ")
+                + "[0-9.]+ s"),
+        summary);
     BufferedImage img = ImageIO.read(out.resolve(StatsCommand.CHART).toFile());
     assertEquals(800, img.getWidth());
     assertEquals(400, img.getHeight());
@@ -795,7 +877,11 @@ class JobEndToEndTest {
       assertTrue(lines.stream().anyMatch(l -> l.startsWith(p)), p + " in\n" + r.out());
     }
     assertTrue(r.out().contains("demo: chart " + out + "/stats/expert_load.png"), r.out());
-    assertFalse(r.out().contains(" rank batches ("), "the demo has its own summary: " + r.out());
+    for (String line : lines) {
+      assertFalse(
+          !line.startsWith("demo: ") && line.matches(".* in [0-9.]+ s"),
+          "the demo has its own summary, not the commands': " + line);
+    }
     assertEquals(1200, ImageIO.read(out.resolve("stats/expert_load.png").toFile()).getWidth());
     // a second run replaces the first
     ok("demo", "--out", out.toString(), "--tokens", "1024", "--capacity-factor", "0");
