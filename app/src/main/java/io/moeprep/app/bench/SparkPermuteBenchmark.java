@@ -50,9 +50,11 @@ import org.apache.spark.util.MutableURLClassLoader;
  * <p>Arguments ({@code key=value}, all optional): {@code n=200000 hidden=1024 topK=8 experts=64
  * ranks=8 tokensPerBatch=8192 dir=/tmp/moeprep-bench master=local[2] runs=1 backend=cpu
  * only=plain,rows,packed,rows-batch,packed-batch,safetensors format=parquet chunkBytes=8388608
- * maxBlockBytes=1073741824 reuseInput=false rapids= rapidsAllocFraction=0.5} ({@code
- * reuseInput=true} keeps the input of an earlier run of the same shape). Run it with the module's
- * classpath and Spark's {@code --add-opens} flags, e.g.
+ * maxBlockBytes=1073741824 reuseInput=false rapids= rapidsAllocFraction=0.5 gpuTasks=2 codec=}
+ * ({@code reuseInput=true} keeps the input of an earlier run of the same shape; {@code gpuTasks} is
+ * {@code spark.rapids.sql.concurrentGpuTasks}; {@code codec} the Parquet compression of every
+ * variant's output, Spark's default (snappy) when empty, e.g. {@code uncompressed} or {@code
+ * zstd}). Run it with the module's classpath and Spark's {@code --add-opens} flags, e.g.
  *
  * <pre>
  * java $OPENS -Xmx8g -cp $(bin/moeprep classpath) \
@@ -140,6 +142,8 @@ public final class SparkPermuteBenchmark {
     a.put("reuseInput", "false");
     a.put("rapids", "");
     a.put("rapidsAllocFraction", "0.5");
+    a.put("gpuTasks", "2");
+    a.put("codec", "");
     a = BenchArgs.parse(a, args);
     long n = Long.parseLong(a.get("n"));
     int h = Integer.parseInt(a.get("hidden"));
@@ -177,7 +181,7 @@ public final class SparkPermuteBenchmark {
             .config("spark.sql.maxConcurrentOutputFileWriters", Integer.toString(r));
     if (rapids) {
       builder
-          .config("spark.rapids.sql.concurrentGpuTasks", "2")
+          .config("spark.rapids.sql.concurrentGpuTasks", a.get("gpuTasks"))
           // leave device memory to MoePrep's scratch (cuMemAlloc, outside RMM)
           .config("spark.rapids.memory.gpu.allocFraction", a.get("rapidsAllocFraction"))
           .config("spark.rapids.sql.explain", "NOT_ON_GPU");
@@ -188,7 +192,8 @@ public final class SparkPermuteBenchmark {
     spark.sparkContext().addSparkListener(bytes);
     System.out.printf(
         Locale.ROOT,
-        "MoePrep permute benchmark: N=%d H=%d BF16 K=%d E=%d R=%d tokensPerBatch=%d, %s, %d cores%n",
+        "MoePrep permute benchmark: N=%d H=%d BF16 K=%d E=%d R=%d tokensPerBatch=%d, %s, %d cores,"
+            + " Parquet codec %s, RAPIDS %s (concurrentGpuTasks %s)%n",
         n,
         h,
         k,
@@ -196,7 +201,10 @@ public final class SparkPermuteBenchmark {
         r,
         tpb,
         a.get("master"),
-        Runtime.getRuntime().availableProcessors());
+        Runtime.getRuntime().availableProcessors(),
+        a.get("codec").isEmpty() ? "snappy" : a.get("codec"),
+        rapids ? "on" : "off",
+        a.get("gpuTasks"));
     long t0 = System.nanoTime();
     String input = dir + "/tokens";
     String shape = n + " " + h + " " + k + " " + e;
@@ -265,6 +273,9 @@ public final class SparkPermuteBenchmark {
         double cpuStart = processCpuSeconds();
         // the same writer options for every variant (they suit large binary values)
         var writer = out.write().mode(SaveMode.Overwrite).options(MoePrep.PARQUET_OPTIONS);
+        if (!a.get("codec").isEmpty()) { // Spark's default is snappy
+          writer = writer.option("compression", a.get("codec"));
+        }
         boolean noop = a.get("format").equals("noop");
         if (p == Partitioning.BATCH && !shards && !noop) {
           writer = writer.partitionBy("ep_rank");

@@ -204,6 +204,21 @@ public final class ExecutorRuntime {
     }
   }
 
+  /** Counts permuted output rows, padding included, and their hidden bytes. */
+  public static void countPermuted(long rows, long rowBytes) {
+    ROWS_PERMUTED.inc(rows);
+    BYTES_PERMUTED.inc(rows * rowBytes);
+  }
+
+  /**
+   * Counts (rank, batch)es that the RAPIDS route permuted on the GPU, outside {@link #runBatch},
+   * with their output rows.
+   */
+  public static void countGpuPermuted(long batches, long rows, long rowBytes) {
+    GPU_BATCHES.inc(batches);
+    countPermuted(rows, rowBytes);
+  }
+
   /** Counts one fallback to the CPU and keeps its reason for the fallbackReason gauge. */
   private static void countFallback(String reason) {
     FALLBACKS.inc();

@@ -388,8 +388,7 @@ public final class RankBatchRunner implements MapPartitionsFunction<Row, Row> {
       if (counters != null) {
         counters.batch(result.numOut(), result.numOut() * shape.rowBytes(), ranOn[0]);
       }
-      ExecutorRuntime.ROWS_PERMUTED.inc(result.numOut());
-      ExecutorRuntime.BYTES_PERMUTED.inc(result.numOut() * shape.rowBytes());
+      ExecutorRuntime.countPermuted(result.numOut(), shape.rowBytes());
       return Closeables.closeOnExcept(
           result,
           r -> new BatchOutput(rank, batch, tokenIds, members(rank), r, shape.expertPlacement()));

@@ -4,9 +4,7 @@ import ai.rapids.cudf.BaseDeviceMemoryBuffer;
 import ai.rapids.cudf.ColumnVector;
 import ai.rapids.cudf.ColumnView;
 import ai.rapids.cudf.DType;
-import ai.rapids.cudf.DeviceMemoryBufferView;
 import ai.rapids.cudf.HostColumnVector;
-import ai.rapids.cudf.HostMemoryBuffer;
 import ai.rapids.cudf.Table;
 import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.spark.exec.BatchCounters;
@@ -56,7 +54,7 @@ final class CudfColumnarRows {
     List<Table> outputs = new ArrayList<>();
     int[] listOffsets = new int[n + 1];
     try (Closeables.Scope owned = new Closeables.Scope()) {
-      int[] tokenAt = hostInts(n == 0 ? null : owned.own(tokens.getOffsets()), n + 1);
+      int[] tokenAt = n == 0 ? new int[1] : listOffsets(tokens, n + 1, owned);
       int total = tokenAt[n];
       ColumnView struct = owned.own(tokens.getChildColumnView(0));
       ColumnView ids = owned.own(struct.getChildColumnView(0));
@@ -78,7 +76,8 @@ final class CudfColumnarRows {
                 pr == null ? 0 : pr.at(a),
                 hid.at(a),
                 tokenAt[i + 1] - a,
-                udf.hasProbs());
+                udf.hasProbs(),
+                java.util.Arrays.copyOfRange(tokenIds, a, tokenAt[i + 1]));
         for (int r = 0; r < ranks; r++) {
           long before = rowsOut;
           for (Table t :
@@ -117,9 +116,7 @@ final class CudfColumnarRows {
   }
 
   private static void count(BatchCounters counters, long rows, long rowBytes) {
-    ExecutorRuntime.GPU_BATCHES.inc();
-    ExecutorRuntime.ROWS_PERMUTED.inc(rows);
-    ExecutorRuntime.BYTES_PERMUTED.inc(rows * rowBytes);
+    ExecutorRuntime.countGpuPermuted(1, rows, rowBytes);
     if (counters != null) {
       counters.batch(rows, rows * rowBytes, "cuda");
     }
@@ -181,7 +178,7 @@ final class CudfColumnarRows {
           }
         }
       }
-      int[] off = hostInts(owned.own(list.getOffsets()), total + 1);
+      int[] off = listOffsets(list, total + 1, owned);
       for (int t = 0; t < total; t++) {
         long len = (long) off[t + 1] - off[t];
         if (len != perRow) {
@@ -211,19 +208,9 @@ final class CudfColumnarRows {
     }
   }
 
-  /** {@code count} int32 values of a device buffer (list offsets), on the host. */
-  private static int[] hostInts(BaseDeviceMemoryBuffer buf, int count) {
-    int[] v = new int[count];
-    if (buf == null) {
-      return v;
-    }
-    try (HostMemoryBuffer h = HostMemoryBuffer.allocate(4L * count);
-        DeviceMemoryBufferView d = new DeviceMemoryBufferView(buf.getAddress(), 4L * count)) {
-      h.copyFromDeviceBuffer(d);
-      for (int i = 0; i < count; i++) {
-        v[i] = h.getInt(4L * i);
-      }
-    }
-    return v;
+  /** The first {@code count} offsets of a LIST column, on the host (zeros when it has none). */
+  private static int[] listOffsets(ColumnView list, int count, Closeables.Scope owned) {
+    BaseDeviceMemoryBuffer buf = owned.own(list.getOffsets());
+    return buf == null ? new int[count] : HostCopies.ints(buf.getAddress(), count);
   }
 }

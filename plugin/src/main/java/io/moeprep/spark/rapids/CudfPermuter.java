@@ -135,10 +135,23 @@ public final class CudfPermuter {
    * data of the dispatched chunks): {@code tokenIds} int64 {@code n}, {@code expertIds} int32
    * {@code n x K} (masked to the rank), {@code probs} float32 {@code n x K} (0 when none, or when
    * {@code n = 0}), {@code hidden} {@code n x H} elements. The tokens may come in any order; the
-   * permute is that of the batch sorted by token id.
+   * permute is that of the batch sorted by token id. {@code hostIds}: the same token ids when the
+   * caller has them on the host already, else null (they are read from {@code tokenIds}).
    */
   public record BatchBuffers(
-      long tokenIds, long expertIds, long probs, long hidden, int numTokens, boolean withProbs) {}
+      long tokenIds,
+      long expertIds,
+      long probs,
+      long hidden,
+      int numTokens,
+      boolean withProbs,
+      long[] hostIds) {
+    /** Buffers whose token ids are read from the device. */
+    public BatchBuffers(
+        long tokenIds, long expertIds, long probs, long hidden, int numTokens, boolean withProbs) {
+      this(tokenIds, expertIds, probs, hidden, numTokens, withProbs, null);
+    }
+  }
 
   /**
    * Permutes one (rank, batch). The caller owns the returned tables (close them); on failure
@@ -153,7 +166,8 @@ public final class CudfPermuter {
     int n = in.numTokens();
     long k = topK;
     // token ids are metadata: read on the host, to sort and to check them
-    TokenOrder tokenOrder = TokenOrder.of(hostLongs(in.tokenIds(), n), batch);
+    long[] ids = in.hostIds() != null ? in.hostIds() : HostCopies.longs(in.tokenIds(), n);
+    TokenOrder tokenOrder = TokenOrder.of(ids, batch);
     boolean sorted = tokenOrder.arrivedSorted();
     int[] order = tokenOrder.order();
     long[] sortedIds = tokenOrder.sortedIds();
@@ -351,22 +365,6 @@ public final class CudfPermuter {
       // cudf wraps negative gather indices: padding rows are set explicitly
       return pad.ifElse(minusOne, gathered.getColumn(0));
     }
-  }
-
-  /** The {@code n} int64 values at a device address, on the host. */
-  private static long[] hostLongs(long address, int n) {
-    long[] v = new long[n];
-    if (n == 0) {
-      return v;
-    }
-    try (HostMemoryBuffer h = HostMemoryBuffer.allocate(8L * n);
-        DeviceMemoryBufferView d = new DeviceMemoryBufferView(address, 8L * n)) {
-      h.copyFromDeviceBuffer(d);
-      for (int i = 0; i < n; i++) {
-        v[i] = h.getLong(8L * i);
-      }
-    }
-    return v;
   }
 
   /**

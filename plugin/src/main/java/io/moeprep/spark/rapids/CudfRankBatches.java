@@ -4,9 +4,7 @@ import ai.rapids.cudf.BaseDeviceMemoryBuffer;
 import ai.rapids.cudf.ColumnVector;
 import ai.rapids.cudf.ColumnView;
 import ai.rapids.cudf.DType;
-import ai.rapids.cudf.DeviceMemoryBufferView;
 import ai.rapids.cudf.HostColumnVector;
-import ai.rapids.cudf.HostMemoryBuffer;
 import ai.rapids.cudf.Table;
 import io.moeprep.kernels.memory.Closeables;
 import io.moeprep.spark.spec.DispatchChunk;
@@ -241,20 +239,15 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
             "column " + name + " has cudf type LIST<" + ct + ">: must be LIST<UINT8> (binary)");
       }
       int rows = e - s;
-      try (BaseDeviceMemoryBuffer offsets = list.getOffsets();
-          HostMemoryBuffer h = HostMemoryBuffer.allocate(4L * (rows + 1))) {
+      try (BaseDeviceMemoryBuffer offsets = list.getOffsets()) {
         if (offsets == null) {
           return 0;
         }
-        // a view of the range (cudf's buffer views cannot be sliced)
-        try (DeviceMemoryBufferView range =
-            new DeviceMemoryBufferView(offsets.getAddress() + 4L * s, 4L * (rows + 1))) {
-          h.copyFromDeviceBuffer(range);
-        }
-        first = h.getInt(0);
-        last = h.getInt(4L * rows);
+        int[] off = HostCopies.ints(offsets.getAddress() + 4L * s, rows + 1);
+        first = off[0];
+        last = off[rows];
         for (int i = 0; i < rows; i++) {
-          long len = (long) h.getInt(4L * (i + 1)) - h.getInt(4L * i);
+          long len = (long) off[i + 1] - off[i];
           if (len != tokens[s + i] * perToken) {
             throw new IllegalArgumentException(
                 "batch "

@@ -38,9 +38,8 @@ final class CudfRankTask implements FlatMapFunction<Iterator<Table>, Table> {
               c -> {
                 batches.close();
                 // the consumer closes the tables it took; count what this task produced
-                ExecutorRuntime.GPU_BATCHES.inc(batches.batches());
-                ExecutorRuntime.ROWS_PERMUTED.inc(batches.rowsOut());
-                ExecutorRuntime.BYTES_PERMUTED.inc(batches.rowsOut() * spec.shape().rowBytes());
+                ExecutorRuntime.countGpuPermuted(
+                    batches.batches(), batches.rowsOut(), spec.shape().rowBytes());
               });
     }
     return batches;
