@@ -114,6 +114,56 @@ public final class SparkPermuteBenchmark {
     }
   }
 
+  /**
+   * The timing metrics of every operator of the last query that ran (summed over its tasks), read
+   * from the executed plan: where the time of a stage goes, operator by operator (RAPIDS' {@code op
+   * time} of each GPU operator, MoePrep's UDF inside the one that evaluates it).
+   */
+  static final class PlanMetrics implements org.apache.spark.sql.util.QueryExecutionListener {
+    final java.util.List<String> lines =
+        java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+
+    @Override
+    public void onSuccess(
+        String funcName, org.apache.spark.sql.execution.QueryExecution qe, long durationNs) {
+      lines.clear();
+      walk(qe.executedPlan(), 2);
+    }
+
+    @Override
+    public void onFailure(
+        String funcName, org.apache.spark.sql.execution.QueryExecution qe, Exception e) {
+      lines.clear();
+    }
+
+    private void walk(org.apache.spark.sql.execution.SparkPlan p, int indent) {
+      if (p instanceof org.apache.spark.sql.execution.adaptive.AdaptiveSparkPlanExec a) {
+        walk(a.executedPlan(), indent);
+        return;
+      }
+      if (p instanceof org.apache.spark.sql.execution.adaptive.QueryStageExec q) {
+        walk(q.plan(), indent);
+        return;
+      }
+      StringBuilder b = new StringBuilder(" ".repeat(indent)).append(p.nodeName());
+      var metrics = scala.jdk.javaapi.CollectionConverters.asJava(p.metrics());
+      new java.util.TreeMap<>(metrics)
+          .forEach(
+              (name, m) -> {
+                String type = m.metricType();
+                double scale =
+                    type.equals("nsTiming") ? 1e9 : type.equals("timing") ? 1e3 : Double.NaN;
+                if (!Double.isNaN(scale) && m.value() > 0) {
+                  b.append(String.format(Locale.ROOT, ", %s %.2f s", name, m.value() / scale));
+                }
+              });
+      lines.add(b.toString());
+      for (var c : scala.jdk.javaapi.CollectionConverters.asJava(p.children())) {
+        walk(c, indent + 2);
+      }
+    }
+  }
+
   record Result(
       String name, double seconds, double cpuSeconds, long shuffled, long written, long rows) {}
 
@@ -190,6 +240,8 @@ public final class SparkPermuteBenchmark {
     spark.sparkContext().setLogLevel("WARN");
     Bytes bytes = new Bytes();
     spark.sparkContext().addSparkListener(bytes);
+    PlanMetrics planMetrics = new PlanMetrics();
+    spark.listenerManager().register(planMetrics);
     System.out.printf(
         Locale.ROOT,
         "MoePrep permute benchmark: N=%d H=%d BF16 K=%d E=%d R=%d tokensPerBatch=%d, %s, %d cores,"
@@ -271,6 +323,7 @@ public final class SparkPermuteBenchmark {
         bytes.reset();
         long start = System.nanoTime();
         double cpuStart = processCpuSeconds();
+        long kernelStart = io.moeprep.spark.exec.ExecutorRuntime.KERNEL_NANOS.getCount();
         // the same writer options for every variant (they suit large binary values)
         var writer = out.write().mode(SaveMode.Overwrite).options(MoePrep.PARQUET_OPTIONS);
         if (!a.get("codec").isEmpty()) { // Spark's default is snappy
@@ -306,6 +359,16 @@ public final class SparkPermuteBenchmark {
             res.written / 1048576.0,
             res.rows);
         bytes.stages.forEach(System.out::println);
+        long kernelNanos =
+            io.moeprep.spark.exec.ExecutorRuntime.KERNEL_NANOS.getCount() - kernelStart;
+        if (kernelNanos > 0) {
+          System.out.printf(
+              Locale.ROOT,
+              "  MoePrep's kernel calls (kernelNanos, summed over tasks): %.2f s%n",
+              kernelNanos / 1e9);
+        }
+        System.out.println("  operators (timing metrics summed over tasks):");
+        planMetrics.lines.forEach(System.out::println);
         Result prev = best.get(which);
         if (prev == null || res.seconds < prev.seconds) {
           best.put(which, res);

@@ -68,6 +68,7 @@ final class CudfColumnarRows {
       long idsAt = total == 0 ? 0 : owned.own(ids.getData()).getAddress();
       long rowsOut = 0;
       for (int i = 0; i < n; i++) {
+        long start = System.nanoTime();
         int a = tokenAt[i];
         CudfPermuter.BatchBuffers in =
             new CudfPermuter.BatchBuffers(
@@ -105,6 +106,7 @@ final class CudfColumnarRows {
                   + " spark.rapids.sql.batchSizeBytes");
         }
         listOffsets[i + 1] = (int) rowsOut;
+        ExecutorRuntime.kernelTime(System.nanoTime() - start);
       }
       ColumnVector structs = owned.own(structOf(outputs, rowsOut));
       try (ColumnVector offsets = ColumnVector.fromInts(listOffsets)) {
