@@ -55,6 +55,20 @@ public final class DeviceMoeKernels {
    */
   public RoutingMapLauncher.DeviceMaps map(
       DeviceRouting routing, PermuteOptions options, long rowIdMap, CUstream stream) {
+    return map(routing, options, rowIdMap, null, stream);
+  }
+
+  /**
+   * As {@link #map(DeviceRouting, PermuteOptions, long, CUstream)}, with the scratch of {@link
+   * #scratch} for this shape (or {@code null} for one of this call alone): a caller that maps batch
+   * after batch on one stream allocates the device and pinned scratch once.
+   */
+  public RoutingMapLauncher.DeviceMaps map(
+      DeviceRouting routing,
+      PermuteOptions options,
+      long rowIdMap,
+      RoutingMapLauncher.RoutingScratch scratch,
+      CUstream stream) {
     if (routing == null || options == null) {
       throw new IllegalArgumentException("routing and options must not be null");
     }
@@ -73,7 +87,12 @@ public final class DeviceMoeKernels {
         routing.topK(),
         options.numExperts(),
         stream);
-    return kernels.routingMap().map(routing, options, rowIdMap, null, stream);
+    return kernels.routingMap().map(routing, options, rowIdMap, scratch, stream);
+  }
+
+  /** Scratch for maps of {@code numTokens x topK} slots over {@code numExperts} experts. */
+  public RoutingMapLauncher.RoutingScratch scratch(long numTokens, int topK, int numExperts) {
+    return kernels.routingMap().scratch(numTokens, topK, numExperts);
   }
 
   /**

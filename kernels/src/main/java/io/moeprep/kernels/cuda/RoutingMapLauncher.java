@@ -489,9 +489,14 @@ public final class RoutingMapLauncher {
       this.device = d;
     }
 
+    /** Whether this scratch is for {@code slots} slots over {@code numExperts} experts. */
+    public boolean fits(long slots, int numExperts) {
+      return this.slots == slots && this.numExperts == numExperts;
+    }
+
     /** Fails unless this scratch is for {@code slots} slots over {@code numExperts} experts. */
     void requireShape(long slots, int numExperts) {
-      if (this.slots != slots || this.numExperts != numExperts) {
+      if (!fits(slots, numExperts)) {
         throw new IllegalArgumentException(
             "scratch for "
                 + this.slots

@@ -42,18 +42,18 @@ final class CudfColumnarRows {
       throw new IllegalArgumentException("batch is null in " + batchCol.getNullCount() + " rows");
     }
     long[] batches = CudfRankBatches.longs(batchCol);
-    CudfPermuter permuter =
-        new CudfPermuter(
-            shape.hidden(),
-            shape.dtype(),
-            k,
-            MAX_OUTPUT_BYTES,
-            udf.spec().settings().tuning().kernelTuning(),
-            ExecutorRuntime.taskDevice(TaskContext.get()));
     int ranks = shape.expertPlacement().numRanks();
     List<Table> outputs = new ArrayList<>();
     int[] listOffsets = new int[n + 1];
-    try (Closeables.Scope owned = new Closeables.Scope()) {
+    try (Closeables.Scope owned = new Closeables.Scope();
+        CudfPermuter permuter =
+            new CudfPermuter(
+                shape.hidden(),
+                shape.dtype(),
+                k,
+                MAX_OUTPUT_BYTES,
+                udf.spec().settings().tuning().kernelTuning(),
+                ExecutorRuntime.taskDevice(TaskContext.get()))) {
       int[] tokenAt = n == 0 ? new int[1] : listOffsets(tokens, n + 1, owned);
       int total = tokenAt[n];
       ColumnView struct = owned.own(tokens.getChildColumnView(0));

@@ -49,8 +49,12 @@ import java.util.Optional;
  * the per-expert counts of the plan and the segment lengths; and, when the chunks of a batch do not
  * come in token order, the routing and probs (to reorder them) and the row map (to match the rows
  * where they lie).
+ *
+ * <p>The maps' device and pinned scratch is kept for the next batch of the same shape (one
+ * allocation per shape, not per batch: freeing pinned or device memory waits for the whole GPU): a
+ * permuter serves one thread and is closed by its owner.
  */
-public final class CudfPermuter {
+public final class CudfPermuter implements AutoCloseable {
   /** cudf's limit on the child data of one LIST column: 32-bit offsets. */
   public static final long CUDF_MAX_CHILD_BYTES = Integer.MAX_VALUE;
 
@@ -80,6 +84,8 @@ public final class CudfPermuter {
   private final long maxPieceBytes;
   private final KernelTuning tuning;
   private final int taskDevice;
+  private RoutingMapLauncher.RoutingScratch scratch;
+  private int scratchDevice = -1;
 
   /**
    * As {@link #CudfPermuter(int, io.moeprep.kernels.DType, int, long, KernelTuning, int)} with the
@@ -210,7 +216,11 @@ public final class CudfPermuter {
       DeviceMemoryBuffer rowIdMap = alloc(4L * n * k, owned);
       try (RoutingMapLauncher.DeviceMaps maps =
           kernels.map(
-              new DeviceRouting(routing, probsAt, n, topK), options, rowIdMap.getAddress(), null)) {
+              new DeviceRouting(routing, probsAt, n, topK),
+              options,
+              rowIdMap.getAddress(),
+              scratchFor(kernels, device, n, options.numExperts()),
+              null)) {
         layout = maps.layout();
         numOut = maps.numOut();
         padding = maps.hasPadding();
@@ -296,6 +306,34 @@ public final class CudfPermuter {
         Closeables.closeSuppressed(x, t);
       }
       throw t;
+    }
+  }
+
+  /**
+   * The scratch for maps of {@code n} tokens over {@code experts} experts on {@code device}: the
+   * kept one when it fits, else a new one that replaces it; {@code null} without tokens.
+   */
+  private RoutingMapLauncher.RoutingScratch scratchFor(
+      DeviceMoeKernels kernels, int device, int n, int experts) {
+    if (n == 0) {
+      return null;
+    }
+    if (scratch == null || scratchDevice != device || !scratch.fits((long) n * topK, experts)) {
+      close();
+      scratch = kernels.scratch(n, topK, experts);
+      scratchDevice = device;
+    }
+    return scratch;
+  }
+
+  /** Frees the kept scratch (waiting for the device's work on it); the permuter stays usable. */
+  @Override
+  public void close() {
+    RoutingMapLauncher.RoutingScratch s = scratch;
+    scratch = null;
+    scratchDevice = -1;
+    if (s != null) {
+      s.close();
     }
   }
 

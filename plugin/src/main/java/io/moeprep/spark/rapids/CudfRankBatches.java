@@ -111,6 +111,7 @@ public final class CudfRankBatches implements Iterator<Table>, AutoCloseable {
   public void close() {
     List<AutoCloseable> left = new ArrayList<>(ready);
     left.add(0, carry);
+    left.add(permuter);
     carry = null;
     ready.clear();
     Closeables.closeAll(left.toArray(new AutoCloseable[0]));
